@@ -1,0 +1,59 @@
+# The two commands of the README: `make demo` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+EXTRAS ?= device,cloud,train,dev
+MODEL  ?= models/digits.pt
+STAMP  := $(VENV)/.installed-$(shell printf '%s' "$(EXTRAS)" | tr ',' '-')
+
+.PHONY: help install mosquitto test test-slow lint demo model bench results clean
+
+help:
+	@echo "make demo      set up, train the bundled digits model if missing, show it, simulate"
+	@echo "make test      set up, lint, run the default test suite"
+	@echo "make test-slow the long checks (marker 'slow')"
+	@echo "make bench     micro-benchmarks (bench/)"
+	@echo "make results   regenerate docs/results.md from the digits checkpoint"
+	@echo "make install   virtualenv in $(VENV) with extras [$(EXTRAS)], plus Mosquitto"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "isplitee needs Python >= 3.11; set PYTHON=python3.11 (or newer)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $@
+
+install: $(STAMP) mosquitto
+
+mosquitto:
+	@bash deploy/ensure-mosquitto.sh
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: install lint
+	$(PY) -m pytest
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+$(MODEL): | $(STAMP)
+	$(VENV)/bin/isplitee train --dataset digits --input-size 32 --epochs 30 --seed 0 --out $(MODEL)
+
+model: $(MODEL)
+
+demo: install $(MODEL)
+	$(VENV)/bin/isplitee info $(MODEL)
+	$(VENV)/bin/isplitee simulate --model $(MODEL) --distortion gaussian_noise:2 --samples 2000 \
+	  --runs 3 --json runs/demo/simulate.json --plots runs/demo
+
+bench: $(STAMP)
+	$(PY) bench/bench_bandit.py
+
+results: $(STAMP) $(MODEL)
+	$(PY) bench/make_results.py --model $(MODEL) --out docs/results.md
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

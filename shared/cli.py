@@ -1,0 +1,238 @@
+"""``isplitee``: the offline tool (train a multi-exit model, inspect it, simulate the bandit).
+
+Heavy imports happen inside each command so ``isplitee --help`` is instant and a Pi without the
+``[train]`` extra still gets a clear message instead of an ImportError trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _blocks(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated block numbers like 3,6,9, got {text!r}"
+        ) from None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a multi-exit MobileNetV2 and write a checkpoint",
+        description="Train every exit jointly, calibrate each exit's temperature on the held-out "
+        "validation split, print a per-exit table on the test split and write the checkpoint.",
+    )
+    p.add_argument("--dataset", default="digits", help="digits | cifar10[:ROOT] | imagefolder:PATH")
+    p.add_argument("--input-size", type=int, default=32, help="square input side (default 32)")
+    p.add_argument("--width", type=float, default=1.0, help="MobileNetV2 width multiplier")
+    p.add_argument("--exit-blocks", type=_blocks, default=(3, 6, 9, 12, 15, 18))
+    p.add_argument("--pretrained", choices=("none", "imagenet"), default="none")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--lr-backbone", type=float, help="default 1.5e-4 with imagenet weights, 2e-3 without"
+    )
+    p.add_argument("--lr-exits", type=float, default=1e-2)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--exit-weights", type=_floats, help="loss weight per arm, e.g. 1,1,1,1,1,1,1")
+    p.add_argument(
+        "--augment",
+        type=float,
+        default=0.0,
+        help="share of training images given a random noise/blur distortion (paper: 0)",
+    )
+    p.add_argument("--limit", type=int, help="train on at most this many images (smoke runs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", type=Path, default=Path("models/digits.pt"))
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import Subset
+
+    from shared.checkpoint import ModelMeta, save_checkpoint
+    from shared.datasets import load_dataset
+    from shared.model import MultiExitMobileNetV2, load_imagenet_backbone
+    from shared.profile import profile_model
+    from shared.report import format_table
+    from shared.training import (
+        TrainConfig,
+        evaluate_arms,
+        fit_temperatures,
+        predict_arms,
+        seed_everything,
+        train_model,
+    )
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = load_dataset(args.dataset, args.input_size, args.seed)
+    seed_everything(args.seed)  # the initial weights are part of what the seed decides
+    model = MultiExitMobileNetV2(
+        num_classes=len(splits.class_names), width_mult=args.width, exit_blocks=args.exit_blocks
+    )
+    if args.pretrained == "imagenet":
+        load_imagenet_backbone(model)
+    lr_backbone = args.lr_backbone or (1.5e-4 if args.pretrained == "imagenet" else 2e-3)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr_backbone=lr_backbone,
+        lr_exits=args.lr_exits,
+        weight_decay=args.weight_decay,
+        exit_weights=args.exit_weights,
+        augment=args.augment,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    train_set = splits.train
+    if args.limit:
+        train_set = Subset(train_set, range(min(args.limit, len(train_set))))
+    print(
+        f"training on {args.dataset}: {len(train_set)} train / {len(splits.val)} val / "
+        f"{len(splits.test)} test images at {args.input_size}px, {args.epochs} epochs"
+    )
+    train_model(model, train_set, config)
+    norm = {"mean": config.mean, "std": config.std}
+    val_logits, val_labels = predict_arms(model, splits.val, **norm)
+    temperatures = fit_temperatures(val_logits, val_labels)
+    meta = ModelMeta(
+        width_mult=args.width,
+        num_classes=len(splits.class_names),
+        input_size=args.input_size,
+        exit_blocks=model.exit_blocks,
+        class_names=splits.class_names,
+        mean=config.mean,
+        std=config.std,
+        temperatures=temperatures,
+        dataset=splits.spec,
+        split_seed=args.seed,
+        notes={
+            "pretrained": args.pretrained,
+            "epochs": str(args.epochs),
+            "augment": f"{args.augment:g}",
+        },
+    )
+    digest = save_checkpoint(args.out, model, meta)
+    logits, labels = predict_arms(model, splits.test, **norm)
+    raw = evaluate_arms(logits, labels, model.arm_blocks, [1.0] * len(model.arm_blocks))
+    cal = evaluate_arms(logits, labels, model.arm_blocks, temperatures)
+    prof = profile_model(model, args.input_size)
+    rows = [
+        [
+            "final" if i == len(raw) - 1 else str(r.block),
+            f"{r.accuracy * 100:.1f}",
+            f"{r.mean_confidence:.3f}",
+            f"{c.mean_confidence:.3f}",
+            f"{temperatures[i]:.2f}",
+            f"{prof.macs_to_exit(r.block) / 1e6:.2f}",
+        ]
+        for i, (r, c) in enumerate(zip(raw, cal, strict=True))
+    ]
+    print(f"\nper-exit results on the held-out test split ({len(labels)} images):")
+    print(
+        format_table(
+            ["block", "acc %", "mean conf", "calibrated conf", "temperature", "MFLOPs"], rows
+        )
+    )
+    print(f"\nwrote {args.out} (hash {digest[:12]})")
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print a checkpoint's metadata, per-exit cost and payload")
+    p.add_argument("model", type=Path)
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from shared.checkpoint import load_checkpoint
+    from shared.profile import profile_model
+    from shared.report import format_table
+
+    ckpt = load_checkpoint(args.model)
+    meta = ckpt.meta
+    print(f"checkpoint   {ckpt.path}")
+    print(f"hash         {ckpt.hash}")
+    print(f"arch         {meta.arch} width {meta.width_mult:g}, input {meta.input_size}px")
+    print(
+        f"classes      {meta.num_classes}: {', '.join(meta.class_names[:12])}"
+        + (" ..." if meta.num_classes > 12 else "")
+    )
+    print(f"normalise    mean {meta.mean}, std {meta.std}")
+    print(f"dataset      {meta.dataset or '?'} (split seed {meta.split_seed})")
+    print(f"temperatures {', '.join(f'{t:.2f}' for t in meta.arm_temperatures())}")
+    for key, value in sorted(meta.notes.items()):
+        print(f"note         {key} = {value}")
+    prof = profile_model(ckpt.model, meta.input_size)
+    rows = []
+    for block in meta.arm_blocks:
+        bp = prof.block(block)
+        rows.append(
+            [
+                "final" if block == meta.arm_blocks[-1] else str(block),
+                f"{prof.macs_to_exit(block) / 1e6:.2f}",
+                f"{100 * prof.macs_to_exit(block) / prof.total_macs:.1f}",
+                "x".join(str(d) for d in bp.out_shape),
+                str(bp.payload_bytes("fp32")),
+                str(bp.payload_bytes("fp16")),
+                str(bp.payload_bytes("int8")),
+            ]
+        )
+    print()
+    print(
+        format_table(
+            ["exit", "MFLOPs", "% of full", "activation", "fp32 B", "fp16 B", "int8 B"], rows
+        )
+    )
+    print("\nMFLOPs are multiply-accumulates up to and including the exit head.")
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="isplitee",
+        description="Split computing with early exits: train, inspect and simulate.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_info(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    from shared.errors import IsplitEEError
+
+    try:
+        return int(args.func(args) or 0)
+    except (IsplitEEError, ValueError) as exc:
+        print(f"isplitee {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Per-block compute and activation size of a multi-exit model at a given input size.
+
+These figures feed two things: ``isplitee info`` (what a split costs on the device and on the
+wire) and the measured cost model of the bandit (which charges each block what it really costs
+instead of the paper's flat 0.1 per block).
+
+FLOPs here are multiply-accumulates of convolutions and linear layers, the convention of
+torchvision's model table (MobileNetV2 at 224x224: about 300 M). BatchNorm, activations and
+pooling are left out, as there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from shared.model import NUM_BLOCKS, MultiExitMobileNetV2
+
+__all__ = ["BYTES_PER_ELEMENT", "BlockProfile", "ModelProfile", "profile_model"]
+
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
+"""Bytes per activation element for each payload encoding the pipeline can send."""
+
+
+@dataclass(frozen=True)
+class BlockProfile:
+    block: int
+    macs: int
+    """Multiply-accumulates of this block alone."""
+    cumulative_macs: int
+    """Blocks 1..block together: what the device spends to reach this split."""
+    out_shape: tuple[int, ...]
+    """Activation shape for one image (C, H, W)."""
+
+    @property
+    def elements(self) -> int:
+        n = 1
+        for d in self.out_shape:
+            n *= d
+        return n
+
+    def payload_bytes(self, encoding: str = "fp32") -> int:
+        """Raw activation bytes for one image in ``encoding`` (before any framing)."""
+        try:
+            return self.elements * BYTES_PER_ELEMENT[encoding]
+        except KeyError:
+            raise ValueError(
+                f"encoding should be one of {sorted(BYTES_PER_ELEMENT)}, got {encoding!r}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    input_size: int
+    blocks: tuple[BlockProfile, ...]
+    exit_macs: dict[int, int]
+    """Exit head cost by block; the final classifier is at block 19."""
+
+    def block(self, block: int) -> BlockProfile:
+        return self.blocks[block - 1]
+
+    def macs_to_exit(self, block: int) -> int:
+        """Backbone up to ``block`` plus the head there: the device's cost to answer at it."""
+        return self.block(block).cumulative_macs + self.exit_macs[block]
+
+    @property
+    def total_macs(self) -> int:
+        return self.macs_to_exit(NUM_BLOCKS)
+
+
+def _count(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        k = module.kernel_size[0] * module.kernel_size[1]
+        return out.numel() // out.shape[0] * (module.in_channels // module.groups) * k
+    if isinstance(module, nn.Linear):
+        return out.numel() // out.shape[0] * module.in_features
+    return 0
+
+
+def _macs_of(module: nn.Module, run: callable) -> tuple[int, object]:
+    total = 0
+
+    def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        total += _count(m, args[0], out)
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in module.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    try:
+        result = run()
+    finally:
+        for h in handles:
+            h.remove()
+    return total, result
+
+
+@torch.no_grad()
+def profile_model(model: MultiExitMobileNetV2, input_size: int) -> ModelProfile:
+    """Count MACs block by block on one dummy image of ``input_size`` x ``input_size``."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, 3, input_size, input_size)
+        blocks: list[BlockProfile] = []
+        exit_macs: dict[int, int] = {}
+        cumulative = 0
+        for b in range(1, NUM_BLOCKS + 1):
+            layer = model.features[b - 1]
+            macs, x = _macs_of(layer, lambda layer=layer, x=x: layer(x))
+            cumulative += macs
+            blocks.append(BlockProfile(b, macs, cumulative, tuple(x.shape[1:])))
+            if str(b) in model.exits:
+                head = model.exits[str(b)]
+                exit_macs[b], _ = _macs_of(head, lambda head=head, x=x: head(x))
+        pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        exit_macs[NUM_BLOCKS], _ = _macs_of(model.classifier, lambda: model.classifier(pooled))
+    finally:
+        model.train(was_training)
+    return ModelProfile(input_size=input_size, blocks=tuple(blocks), exit_macs=exit_macs)

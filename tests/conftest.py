@@ -1,0 +1,37 @@
+"""Shared fixtures: one tiny real model trained on real data (scikit-learn's digits) per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+TINY_TRAIN_ARGS = [
+    "train",
+    "--dataset",
+    "digits",
+    "--input-size",
+    "32",
+    "--width",
+    "0.35",
+    "--epochs",
+    "2",
+    "--limit",
+    "400",
+    "--seed",
+    "3",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (if barely trained) digits checkpoint, made through the CLI like a user would."""
+    from shared.cli import main
+
+    out = tmp_path_factory.mktemp("models") / "tiny.pt"
+    assert main([*TINY_TRAIN_ARGS, "--out", str(out)]) == 0
+    return out

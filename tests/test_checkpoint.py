@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.checkpoint import (
+    CheckpointError,
+    ModelMeta,
+    load_checkpoint,
+    save_checkpoint,
+)
+from shared.model import MultiExitMobileNetV2
+
+
+def _meta(**overrides) -> ModelMeta:
+    base = {"num_classes": 3, "input_size": 32, "class_names": ("a", "b", "c"), "width_mult": 0.35}
+    return ModelMeta(**{**base, **overrides})
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Path, MultiExitMobileNetV2, str]:
+    torch.manual_seed(0)
+    model = MultiExitMobileNetV2(num_classes=3, width_mult=0.35).eval()
+    path = tmp_path / "m.pt"
+    digest = save_checkpoint(path, model, _meta(temperatures=(1.5,) * 7))
+    return path, model, digest
+
+
+def test_round_trip_keeps_weights_meta_and_hash(saved) -> None:
+    path, model, digest = saved
+    ckpt = load_checkpoint(path)
+    assert ckpt.hash == digest and len(digest) == 64
+    assert ckpt.meta.temperatures == (1.5,) * 7
+    assert ckpt.meta.class_names == ("a", "b", "c")
+    assert not ckpt.model.training
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(model(x), ckpt.model(x), strict=True):
+            assert torch.equal(a, b)
+    assert load_checkpoint(path, expected_hash=digest[:12]).hash == digest
+
+
+def test_hash_changes_with_weights_and_with_metadata(tmp_path: Path, saved) -> None:
+    _, model, digest = saved
+    assert save_checkpoint(tmp_path / "b.pt", model, _meta()) != digest  # temperatures differ
+    with torch.no_grad():
+        model.exits["3"][3].bias.add_(1e-3)
+    assert save_checkpoint(tmp_path / "c.pt", model, _meta(temperatures=(1.5,) * 7)) != digest
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"nope\.pt: no such checkpoint file"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_truncated_file_is_named(saved) -> None:
+    path, _, _ = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"{path.name}: cannot read checkpoint .*truncated"):
+        load_checkpoint(path)
+
+
+def test_flipped_weight_bytes_are_detected(saved) -> None:
+    path, _, _ = saved
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"]["classifier.1.weight"][0, 0] += 1.0
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="content hash mismatch.*corrupted"):
+        load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_the_metadata(tmp_path: Path) -> None:
+    from shared.checkpoint import FORMAT, FORMAT_VERSION, content_hash
+
+    meta = _meta(width_mult=0.5)  # says 0.5, weights are 0.35
+    state = MultiExitMobileNetV2(num_classes=3, width_mult=0.35).state_dict()
+    path = tmp_path / "mismatch.pt"
+    torch.save(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "meta": meta.model_dump_json(),
+            "content_hash": content_hash(meta, state),
+            "state_dict": state,
+        },
+        path,
+    )
+    with pytest.raises(CheckpointError, match="mismatch.pt: weights do not match the metadata"):
+        load_checkpoint(path)
+
+
+def test_expected_hash_mismatch(saved) -> None:
+    path, _, _ = saved
+    with pytest.raises(CheckpointError, match="differs from the expected 000000000000"):
+        load_checkpoint(path, expected_hash="0" * 64)
+
+
+def test_other_files_are_refused(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointError, match="not an isplitee checkpoint"):
+        load_checkpoint(plain)
+    old = tmp_path / "future.pt"
+    torch.save({"format": "isplitee.checkpoint", "format_version": 99}, old)
+    with pytest.raises(CheckpointError, match="format version 99 is not supported"):
+        load_checkpoint(old)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_arbitrary_objects_are_never_unpickled(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "isplitee.checkpoint", "x": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+    assert "unpickled!" not in capsys.readouterr().out
+
+
+def test_metadata_is_validated() -> None:
+    with pytest.raises(ValueError, match="class_names has 2 names for 3 classes"):
+        _meta(class_names=("a", "b"))
+    with pytest.raises(ValueError, match="temperatures has 2 values for 7 arms"):
+        _meta(temperatures=(1.0, 1.0))
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        _meta(colour="blue")
