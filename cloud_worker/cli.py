@@ -16,7 +16,7 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="isplitee-cloud",
-        description="the cloud worker: finishes offloaded activations and replies over MQTT.",
+        description="The cloud worker: finishes offloaded activations and replies over MQTT.",
         epilog="Not implemented yet: the MQTT pipeline arrives with the pipeline milestone. "
         "Use 'isplitee train', 'isplitee info' and 'isplitee simulate' meanwhile.",
     )

@@ -1,4 +1,6 @@
-"""``isplitee-device``: the Raspberry Pi camera node: runs the model up to the split, exits early or offloads over MQTT.
+"""``isplitee-device``: the Raspberry Pi camera node.
+
+It runs the model up to the split, answers from the exit there or offloads over MQTT.
 
 The MQTT pipeline is the next milestone; until it lands this entry point only explains itself,
 so installing the package already puts the command where systemd units will expect it.
@@ -16,7 +18,8 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="isplitee-device",
-        description="the Raspberry Pi camera node: runs the model up to the split, exits early or offloads over MQTT.",
+        description="The Raspberry Pi camera node: runs the model up to the split, "
+        "answers from the exit there or offloads over MQTT.",
         epilog="Not implemented yet: the MQTT pipeline arrives with the pipeline milestone. "
         "Use 'isplitee train', 'isplitee info' and 'isplitee simulate' meanwhile.",
     )

@@ -25,8 +25,8 @@ __all__ = [
     "DEFAULT_EXIT_BLOCKS",
     "NUM_BLOCKS",
     "EdgeResult",
-    "WeightsUnavailableError",
     "MultiExitMobileNetV2",
+    "WeightsUnavailableError",
     "exit_head",
     "load_imagenet_backbone",
 ]
@@ -171,8 +171,8 @@ def load_imagenet_backbone(model: MultiExitMobileNetV2) -> None:
     """Copy torchvision's ImageNet weights into the backbone (exits and classifier stay new).
 
     Raises:
-        WeightsUnavailableError: the weights cannot be had (no internet, no cached copy) or the width
-            does not match the published weights; the message names ``--pretrained none``.
+        WeightsUnavailableError: the weights cannot be had (no internet, no cached copy) or
+            the width does not match the published weights; the message names ``--pretrained none``.
     """
     from torchvision.models import MobileNet_V2_Weights
 

@@ -21,11 +21,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from shared.distortions import BLUR_LEVELS, NOISE_LEVELS, Distortion
 from shared.model import MultiExitMobileNetV2
+from shared.report import progress_bar
 from shared.transforms import normalize
 
 __all__ = [
     "ArmStats",
     "TrainConfig",
+    "calibration_logits",
     "evaluate_arms",
     "fit_temperatures",
     "predict_arms",
@@ -73,19 +75,27 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def _augment(images: Tensor, share: float, g: torch.Generator) -> Tensor:
-    """Give a random ``share`` of the batch a random noise or blur level from the paper's grid."""
+    """Give a random ``share`` of the batch a random noise or blur level from the paper's grid.
+
+    Half the picked images get noise, half blur; images sharing a blur level are blurred in
+    one call, so augmentation costs a few batched ops rather than one op per image.
+    """
     if share <= 0:
         return images
     out = images.clone()
-    pick = torch.rand(len(images), generator=g) < share
-    for i in torch.nonzero(pick).flatten().tolist():
-        if torch.rand(1, generator=g).item() < 0.5:
-            level = NOISE_LEVELS[int(torch.randint(len(NOISE_LEVELS), (1,), generator=g))]
-            d = Distortion("gaussian_noise", level)
-        else:
-            level = BLUR_LEVELS[int(torch.randint(len(BLUR_LEVELS), (1,), generator=g))]
-            d = Distortion("gaussian_blur", level)
-        out[i] = d.apply_tensor(images[i : i + 1], generator=g)[0]
+    n = len(images)
+    picked = torch.rand(n, generator=g) < share
+    noisy = picked & (torch.rand(n, generator=g) < 0.5)
+    blurred = picked & ~noisy
+    levels = torch.randint(len(NOISE_LEVELS), (n,), generator=g)
+    for i, level in enumerate(NOISE_LEVELS):
+        idx = torch.nonzero(noisy & (levels == i)).flatten()
+        if len(idx):
+            out[idx] = Distortion("gaussian_noise", level).apply_tensor(images[idx], generator=g)
+    for i, level in enumerate(BLUR_LEVELS):
+        idx = torch.nonzero(blurred & (levels == i)).flatten()
+        if len(idx):
+            out[idx] = Distortion("gaussian_blur", level).apply_tensor(images[idx])
     return out
 
 
@@ -108,7 +118,7 @@ def train_model(model: MultiExitMobileNetV2, train_set: Dataset, config: TrainCo
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * len(loader))
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    bar = _progress(range(config.epochs), config.progress, "train")
+    bar = progress_bar(range(config.epochs), config.progress, "train", "epoch")
     for epoch in bar:
         total, seen = 0.0, 0
         for images, labels in loader:
@@ -124,16 +134,6 @@ def train_model(model: MultiExitMobileNetV2, train_set: Dataset, config: TrainCo
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}")
     model.eval()
-
-
-def _progress(it, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return it
-    return tqdm(it, desc=desc, unit="epoch" if desc == "train" else "batch", leave=False)
 
 
 @torch.no_grad()
@@ -152,13 +152,39 @@ def predict_arms(
     model.eval()
     logits, labels = [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    for images, y in _progress(loader, progress, "infer"):
+    for images, y in progress_bar(loader, progress, "infer", "batch"):
         if distortion is not None:
             images = distortion.apply_tensor(images, generator=generator)
         outs = model(normalize(images, mean, std))
         logits.append(torch.stack(outs, dim=1))
         labels.append(y)
     return torch.cat(logits), torch.cat(labels)
+
+
+def calibration_logits(
+    model: MultiExitMobileNetV2,
+    val_set: Dataset,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    distorted: bool,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Held-out logits to fit temperatures on: clean only, or also under every paper level.
+
+    Temperatures fitted on clean images alone can make an exit *more* confident, which is the
+    wrong way for the distorted frames where exits fail; the distorted set asks the exits to be
+    honest across the conditions a camera meets.
+    """
+    kinds = [Distortion()]
+    if distorted:
+        kinds += [Distortion("gaussian_noise", lv) for lv in NOISE_LEVELS]
+        kinds += [Distortion("gaussian_blur", lv) for lv in BLUR_LEVELS]
+    g = torch.Generator().manual_seed(seed)
+    parts = [
+        predict_arms(model, val_set, mean=mean, std=std, distortion=d, generator=g) for d in kinds
+    ]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def fit_temperatures(logits: Tensor, labels: Tensor) -> tuple[float, ...]:

@@ -68,7 +68,7 @@ def test_flipped_weight_bytes_are_detected(saved) -> None:
     ckpt = torch.load(path, weights_only=True)
     ckpt["state_dict"]["classifier.1.weight"][0, 0] += 1.0
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointError, match="content hash mismatch.*corrupted"):
+    with pytest.raises(CheckpointError, match=r"content hash mismatch.*corrupted"):
         load_checkpoint(path)
 
 
@@ -88,24 +88,24 @@ def test_weights_that_do_not_fit_the_metadata(tmp_path: Path) -> None:
         },
         path,
     )
-    with pytest.raises(CheckpointError, match="mismatch.pt: weights do not match the metadata"):
+    with pytest.raises(CheckpointError, match=r"mismatch.pt: weights do not match the metadata"):
         load_checkpoint(path)
 
 
 def test_expected_hash_mismatch(saved) -> None:
     path, _, _ = saved
-    with pytest.raises(CheckpointError, match="differs from the expected 000000000000"):
+    with pytest.raises(CheckpointError, match=r"differs from the expected 000000000000"):
         load_checkpoint(path, expected_hash="0" * 64)
 
 
 def test_other_files_are_refused(tmp_path: Path) -> None:
     plain = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(2)}, plain)
-    with pytest.raises(CheckpointError, match="not an isplitee checkpoint"):
+    with pytest.raises(CheckpointError, match=r"not an isplitee checkpoint"):
         load_checkpoint(plain)
     old = tmp_path / "future.pt"
     torch.save({"format": "isplitee.checkpoint", "format_version": 99}, old)
-    with pytest.raises(CheckpointError, match="format version 99 is not supported"):
+    with pytest.raises(CheckpointError, match=r"format version 99 is not supported"):
         load_checkpoint(old)
 
 
@@ -117,15 +117,15 @@ class _Evil:
 def test_arbitrary_objects_are_never_unpickled(tmp_path: Path, capsys) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"format": "isplitee.checkpoint", "x": _Evil()}, path)
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint"):
         load_checkpoint(path)
     assert "unpickled!" not in capsys.readouterr().out
 
 
 def test_metadata_is_validated() -> None:
-    with pytest.raises(ValueError, match="class_names has 2 names for 3 classes"):
+    with pytest.raises(ValueError, match=r"class_names has 2 names for 3 classes"):
         _meta(class_names=("a", "b"))
-    with pytest.raises(ValueError, match="temperatures has 2 values for 7 arms"):
+    with pytest.raises(ValueError, match=r"temperatures has 2 values for 7 arms"):
         _meta(temperatures=(1.0, 1.0))
-    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+    with pytest.raises(ValueError, match=r"Extra inputs are not permitted"):
         _meta(colour="blue")

@@ -71,7 +71,7 @@ def test_split_must_be_an_arm() -> None:
     model = MultiExitMobileNetV2(num_classes=10)
     with pytest.raises(ValueError, match=r"split block should be one of .* got 4"):
         model.edge(torch.randn(1, 3, 32, 32), 4)
-    with pytest.raises(ValueError, match="got 7"):
+    with pytest.raises(ValueError, match=r"got 7"):
         model.cloud(torch.randn(1, 32, 4, 4), 7)
 
 
@@ -84,5 +84,5 @@ def test_imagenet_weights_load_or_fail_clearly(tmp_path, monkeypatch) -> None:
         load_imagenet_backbone(model)
     except WeightsUnavailableError as exc:
         assert "--pretrained none" in str(exc)
-    with pytest.raises(WeightsUnavailableError, match="width_mult 1.0.*--pretrained none"):
+    with pytest.raises(WeightsUnavailableError, match=r"width_mult 1.0.*--pretrained none"):
         load_imagenet_backbone(MultiExitMobileNetV2(num_classes=10, width_mult=0.5))

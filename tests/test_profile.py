@@ -24,5 +24,5 @@ def test_activation_shapes_and_payload_bytes() -> None:
     assert prof.block(15).out_shape == (160, 7, 7)
     # exit head: BN + pool + Linear(C, classes) -> C * classes MACs
     assert prof.exit_macs[3] == 24 * 10
-    with pytest.raises(ValueError, match="encoding should be one of .* got 'bf8'"):
+    with pytest.raises(ValueError, match=r"encoding should be one of .* got 'bf8'"):
         b3.payload_bytes("bf8")

@@ -34,6 +34,7 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path, tiny_checkpoint: P
     rows = re.findall(r"^\| (\d+|final) +\| +([\d.]+) +\| ([\d.]+) ", text, re.M)
     assert [r[0] for r in rows] == ["3", "6", "9", "12", "15", "18", "final"]
     assert all(0 <= float(acc) <= 100 for _, acc, _ in rows)
+    assert re.search(r"trained in \d+ s on \d+ CPU thread\(s\)", text)
     assert "held-out test split (450 images)" in text
 
 
@@ -71,7 +72,7 @@ def test_info_on_a_broken_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
 def test_unknown_dataset_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["train", "--dataset", "mnist", "--out", str(tmp_path / "x.pt")]) == 2
     assert "unknown dataset 'mnist'" in capsys.readouterr().err
-    with pytest.raises(DatasetError, match="no such directory"):
+    with pytest.raises(DatasetError, match=r"no such directory"):
         load_dataset(f"imagefolder:{tmp_path / 'none'}", 32)
 
 
@@ -86,7 +87,7 @@ def test_imagefolder_dataset(tmp_path: Path) -> None:
             cv2.imwrite(str(tmp_path / cls / f"{i}.png"), img)
     splits = load_dataset(f"imagefolder:{tmp_path}", 24, seed=1)
     assert splits.class_names == ("cat", "dog")
-    image, label = splits.test[0]
+    image, _ = splits.test[0]
     assert tuple(image.shape) == (3, 24, 24) and 0 <= float(image.min()) <= float(image.max()) <= 1
     assert len(splits.train) + len(splits.val) + len(splits.test) == 16
 
@@ -97,7 +98,9 @@ def test_splits_are_stratified_disjoint_and_seeded() -> None:
     assert len(set(tr) | set(va) | set(te)) == 200
     assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
     assert np.bincount(labels[te]).tolist() == [10] * 5
-    assert all(np.array_equal(a, b) for a, b in zip(split_indices(labels, 7), (tr, va, te)))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(split_indices(labels, 7), (tr, va, te), strict=True)
+    )
     assert not np.array_equal(split_indices(labels, 8)[2], te)
 
 

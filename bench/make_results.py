@@ -1,0 +1,483 @@
+"""Regenerate ``docs/results.md``: I-SplitEE and its baselines on the bundled digits models.
+
+Run: ``make results`` (trains the two digits checkpoints first if they are missing). Every figure
+in the page is computed here from the checkpoints; nothing is typed in by hand. Targets are
+checked in code and a missed one is printed as MISSED with its figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.bandit import ISplitEE
+from shared.checkpoint import Checkpoint, load_checkpoint
+from shared.confidence import build_table
+from shared.cost import RewardModel, measured_cost, paper_cost
+from shared.distortions import Distortion
+from shared.profile import profile_model
+from shared.report import format_table, settle_table, simulation_table
+from shared.simulate import (
+    Segment,
+    SimulationResult,
+    Stream,
+    default_policy_names,
+    make_policy_factory,
+    simulate,
+)
+
+DISTORTIONS = (
+    "clean",
+    "gaussian_noise:1",
+    "gaussian_noise:2",
+    "gaussian_noise:3",
+    "gaussian_blur:0.5",
+    "gaussian_blur:1",
+)
+SAMPLES = 2000
+RUNS = 5
+
+
+@dataclass(frozen=True)
+class Setting:
+    label: str
+    model: str  # "paper" or "robust"
+    alpha: float
+    calibration: str  # "none" or "temperature"
+    c: float = 1.0
+
+    def flags(self) -> str:
+        return f"--alpha {self.alpha:g} --calibration {self.calibration} --c {self.c:g}"
+
+
+SETTINGS = (
+    Setting("paper: clean training, raw confidence, alpha 0.5, c 1", "paper", 0.5, "none"),
+    Setting("paper model + temperature scaling (clean val)", "paper", 0.5, "temperature"),
+    Setting("distortion-augmented training, alpha 0.5", "robust", 0.5, "none"),
+    Setting("augmented + temperature (distorted val), alpha 0.8", "robust", 0.8, "temperature"),
+    Setting("augmented, raw confidence, alpha 0.8, c 1", "robust", 0.8, "none"),
+    Setting(
+        "augmented, raw confidence, alpha 0.8, c 0.25 (recommended)", "robust", 0.8, "none", 0.25
+    ),
+)
+RECOMMENDED = SETTINGS[-1]
+PAPER_C = SETTINGS[-2]
+
+
+def _stream(ckpt: Checkpoint, parts: list[tuple[str, int]], calibration: str) -> Stream:
+    temps = ckpt.meta.arm_temperatures() if calibration == "temperature" else None
+    confs, correct, segs, start = [], [], [], 0
+    for i, (spec, n) in enumerate(parts):
+        table = build_table(ckpt, Distortion.parse(spec), samples=n, seed=1000 * i)
+        confs.append(table.confidences(temps))
+        correct.append(table.correct())
+        segs.append(Segment(spec, start, start + n))
+        start += n
+    return Stream(np.concatenate(confs), np.concatenate(correct), tuple(segs))
+
+
+def _cost(ckpt: Checkpoint, name: str):
+    blocks = ckpt.meta.arm_blocks
+    if name == "paper":
+        return paper_cost(blocks)
+    return measured_cost(profile_model(ckpt.model, ckpt.meta.input_size), blocks)
+
+
+def _run(
+    ckpt: Checkpoint,
+    stream: Stream,
+    *,
+    cost: str,
+    alpha: float,
+    policies: list[str] | None = None,
+    c: float = 1.0,
+    runs: int = RUNS,
+    extra: dict | None = None,
+) -> SimulationResult:
+    blocks = ckpt.meta.arm_blocks
+    names = policies or default_policy_names(blocks)
+    factories = {n: make_policy_factory(n, blocks, c=c) for n in names}
+    factories.update(extra or {})
+    return simulate(stream, RewardModel(_cost(ckpt, cost), alpha=alpha), factories, runs=runs)
+
+
+def _verdict(ok: bool, figure: str) -> str:
+    return f"met ({figure})" if ok else f"MISSED ({figure})"
+
+
+def _cmd(model: Path, distortion: str, extra: str) -> str:
+    return (
+        f"isplitee simulate --model {model} --distortion {distortion} --samples {SAMPLES} "
+        f"--runs {RUNS} {extra}"
+    ).strip()
+
+
+def exit_table(ckpt: Checkpoint) -> str:
+    """Per-exit accuracy on the held-out test split, clean and under two distortions."""
+    prof = profile_model(ckpt.model, ckpt.meta.input_size)
+    tables = {
+        spec: build_table(ckpt, Distortion.parse(spec), samples=None, seed=7)
+        for spec in ("clean", "gaussian_noise:2", "gaussian_blur:1")
+    }
+    accs = {spec: t.correct().mean(axis=0) for spec, t in tables.items()}
+    clean_conf = tables["clean"].confidences(None).mean(axis=0)
+    rows = []
+    for i, b in enumerate(ckpt.meta.arm_blocks):
+        rows.append(
+            [
+                "final" if i == len(ckpt.meta.arm_blocks) - 1 else str(b),
+                f"{prof.macs_to_exit(b) / 1e6:.2f}",
+                *(f"{100 * accs[s][i]:.1f}" for s in accs),
+                f"{clean_conf[i]:.3f}",
+                f"{ckpt.meta.arm_temperatures()[i]:.2f}",
+            ]
+        )
+    return format_table(
+        [
+            "exit",
+            "MFLOPs",
+            "acc % clean",
+            "acc % noise 2",
+            "acc % blur 1",
+            "mean conf clean",
+            "temperature",
+        ],
+        rows,
+    )
+
+
+def summary_rows(
+    ckpts: dict[str, Checkpoint], setting: Setting, cost: str
+) -> tuple[list[list[str]], list[tuple[float, float, float]]]:
+    ckpt = ckpts[setting.model]
+    rows, figures = [], []
+    for spec in DISTORTIONS:
+        res = _run(
+            ckpt,
+            _stream(ckpt, [(spec, SAMPLES)], setting.calibration),
+            cost=cost,
+            alpha=setting.alpha,
+            policies=["isplitee", "final", "oracle"],
+            c=setting.c,
+        )
+        s, f = res.policies["isplitee"], res.policies["final"]
+        loss = f.accuracy - s.accuracy
+        figures.append((s.cost_reduction, loss, s.reward_gap))
+        rows.append(
+            [
+                spec,
+                f"{100 * f.accuracy:.1f}",
+                f"{100 * s.accuracy:.1f} ± {100 * s.accuracy_std:.1f}",
+                f"{100 * loss:+.1f}",
+                f"{100 * s.cost_reduction:.1f}",
+                f"{100 * s.offload_rate:.1f}",
+                str(ckpt.meta.arm_blocks[res.oracle_arm]),
+                f"{100 * s.reward_gap:.1f}",
+            ]
+        )
+    return rows, figures
+
+
+SUMMARY_HEADERS = [
+    "distortion",
+    "final-layer acc %",
+    "I-SplitEE acc %",
+    "acc loss (points)",
+    "cost reduction %",
+    "offload %",
+    "oracle split",
+    "reward gap to oracle %",
+]
+
+
+def time_cli(model: Path) -> tuple[float, float]:
+    """Wall time of ``isplitee simulate`` with an empty cache, then again with it filled."""
+    exe = Path(sys.executable).with_name("isplitee")
+    cache = Path(tempfile.mkdtemp(prefix="isplitee-results-"))
+    cmd = [str(exe), "simulate", "--model", str(model), "--distortion", "gaussian_noise:2"]
+    cmd += ["--samples", str(SAMPLES), "--runs", "3", "--cache-dir", str(cache), "--no-progress"]
+    times = []
+    try:
+        for _ in range(2):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return times[0], times[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("models/digits.pt"))
+    parser.add_argument("--paper-model", type=Path, default=Path("models/digits-paper.pt"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--img", type=Path, default=Path("docs/img"))
+    args = parser.parse_args()
+    ckpts = {"robust": load_checkpoint(args.model), "paper": load_checkpoint(args.paper_model)}
+    model_path = {"robust": args.model, "paper": args.paper_model}
+    out: list[str] = []
+    w = out.append
+
+    w("# Results: I-SplitEE on the bundled digits models\n")
+    w(
+        "Generated by `make results` (`python bench/make_results.py`); every figure below comes "
+        "from that run. Data: scikit-learn's handwritten digits (real 8x8 scans, upscaled to "
+        "32x32), held-out test split only (450 images; streams of "
+        f"{SAMPLES} draw with replacement, each draw with a fresh distortion). {RUNS} runs on "
+        "reshuffled streams; ± is the standard deviation over runs. Cost reduction is against "
+        "running every sample through the final layer on the device (the paper's reference). "
+        "Distortion levels are defined in `shared/distortions.py` (noise level L: std L/10 of "
+        "full scale; blur level S: Gaussian sigma S pixels).\n"
+    )
+    w("## Models\n")
+    for key, label in (("paper", "paper recipe (clean images only)"), ("robust", "augmented")):
+        ck = ckpts[key]
+        notes = ", ".join(f"{k} {v}" for k, v in sorted(ck.meta.notes.items()))
+        w(f"**{label}**: `{model_path[key]}`, hash `{ck.short_hash}`, {notes}.\n")
+        w(exit_table(ck) + "\n")
+    w(
+        "Train them with `make model` (augmented: `isplitee train --dataset digits --augment 0.5 "
+        "--calibrate-on distorted`) and `make paper-model` (`isplitee train --dataset digits`).\n"
+    )
+
+    w("## Targets\n")
+    rec_rows, rec_figs = summary_rows(ckpts, RECOMMENDED, "paper")
+    worst_red = min(f[0] for f in rec_figs)
+    worst_loss = max(f[1] for f in rec_figs)
+    worst_gap = max(f[2] for f in rec_figs)
+    _, paper_c_figs = summary_rows(ckpts, PAPER_C, "paper")
+    paper_c_gap = max(f[2] for f in paper_c_figs)
+    target_rows = [
+        [
+            "≥ 55 % cost reduction, ≤ 5 points accuracy loss, every distortion",
+            _verdict(
+                worst_red >= 0.55 and worst_loss <= 0.05,
+                f"worst {100 * worst_red:.1f} %, worst loss {100 * worst_loss:.1f} points",
+            ),
+        ],
+        [
+            "aim: ≥ 60 % at ≤ 2 points",
+            _verdict(
+                worst_red >= 0.60 and worst_loss <= 0.02,
+                f"worst {100 * worst_red:.1f} %, worst loss {100 * worst_loss:.1f} points",
+            ),
+        ],
+        [
+            "mean reward within 5 % of the oracle fixed split after 2,000 samples",
+            _verdict(worst_gap <= 0.05, f"worst gap {100 * worst_gap:.1f} %"),
+        ],
+        [
+            "the same with the paper's c = 1",
+            _verdict(paper_c_gap <= 0.05, f"worst gap {100 * paper_c_gap:.1f} %"),
+        ],
+    ]
+    target_slot = len(out)
+    w("")  # filled in below once the schedule and timing are known
+
+    w("## I-SplitEE against the final layer, per setting (paper cost model)\n")
+    w(
+        "One row per distortion: the final layer's accuracy (the reference), I-SplitEE's, the "
+        "loss in points, cost reduction, share offloaded, the oracle's split and I-SplitEE's "
+        "reward gap to it. The first setting is the paper's; the others are the remedies for "
+        "over-confident early exits (the spec's fault 7).\n"
+    )
+    for setting in SETTINGS:
+        rows, figs = (
+            (rec_rows, rec_figs)
+            if setting == RECOMMENDED
+            else summary_rows(ckpts, setting, "paper")
+        )
+        red, loss = min(f[0] for f in figs), max(f[1] for f in figs)
+        w(f"### {setting.label}\n")
+        w(f"Model `{model_path[setting.model]}`, flags `{setting.flags()}`. ")
+        w(f"Worst cost reduction {100 * red:.1f} %, worst accuracy loss {100 * loss:.1f} points.\n")
+        w(format_table(SUMMARY_HEADERS, rows) + "\n")
+
+    w("## Full tables, recommended setting\n")
+    for cost in ("paper", "measured"):
+        w(f"### Cost model: {cost}\n")
+        if cost == "measured":
+            mc = _cost(ckpts["robust"], "measured")
+            w(
+                "Measured model with its defaults: device 2 GMAC/s, uplink 10 Mbit/s, 20 ms round "
+                "trip, fp16 activations; costs in the paper's units (the whole network on the "
+                "device = 1.9). Per arm, edge: "
+                + ", ".join(f"{x:.2f}" for x in mc.edge)
+                + "; offload: "
+                + ", ".join(f"{x:.2f}" for x in mc.offload)
+                + ". At 32x32 the whole network is 6 MMAC (3 ms on the device) while any offload "
+                "pays a 20 ms round trip, so offloading is the expensive path here and the "
+                "paper's 55 % target does not carry over; it is reported, not targeted.\n"
+            )
+        ck = ckpts["robust"]
+        for spec in DISTORTIONS:
+            res = _run(
+                ck,
+                _stream(ck, [(spec, SAMPLES)], RECOMMENDED.calibration),
+                cost=cost,
+                alpha=RECOMMENDED.alpha,
+                c=RECOMMENDED.c,
+            )
+            w(
+                f"**{spec}** — `{_cmd(model_path['robust'], spec, RECOMMENDED.flags())}"
+                f"{' --cost measured' if cost == 'measured' else ''}`\n"
+            )
+            w(simulation_table(res) + "\n")
+            if cost == "paper" and spec == "gaussian_noise:2":
+                from shared.plots import write_plots
+
+                written = write_plots(res, args.img / "noise2")
+                curve = res.policies["isplitee"].regret_curve
+                half = curve[len(curve) // 2 - 1]
+                growth = (curve[-1] - half) / half if half > 0 else float("nan")
+                w(
+                    f"Regret of I-SplitEE after {len(curve) // 2} samples: {half:.1f}; after "
+                    f"{len(curve)}: {curve[-1]:.1f}; the second half adds {100 * growth:.0f} % "
+                    "of the first half's regret (sublinear growth: under 100 %).\n"
+                )
+                target_rows.append(
+                    [
+                        "regret grows sublinearly (noise 2)",
+                        _verdict(growth < 1.0, f"second half adds {100 * growth:.0f} %"),
+                    ]
+                )
+                for p in written:
+                    w(f"![{p.stem}](img/noise2/{p.name})\n")
+
+    w("## Effect of the exploration constant c (recommended setting, paper cost)\n")
+    w(
+        "Rewards span about [-1.4, 1] with the paper's constants, and c = 1 keeps exploring arms "
+        "that are clearly worse; smaller c settles sooner. Reward gap to the oracle after "
+        f"{SAMPLES} samples, mean of {RUNS} runs:\n"
+    )
+    ck = ckpts["robust"]
+    cs = (2.0, 1.0, 0.5, 0.25, 0.1)
+    rows = []
+    for spec in ("clean", "gaussian_noise:2", "gaussian_noise:3", "gaussian_blur:1"):
+        stream = _stream(ck, [(spec, SAMPLES)], RECOMMENDED.calibration)
+        cells = []
+        for c in cs:
+            res = _run(
+                ck,
+                stream,
+                cost="paper",
+                alpha=RECOMMENDED.alpha,
+                policies=["isplitee", "oracle"],
+                c=c,
+            )
+            cells.append(f"{100 * res.policies['isplitee'].reward_gap:.1f}")
+        rows.append([spec, *cells])
+    w(format_table(["distortion", *(f"c = {c:g}" for c in cs)], rows) + "\n")
+
+    w("## Changing scenes: the schedule experiment\n")
+    w(
+        "A stream whose distortion changes at fixed sample counts. Settling time: samples after "
+        "a segment starts until, over the next 100 decisions, at least 80 % pick that segment's "
+        "best split (any split within 0.01 of the best mean reward counts as best); the first "
+        "segment's figure is the cold start, the others follow a change. First run shown; "
+        f"cumulative reward is the mean over {RUNS} runs. The non-stationary variant is "
+        "discounted UCB (discount 0.995, c 0.25); I-SplitEE runs with the recommended c 0.25 "
+        "and, as `isplitee c=1`, with the paper's.\n"
+    )
+    schedules = (
+        ("paper", "clean:2000,gaussian_noise:2:2000,gaussian_blur:1:2000"),
+        ("measured", "clean:2000,gaussian_noise:3:2000,gaussian_blur:1:2000"),
+    )
+    for cost, sched in schedules:
+        parts = [
+            (item.rpartition(":")[0], int(item.rpartition(":")[2])) for item in sched.split(",")
+        ]
+        stream = _stream(ck, parts, RECOMMENDED.calibration)
+        res = _run(
+            ck,
+            stream,
+            cost=cost,
+            alpha=RECOMMENDED.alpha,
+            c=RECOMMENDED.c,
+            policies=["isplitee", "isplitee-nonstationary", "final", "oracle"],
+            extra={"isplitee c=1": lambda r: ISplitEE(len(ck.meta.arm_blocks), c=1.0)},
+        )
+        text, settle = settle_table(res, ("isplitee", "isplitee c=1", "isplitee-nonstationary"))
+        w(f"### {cost} cost: `schedule:{sched}`\n")
+        cli = _cmd(model_path["robust"], f"schedule:{sched}", RECOMMENDED.flags())
+        w(f"`{cli.replace(f' --samples {SAMPLES}', '')} --cost {cost}`\n")
+        w(text + "\n")
+        if len(set(settle["best_blocks"])) == 1:
+            w(
+                f"The best split is block {settle['best_blocks'][0]} in every segment: under this "
+                "cost model the change of scene does not move it, so there is nothing to "
+                "re-adapt to and forgetting only costs exploration.\n"
+            )
+        ucb = res.policies["isplitee"].mean_reward * res.n_samples
+        ucb1 = res.policies["isplitee c=1"].mean_reward * res.n_samples
+        dis = res.policies["isplitee-nonstationary"].mean_reward * res.n_samples
+        w(
+            f"Cumulative reward over the schedule: I-SplitEE {ucb:.1f} (c = 1: {ucb1:.1f}), "
+            f"non-stationary {dis:.1f}.\n"
+        )
+        w(simulation_table(res) + "\n")
+        changes = settle["isplitee-nonstationary"][1:]
+        moved = [
+            a != b for a, b in zip(settle["best_blocks"], settle["best_blocks"][1:], strict=False)
+        ]
+        ok = all(t is not None and t <= 500 for t in changes)
+        target_rows.append(
+            [
+                f"non-stationary settles within 500 samples of each change ({cost} cost)",
+                _verdict(
+                    ok,
+                    "after changes: "
+                    + ", ".join("never" if t is None else str(t) for t in changes)
+                    + ("" if any(moved) else "; the best split did not move"),
+                ),
+            ]
+        )
+        target_rows.append(
+            [
+                f"non-stationary beats I-SplitEE's cumulative reward ({cost} cost)",
+                _verdict(
+                    dis > max(ucb, ucb1), f"{dis:.1f} vs {ucb:.1f} (c = 0.25), {ucb1:.1f} (c = 1)"
+                ),
+            ]
+        )
+        from shared.plots import write_plots
+
+        for p in write_plots(res, args.img / f"schedule-{cost}"):
+            w(f"![{p.stem}]({p.relative_to(args.out.parent)})\n")
+
+    first, second = time_cli(args.model)
+    target_rows.append(
+        [
+            "`isplitee simulate` on the digits checkpoint < 3 minutes; table cached",
+            _verdict(
+                first < 180 and second < first,
+                f"{first:.1f} s with an empty cache, {second:.1f} s with the cached table",
+            ),
+        ]
+    )
+    out[target_slot] = (
+        "Recommended setting (augmented model, raw confidence, alpha 0.8, c 0.25; paper cost "
+        "model unless named), checked by the generator:\n\n"
+        + format_table(["target", "result"], target_rows)
+        + "\n\nThe decide + update micro-benchmark (≤ 20 µs) is in "
+        "[benchmarks.md](benchmarks.md).\n"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(out))
+    print(f"wrote {args.out}")
+    for row in target_rows:
+        print(f"{row[0]}: {row[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""What a split costs, and the reward a sample reveals for each arm. Pure logic, no I/O.
+
+Per sample with split arm i (block l_i, L = 19), following the paper:
+
+=====================  ===============================  =======================================
+case                   cost                             reward
+=====================  ===============================  =======================================
+C_i >= alpha, i < last edge(i)                          C_i - mu * edge(i)
+C_i <  alpha, i < last edge(i) + offload(i)             C_L - mu * (edge(i) + offload(i))
+i = last               edge(last)                       C_L - mu * edge(last)
+=====================  ===============================  =======================================
+
+The paper's cost model charges ``edge(i) = gamma * l_i`` and a flat ``offload(i) = o``. The
+measured model charges each block its multiply-accumulates and each offload the time its
+payload takes on the link, both in the paper's units (the whole network on the device costs
+``gamma * L`` in both) so mu keeps its meaning. Cloud compute is not charged, as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.profile import ModelProfile
+
+__all__ = ["CostModel", "Outcome", "RewardModel", "measured_cost", "paper_cost"]
+
+PAPER_GAMMA = 0.1
+PAPER_OFFLOAD = 0.5
+PAPER_MU = 1.0
+PAPER_ALPHA = 0.5
+FULL_DEPTH = 19
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Cost of each arm on the device and of offloading from it, in the paper's units."""
+
+    name: str
+    blocks: tuple[int, ...]
+    edge: tuple[float, ...]
+    """Device cost to reach arm i (its exit included)."""
+    offload: tuple[float, ...]
+    """Extra cost to send arm i's activation to the cloud; unused for the last arm."""
+
+    def __post_init__(self) -> None:
+        n = len(self.blocks)
+        if not (len(self.edge) == len(self.offload) == n) or n < 1:
+            raise ValueError(
+                f"cost model {self.name!r}: blocks, edge and offload should have one value per "
+                f"arm, got {len(self.blocks)}, {len(self.edge)}, {len(self.offload)}"
+            )
+        if any(c < 0 for c in (*self.edge, *self.offload)):
+            raise ValueError(f"cost model {self.name!r}: costs should be >= 0")
+
+    @property
+    def full_cost(self) -> float:
+        """Cost of answering every sample with the whole network on the device."""
+        return self.edge[-1]
+
+
+def paper_cost(
+    blocks: Sequence[int], *, gamma: float = PAPER_GAMMA, offload: float = PAPER_OFFLOAD
+) -> CostModel:
+    """gamma per block on the device, a flat ``offload`` per offloaded sample."""
+    blocks = tuple(blocks)
+    if blocks[-1] != FULL_DEPTH:
+        raise ValueError(f"the last arm should be block {FULL_DEPTH}, got {blocks[-1]}")
+    return CostModel(
+        name="paper",
+        blocks=blocks,
+        edge=tuple(gamma * b for b in blocks),
+        offload=tuple(float(offload) for _ in blocks),
+    )
+
+
+def measured_cost(
+    profile: ModelProfile,
+    blocks: Sequence[int],
+    *,
+    edge_gmacs_per_s: float = 2.0,
+    link_mbit_per_s: float = 10.0,
+    rtt_ms: float = 20.0,
+    encoding: str = "fp16",
+    header_bytes: int = 64,
+    gamma: float = PAPER_GAMMA,
+) -> CostModel:
+    """Latency-based costs from the model's FLOPs and payload sizes.
+
+    Edge time of arm i = MACs up to its exit / device throughput; offload time = (activation
+    bytes in ``encoding`` + message header) * 8 / link rate + one round trip. Both are divided by
+    the device time of the whole network and multiplied by ``gamma * 19``, so the last arm costs
+    the same as in the paper model and mu means the same in both.
+
+    Defaults: 2 GMAC/s is about what a Raspberry Pi 4 gets from PyTorch on MobileNetV2 (some 150
+    ms at 224 px); 10 Mbit/s and 20 ms are a modest Wi-Fi uplink. Set them for your site.
+    """
+    blocks = tuple(blocks)
+    rates = {"edge_gmacs_per_s": edge_gmacs_per_s, "link_mbit_per_s": link_mbit_per_s}
+    for name, value in rates.items():
+        if not value > 0:
+            raise ValueError(f"{name} should be positive, got {value!r}")
+    if rtt_ms < 0:
+        raise ValueError(f"rtt_ms should be >= 0, got {rtt_ms!r}")
+    edge_s = [profile.macs_to_exit(b) / (edge_gmacs_per_s * 1e9) for b in blocks]
+    send_s = [
+        (profile.block(b).payload_bytes(encoding) + header_bytes) * 8 / (link_mbit_per_s * 1e6)
+        + rtt_ms / 1e3
+        for b in blocks
+    ]
+    unit = gamma * FULL_DEPTH / edge_s[-1]
+    return CostModel(
+        name="measured",
+        blocks=blocks,
+        edge=tuple(t * unit for t in edge_s),
+        offload=tuple(t * unit for t in send_s),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one sample at its split."""
+
+    offloaded: bool
+    exited_early: bool
+    cost: float
+
+
+@dataclass(frozen=True)
+class RewardModel:
+    """The decision rule and reward of the paper for a given cost model."""
+
+    cost: CostModel
+    alpha: float = PAPER_ALPHA
+    mu: float = PAPER_MU
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha should be in [0, 1], got {self.alpha!r}")
+        if self.mu < 0:
+            raise ValueError(f"mu should be >= 0, got {self.mu!r}")
+
+    @property
+    def n_arms(self) -> int:
+        return len(self.cost.blocks)
+
+    @property
+    def last(self) -> int:
+        return self.n_arms - 1
+
+    def outcome(self, arm: int, confidence: float) -> Outcome:
+        """Exit or offload at ``arm`` given its exit's confidence."""
+        if arm == self.last:
+            return Outcome(False, False, self.cost.edge[arm])
+        if confidence >= self.alpha:
+            return Outcome(False, True, self.cost.edge[arm])
+        return Outcome(True, False, self.cost.edge[arm] + self.cost.offload[arm])
+
+    def revealed(
+        self, arm: int, confidences: Sequence[float], final_confidence: float | None
+    ) -> dict[int, float]:
+        """Rewards one sample reveals: the chosen arm's and the side observations.
+
+        ``confidences`` are the exits the device computed, arms 0..arm. ``final_confidence`` is
+        C_L when known: the last arm was run on the device, or the cloud answered an offload.
+        A shallower arm whose exit would have offloaded needs C_L for its reward, so when the
+        sample exited early (C_L never computed) that arm is skipped, not guessed.
+        """
+        if len(confidences) != arm + 1:
+            raise ValueError(
+                f"arm {arm} computes {arm + 1} exit confidences, got {len(confidences)}"
+            )
+        if arm == self.last:
+            final_confidence = confidences[-1]
+        mu, edge, off, alpha = self.mu, self.cost.edge, self.cost.offload, self.alpha
+        rewards: dict[int, float] = {}
+        for j in range(arm + 1):
+            if j == self.last:
+                rewards[j] = final_confidence - mu * edge[j]  # type: ignore[operator]
+            elif confidences[j] >= alpha:
+                rewards[j] = confidences[j] - mu * edge[j]
+            elif final_confidence is not None:
+                rewards[j] = final_confidence - mu * (edge[j] + off[j])
+        return rewards
+
+    def reward_matrix(self, confidences: np.ndarray) -> np.ndarray:
+        """Full-information rewards (samples, arms) from every exit's confidence.
+
+        Offline only (every exit and C_L known): the oracle and the regret use it.
+        """
+        conf = np.asarray(confidences, dtype=np.float64)
+        if conf.ndim != 2 or conf.shape[1] != self.n_arms:
+            raise ValueError(f"confidences should be (samples, {self.n_arms}), got {conf.shape}")
+        edge = np.asarray(self.cost.edge)
+        off = np.asarray(self.cost.offload)
+        final = conf[:, -1:]
+        exit_reward = conf - self.mu * edge
+        offload_reward = final - self.mu * (edge + off)
+        rewards = np.where(conf >= self.alpha, exit_reward, offload_reward)
+        rewards[:, -1] = final[:, 0] - self.mu * edge[-1]
+        return rewards

@@ -1,0 +1,204 @@
+"""``isplitee simulate``: replay a checkpoint's held-out images through every split policy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from shared.distortions import Distortion
+
+__all__ = ["add_simulate", "parse_schedule"]
+
+
+def parse_schedule(spec: str, samples: int) -> list[tuple[Distortion, int]]:
+    """``--distortion`` as (distortion, samples) segments.
+
+    A plain distortion is one segment of ``samples``; ``schedule:clean:2000,gaussian_noise:2:2000``
+    switches at the given sample counts (each item: distortion, then its count).
+    """
+    if not spec.startswith("schedule:"):
+        return [(Distortion.parse(spec), samples)]
+    segments = []
+    for item in spec[len("schedule:") :].split(","):
+        head, _, count = item.strip().rpartition(":")
+        try:
+            n = int(count)
+            distortion = Distortion.parse(head)
+        except ValueError as exc:
+            raise ValueError(
+                f"schedule item {item!r} should be DISTORTION:COUNT, e.g. clean:2000 or "
+                f"gaussian_noise:2:2000 ({exc})"
+            ) from None
+        if n < 1:
+            raise ValueError(f"schedule item {item!r}: sample count should be at least 1")
+        segments.append((distortion, n))
+    if not segments:
+        raise ValueError("schedule: needs at least one item, e.g. schedule:clean:2000")
+    return segments
+
+
+def add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="evaluate split policies offline on a checkpoint's held-out images",
+        description="Compute (or reuse) every exit's confidence on the held-out test images under "
+        "a distortion, then run each policy on that stream and print the paper-style table.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="checkpoint from 'isplitee train'")
+    p.add_argument("--dataset", help="override the checkpoint's dataset spec (e.g. a moved root)")
+    p.add_argument(
+        "--distortion",
+        default="clean",
+        help="clean | gaussian_noise:LEVEL | gaussian_blur:SIGMA | schedule:D:N,D:N,...",
+    )
+    p.add_argument("--samples", type=int, default=2000, help="stream length (plain distortion)")
+    p.add_argument("--policies", help="comma list; default: all policies and every fixed split")
+    p.add_argument("--cost", choices=("paper", "measured"), default="paper")
+    p.add_argument("--alpha", type=float, default=0.5, help="exit confidence threshold")
+    p.add_argument("--mu", type=float, default=1.0, help="cost weight in the reward")
+    p.add_argument("--gamma", type=float, default=0.1, help="paper cost per block")
+    p.add_argument("--offload", type=float, default=0.5, help="paper cost per offload")
+    p.add_argument("--c", type=float, default=1.0, help="I-SplitEE exploration constant")
+    p.add_argument(
+        "--c-nonstationary", type=float, default=0.25, help="exploration of the discounted variant"
+    )
+    p.add_argument("--discount", type=float, default=0.995, help="non-stationary variant")
+    p.add_argument("--edge-gmacs", type=float, default=2.0, help="measured: device GMAC/s")
+    p.add_argument("--link-mbps", type=float, default=10.0, help="measured: uplink Mbit/s")
+    p.add_argument("--rtt-ms", type=float, default=20.0, help="measured: round trip ms")
+    p.add_argument("--encoding", choices=("fp32", "fp16", "int8"), default="fp16")
+    p.add_argument(
+        "--calibration",
+        choices=("none", "temperature"),
+        default="none",
+        help="raw max-softmax confidences (the paper), or scaled by the checkpoint's per-exit "
+        "temperatures",
+    )
+    p.add_argument("--runs", type=int, default=1, help="repeats on reshuffled streams")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="write the summary as JSON here")
+    p.add_argument("--plots", type=Path, help="write PNG plots into this folder")
+    p.add_argument("--cache-dir", type=Path, help="confidence tables (default ~/.cache/isplitee)")
+    p.add_argument("--no-cache", action="store_true", help="recompute, do not store tables")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_simulate)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from shared.checkpoint import load_checkpoint
+    from shared.confidence import build_table
+    from shared.cost import RewardModel, measured_cost, paper_cost
+    from shared.profile import profile_model
+    from shared.simulate import (
+        Segment,
+        Stream,
+        default_policy_names,
+        make_policy_factory,
+        simulate,
+    )
+
+    segments_spec = parse_schedule(args.distortion, args.samples)
+    ckpt = load_checkpoint(args.model)
+    blocks = ckpt.meta.arm_blocks
+    names = (
+        [n.strip() for n in args.policies.split(",") if n.strip()]
+        if args.policies
+        else default_policy_names(blocks)
+    )
+    factories = {
+        n: make_policy_factory(
+            n, blocks, c=args.c, c_nonstationary=args.c_nonstationary, discount=args.discount
+        )
+        for n in names
+    }
+    if args.cost == "paper":
+        cost = paper_cost(blocks, gamma=args.gamma, offload=args.offload)
+    else:
+        cost = measured_cost(
+            profile_model(ckpt.model, ckpt.meta.input_size),
+            blocks,
+            edge_gmacs_per_s=args.edge_gmacs,
+            link_mbit_per_s=args.link_mbps,
+            rtt_ms=args.rtt_ms,
+            encoding=args.encoding,
+            gamma=args.gamma,
+        )
+    rewards = RewardModel(cost, alpha=args.alpha, mu=args.mu)
+    temps = ckpt.meta.arm_temperatures() if args.calibration == "temperature" else None
+
+    confs, correct, segments, start = [], [], [], 0
+    for i, (distortion, n) in enumerate(segments_spec):
+        table = build_table(
+            ckpt,
+            distortion,
+            samples=n,
+            seed=args.seed + 1000 * i,
+            dataset=args.dataset,
+            cache_dir=args.cache_dir,
+            use_cache=not args.no_cache,
+            progress=not args.no_progress,
+        )
+        how = (
+            "drawn with replacement, fresh distortion each draw"
+            if table.with_replacement
+            else ("without replacement")
+        )
+        print(
+            f"{distortion}: {len(table)} samples from {table.test_size} held-out test images "
+            f"({how}){'; cached table' if table.from_cache else ''}"
+        )
+        confs.append(table.confidences(temps))
+        correct.append(table.correct())
+        segments.append(Segment(str(distortion), start, start + len(table)))
+        start += len(table)
+    stream = Stream(np.concatenate(confs), np.concatenate(correct), tuple(segments))
+    result = simulate(stream, rewards, factories, runs=args.runs, seed=args.seed)
+
+    from shared.report import simulation_table
+
+    print()
+    print(
+        f"{result.n_samples} samples, {result.runs} run(s), cost model {result.cost_model}, "
+        f"alpha {args.alpha:g}, mu {args.mu:g}, c {args.c:g}, calibration {args.calibration}; "
+        f"oracle split: block {blocks[result.oracle_arm]}"
+    )
+    print(simulation_table(result))
+    settle = None
+    if len(segments) > 1:
+        from shared.report import settle_table
+
+        text, settle = settle_table(result)
+        print()
+        print(text)
+    if args.json:
+        payload = {
+            "n_samples": result.n_samples,
+            "runs": result.runs,
+            "cost_model": result.cost_model,
+            "model_hash": ckpt.hash,
+            "distortion": args.distortion,
+            "calibration": args.calibration,
+            "params": {
+                "alpha": args.alpha,
+                "mu": args.mu,
+                "c": args.c,
+                "c_nonstationary": args.c_nonstationary,
+                "discount": args.discount,
+            },
+            "oracle_block": blocks[result.oracle_arm],
+            "policies": {n: s.as_json() for n, s in result.policies.items()},
+        }
+        if settle is not None:
+            payload["settle"] = settle
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    if args.plots:
+        from shared.plots import write_plots
+
+        for path in write_plots(result, args.plots):
+            print(f"wrote {path}")
+    return 0

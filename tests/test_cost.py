@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.cost import RewardModel, measured_cost, paper_cost
+from shared.model import MultiExitMobileNetV2
+from shared.profile import profile_model
+
+BLOCKS = (3, 6, 9, 12, 15, 18, 19)
+
+
+def test_paper_constants() -> None:
+    cost = paper_cost(BLOCKS)
+    assert cost.edge == pytest.approx((0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 1.9))
+    assert cost.offload == pytest.approx((0.5,) * 7)
+    assert cost.full_cost == pytest.approx(1.9)
+    rm = RewardModel(cost)
+    assert (rm.alpha, rm.mu) == (0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("arm", "conf", "offloaded", "early", "cost"),
+    [
+        (0, 0.7, False, True, 0.3),  # exits at block 3
+        (0, 0.3, True, False, 0.8),  # offloads from block 3
+        (2, 0.5, False, True, 0.9),  # alpha is inclusive
+        (6, 0.1, False, False, 1.9),  # last arm: whole network on the device, never offloads
+    ],
+)
+def test_outcome_table(arm: int, conf: float, offloaded: bool, early: bool, cost: float) -> None:
+    out = RewardModel(paper_cost(BLOCKS)).outcome(arm, conf)
+    assert (out.offloaded, out.exited_early) == (offloaded, early)
+    assert out.cost == pytest.approx(cost)
+
+
+def test_measured_cost_follows_flops_and_payload() -> None:
+    prof = profile_model(MultiExitMobileNetV2(num_classes=10), 224)
+    cost = measured_cost(prof, BLOCKS, edge_gmacs_per_s=2.0, link_mbit_per_s=10.0, rtt_ms=20.0)
+    assert cost.full_cost == pytest.approx(1.9)  # same units as the paper model
+    unit = 1.9 / (prof.total_macs / 2e9)
+    assert cost.edge[0] == pytest.approx(prof.macs_to_exit(3) / 2e9 * unit)
+    # block 3 sends 24x56x56 fp16 values, block 15 160x7x7: the early split costs more to send
+    send3 = ((24 * 56 * 56 * 2 + 64) * 8 / 10e6 + 0.02) * unit
+    assert cost.offload[0] == pytest.approx(send3)
+    assert cost.offload[0] > 4 * cost.offload[4] - 0.02 * unit * 4
+    assert list(cost.edge) == sorted(cost.edge)
+    faster = measured_cost(prof, BLOCKS, link_mbit_per_s=100.0)
+    assert faster.offload[0] < cost.offload[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"link_mbit_per_s": 0}, "link_mbit_per_s should be positive, got 0"),
+        ({"edge_gmacs_per_s": -1}, "edge_gmacs_per_s should be positive, got -1"),
+        ({"rtt_ms": -5}, "rtt_ms should be >= 0, got -5"),
+        ({"encoding": "bf8"}, "encoding should be one of"),
+    ],
+)
+def test_measured_cost_rejects_bad_settings(kwargs: dict, match: str) -> None:
+    prof = profile_model(MultiExitMobileNetV2(num_classes=10, width_mult=0.35), 32)
+    with pytest.raises(ValueError, match=match):
+        measured_cost(prof, BLOCKS, **kwargs)
+
+
+def test_reward_model_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match=r"alpha should be in \[0, 1\], got 1.5"):
+        RewardModel(paper_cost(BLOCKS), alpha=1.5)
+    with pytest.raises(ValueError, match="mu should be >= 0"):
+        RewardModel(paper_cost(BLOCKS), mu=-1)
+    with pytest.raises(ValueError, match="last arm should be block 19"):
+        paper_cost((3, 6))
+    with pytest.raises(ValueError, match="arm 2 computes 3 exit confidences, got 2"):
+        RewardModel(paper_cost(BLOCKS)).revealed(2, [0.1, 0.2], None)
