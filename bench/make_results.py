@@ -16,23 +16,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from shared.bandit import ISplitEE
 from shared.checkpoint import Checkpoint, load_checkpoint
-from shared.confidence import build_table
-from shared.cost import RewardModel, measured_cost, paper_cost
+from shared.confidence import build_stream, build_table
+from shared.cost import RewardModel
 from shared.distortions import Distortion
 from shared.profile import profile_model
 from shared.report import format_table, settle_table, simulation_table
 from shared.simulate import (
-    Segment,
     SimulationResult,
     Stream,
     default_policy_names,
     make_policy_factory,
     simulate,
 )
+from shared.simulate_cli import cost_model, parse_schedule
 
 DISTORTIONS = (
     "clean",
@@ -72,23 +70,15 @@ RECOMMENDED = SETTINGS[-1]
 PAPER_C = SETTINGS[-2]
 
 
-def _stream(ckpt: Checkpoint, parts: list[tuple[str, int]], calibration: str) -> Stream:
-    temps = ckpt.meta.arm_temperatures() if calibration == "temperature" else None
-    confs, correct, segs, start = [], [], [], 0
-    for i, (spec, n) in enumerate(parts):
-        table = build_table(ckpt, Distortion.parse(spec), samples=n, seed=1000 * i)
-        confs.append(table.confidences(temps))
-        correct.append(table.correct())
-        segs.append(Segment(spec, start, start + n))
-        start += n
-    return Stream(np.concatenate(confs), np.concatenate(correct), tuple(segs))
+def _stream(ckpt: Checkpoint, spec: str, calibration: str) -> Stream:
+    """``spec``: one distortion (SAMPLES long) or a ``schedule:...`` as on the command line."""
+    return build_stream(
+        ckpt, parse_schedule(spec, SAMPLES), calibrated=calibration == "temperature"
+    )
 
 
 def _cost(ckpt: Checkpoint, name: str):
-    blocks = ckpt.meta.arm_blocks
-    if name == "paper":
-        return paper_cost(blocks)
-    return measured_cost(profile_model(ckpt.model, ckpt.meta.input_size), blocks)
+    return cost_model(ckpt, name)  # the defaults of both models
 
 
 def _run(
@@ -162,7 +152,7 @@ def summary_rows(
     for spec in DISTORTIONS:
         res = _run(
             ckpt,
-            _stream(ckpt, [(spec, SAMPLES)], setting.calibration),
+            _stream(ckpt, spec, setting.calibration),
             cost=cost,
             alpha=setting.alpha,
             policies=["isplitee", "final", "oracle"],
@@ -322,7 +312,7 @@ def main() -> int:
         for spec in DISTORTIONS:
             res = _run(
                 ck,
-                _stream(ck, [(spec, SAMPLES)], RECOMMENDED.calibration),
+                _stream(ck, spec, RECOMMENDED.calibration),
                 cost=cost,
                 alpha=RECOMMENDED.alpha,
                 c=RECOMMENDED.c,
@@ -363,7 +353,7 @@ def main() -> int:
     cs = (2.0, 1.0, 0.5, 0.25, 0.1)
     rows = []
     for spec in ("clean", "gaussian_noise:2", "gaussian_noise:3", "gaussian_blur:1"):
-        stream = _stream(ck, [(spec, SAMPLES)], RECOMMENDED.calibration)
+        stream = _stream(ck, spec, RECOMMENDED.calibration)
         cells = []
         for c in cs:
             res = _run(
@@ -393,10 +383,7 @@ def main() -> int:
         ("measured", "clean:2000,gaussian_noise:3:2000,gaussian_blur:1:2000"),
     )
     for cost, sched in schedules:
-        parts = [
-            (item.rpartition(":")[0], int(item.rpartition(":")[2])) for item in sched.split(",")
-        ]
-        stream = _stream(ck, parts, RECOMMENDED.calibration)
+        stream = _stream(ck, f"schedule:{sched}", RECOMMENDED.calibration)
         res = _run(
             ck,
             stream,

@@ -1,28 +1,25 @@
-"""``isplitee-cloud``: the cloud worker: finishes offloaded activations and replies over MQTT.
+"""``isplitee-cloud``: the cloud worker.
 
-The MQTT pipeline is the next milestone; until it lands this entry point only explains itself,
-so installing the package already puts the command where systemd units will expect it.
+It finishes offloaded activations and replies over MQTT. Until the pipeline milestone lands this
+entry point only explains itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+
+from shared.entrypoint import placeholder_main
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="isplitee-cloud",
-        description="The cloud worker: finishes offloaded activations and replies over MQTT.",
-        epilog="Not implemented yet: the MQTT pipeline arrives with the pipeline milestone. "
-        "Use 'isplitee train', 'isplitee info' and 'isplitee simulate' meanwhile.",
+    return placeholder_main(
+        "isplitee-cloud",
+        "The cloud worker: finishes offloaded activations and replies over MQTT.",
+        argv,
     )
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,22 +17,22 @@ from shared.simulate_cli import add_simulate
 __all__ = ["main"]
 
 
-def _blocks(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(b) for b in text.split(",") if b.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated block numbers like 3,6,9, got {text!r}"
-        ) from None
+def _csv(convert, example: str):
+    """An argparse type for comma-separated values, e.g. ``3,6,9``."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(convert(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated values like {example}, got {text!r}"
+            ) from None
+
+    return parse
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(b) for b in text.split(",") if b.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
+_blocks = _csv(int, "3,6,9")
+_floats = _csv(float, "1,1,0.5")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

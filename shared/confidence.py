@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,10 @@ import torch
 from shared.checkpoint import Checkpoint
 from shared.distortions import Distortion
 from shared.report import progress_bar
+from shared.simulate import Segment, Stream
 from shared.transforms import normalize
 
-__all__ = ["ConfidenceTable", "build_table", "default_cache_dir"]
+__all__ = ["ConfidenceTable", "build_stream", "build_table", "default_cache_dir"]
 
 TABLE_VERSION = 1
 
@@ -152,3 +154,31 @@ def build_table(
         )
         tmp.replace(path)
     return table
+
+
+def build_stream(
+    ckpt: Checkpoint,
+    parts: Sequence[tuple[Distortion, int]],
+    *,
+    calibrated: bool = False,
+    seed: int = 0,
+    on_table: Callable[[ConfidenceTable], None] | None = None,
+    **table_options,
+) -> Stream:
+    """A stream of segments, one (distortion, length) each, for the offline evaluator.
+
+    Each segment draws its own table (seed ``seed + 1000 * index``); ``on_table`` sees each as it
+    is built (the CLI reports where it came from). ``calibrated`` applies the checkpoint's
+    per-exit temperatures to the confidences.
+    """
+    temps = ckpt.meta.arm_temperatures() if calibrated else None
+    confs, correct, segments, start = [], [], [], 0
+    for i, (distortion, n) in enumerate(parts):
+        table = build_table(ckpt, distortion, samples=n, seed=seed + 1000 * i, **table_options)
+        if on_table is not None:
+            on_table(table)
+        confs.append(table.confidences(temps))
+        correct.append(table.correct())
+        segments.append(Segment(str(distortion), start, start + len(table)))
+        start += len(table)
+    return Stream(np.concatenate(confs), np.concatenate(correct), tuple(segments))

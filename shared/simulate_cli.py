@@ -85,22 +85,43 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_simulate)
 
 
-def run_simulate(args: argparse.Namespace) -> int:
-    import numpy as np
+def cost_model(ckpt, name: str, *, gamma: float = 0.1, offload: float = 0.5, **measured):
+    """The ``paper`` or ``measured`` cost model for a checkpoint.
 
-    from shared.checkpoint import load_checkpoint
-    from shared.confidence import build_table
-    from shared.cost import RewardModel, measured_cost, paper_cost
+    ``measured`` takes the keyword arguments of :func:`shared.cost.measured_cost` (device rate,
+    link rate, round trip, encoding); their defaults are that function's.
+    """
+    from shared.cost import measured_cost, paper_cost
     from shared.profile import profile_model
-    from shared.simulate import (
-        Segment,
-        Stream,
-        default_policy_names,
-        make_policy_factory,
-        simulate,
+
+    blocks = ckpt.meta.arm_blocks
+    if name == "paper":
+        return paper_cost(blocks, gamma=gamma, offload=offload)
+    if name != "measured":
+        raise ValueError(f"cost model should be 'paper' or 'measured', got {name!r}")
+    profile = profile_model(ckpt.model, ckpt.meta.input_size)
+    return measured_cost(profile, blocks, gamma=gamma, **measured)
+
+
+def _report_table(table) -> None:
+    how = (
+        "drawn with replacement, fresh distortion each draw"
+        if table.with_replacement
+        else "without replacement"
+    )
+    print(
+        f"{table.distortion}: {len(table)} samples from {table.test_size} held-out test images "
+        f"({how}){'; cached table' if table.from_cache else ''}"
     )
 
-    segments_spec = parse_schedule(args.distortion, args.samples)
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from shared.checkpoint import load_checkpoint
+    from shared.confidence import build_stream
+    from shared.cost import RewardModel
+    from shared.simulate import default_policy_names, make_policy_factory, simulate
+
+    parts = parse_schedule(args.distortion, args.samples)
     ckpt = load_checkpoint(args.model)
     blocks = ckpt.meta.arm_blocks
     names = (
@@ -114,47 +135,31 @@ def run_simulate(args: argparse.Namespace) -> int:
         )
         for n in names
     }
-    if args.cost == "paper":
-        cost = paper_cost(blocks, gamma=args.gamma, offload=args.offload)
-    else:
-        cost = measured_cost(
-            profile_model(ckpt.model, ckpt.meta.input_size),
-            blocks,
-            edge_gmacs_per_s=args.edge_gmacs,
-            link_mbit_per_s=args.link_mbps,
-            rtt_ms=args.rtt_ms,
-            encoding=args.encoding,
-            gamma=args.gamma,
-        )
+    measured = {
+        "edge_gmacs_per_s": args.edge_gmacs,
+        "link_mbit_per_s": args.link_mbps,
+        "rtt_ms": args.rtt_ms,
+        "encoding": args.encoding,
+    }
+    cost = cost_model(
+        ckpt,
+        args.cost,
+        gamma=args.gamma,
+        offload=args.offload,
+        **(measured if args.cost == "measured" else {}),
+    )
     rewards = RewardModel(cost, alpha=args.alpha, mu=args.mu)
-    temps = ckpt.meta.arm_temperatures() if args.calibration == "temperature" else None
-
-    confs, correct, segments, start = [], [], [], 0
-    for i, (distortion, n) in enumerate(segments_spec):
-        table = build_table(
-            ckpt,
-            distortion,
-            samples=n,
-            seed=args.seed + 1000 * i,
-            dataset=args.dataset,
-            cache_dir=args.cache_dir,
-            use_cache=not args.no_cache,
-            progress=not args.no_progress,
-        )
-        how = (
-            "drawn with replacement, fresh distortion each draw"
-            if table.with_replacement
-            else ("without replacement")
-        )
-        print(
-            f"{distortion}: {len(table)} samples from {table.test_size} held-out test images "
-            f"({how}){'; cached table' if table.from_cache else ''}"
-        )
-        confs.append(table.confidences(temps))
-        correct.append(table.correct())
-        segments.append(Segment(str(distortion), start, start + len(table)))
-        start += len(table)
-    stream = Stream(np.concatenate(confs), np.concatenate(correct), tuple(segments))
+    stream = build_stream(
+        ckpt,
+        parts,
+        calibrated=args.calibration == "temperature",
+        seed=args.seed,
+        on_table=_report_table,
+        dataset=args.dataset,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        progress=not args.no_progress,
+    )
     result = simulate(stream, rewards, factories, runs=args.runs, seed=args.seed)
 
     from shared.report import simulation_table
@@ -167,7 +172,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     )
     print(simulation_table(result))
     settle = None
-    if len(segments) > 1:
+    if len(stream.segments) > 1:
         from shared.report import settle_table
 
         text, settle = settle_table(result)
