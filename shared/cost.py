@@ -18,7 +18,7 @@ payload takes on the link, both in the paper's units (the whole network on the d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +86,7 @@ def measured_cost(
     encoding: str = "fp16",
     header_bytes: int = 64,
     gamma: float = PAPER_GAMMA,
+    edge_seconds: Mapping[int, float] | None = None,
 ) -> CostModel:
     """Latency-based costs from the model's FLOPs and payload sizes.
 
@@ -93,6 +94,9 @@ def measured_cost(
     bytes in ``encoding`` + message header) * 8 / link rate + one round trip. Both are divided by
     the device time of the whole network and multiplied by ``gamma * 19``, so the last arm costs
     the same as in the paper model and mu means the same in both.
+
+    ``edge_seconds`` (block -> seconds, e.g. from :func:`shared.profile.measure_exit_latency` run
+    on the device) replaces the MAC-based edge time when given.
 
     Defaults: 2 GMAC/s is about what a Raspberry Pi 4 gets from PyTorch on MobileNetV2 (some 150
     ms at 224 px); 10 Mbit/s and 20 ms are a modest Wi-Fi uplink. Set them for your site.
@@ -104,7 +108,16 @@ def measured_cost(
             raise ValueError(f"{name} should be positive, got {value!r}")
     if rtt_ms < 0:
         raise ValueError(f"rtt_ms should be >= 0, got {rtt_ms!r}")
-    edge_s = [profile.macs_to_exit(b) / (edge_gmacs_per_s * 1e9) for b in blocks]
+    if edge_seconds is not None:
+        missing = [b for b in blocks if b not in edge_seconds]
+        if missing or any(edge_seconds[b] <= 0 for b in blocks):
+            raise ValueError(
+                f"edge_seconds should give a positive time for every arm {blocks}, "
+                f"missing {missing}"
+            )
+        edge_s = [float(edge_seconds[b]) for b in blocks]
+    else:
+        edge_s = [profile.macs_to_exit(b) / (edge_gmacs_per_s * 1e9) for b in blocks]
     send_s = [
         (profile.block(b).payload_bytes(encoding) + header_bytes) * 8 / (link_mbit_per_s * 1e6)
         + rtt_ms / 1e3
@@ -112,7 +125,7 @@ def measured_cost(
     ]
     unit = gamma * FULL_DEPTH / edge_s[-1]
     return CostModel(
-        name="measured",
+        name="measured" if edge_seconds is None else "measured-timed",
         blocks=blocks,
         edge=tuple(t * unit for t in edge_s),
         offload=tuple(t * unit for t in send_s),

@@ -18,7 +18,13 @@ from torch import nn
 
 from shared.model import NUM_BLOCKS, MultiExitMobileNetV2
 
-__all__ = ["BYTES_PER_ELEMENT", "BlockProfile", "ModelProfile", "profile_model"]
+__all__ = [
+    "BYTES_PER_ELEMENT",
+    "BlockProfile",
+    "ModelProfile",
+    "measure_exit_latency",
+    "profile_model",
+]
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
 """Bytes per activation element for each payload encoding the pipeline can send."""
@@ -122,3 +128,47 @@ def profile_model(model: MultiExitMobileNetV2, input_size: int) -> ModelProfile:
     finally:
         model.train(was_training)
     return ModelProfile(input_size=input_size, blocks=tuple(blocks), exit_macs=exit_macs)
+
+
+@torch.no_grad()
+def measure_exit_latency(
+    model: MultiExitMobileNetV2, input_size: int, *, repeats: int = 30, warmup: int = 5
+) -> dict[int, float]:
+    """Seconds this machine takes to answer one image at each arm (backbone + that head).
+
+    Timed block by block and head by head on one image, median over ``repeats`` after
+    ``warmup`` passes, then summed along the path to each arm. Run it on the device itself
+    (a Pi) to get its real costs; FLOPs alone miss that depthwise layers run slower per MAC.
+    """
+    import statistics
+    import time
+
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, 3, input_size, input_size)
+        block_s: list[float] = []
+        head_s: dict[int, float] = {}
+
+        def timed(fn) -> float:
+            for _ in range(warmup):
+                fn()
+            samples = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - t0)
+            return statistics.median(samples)
+
+        for b in range(1, NUM_BLOCKS + 1):
+            layer = model.features[b - 1]
+            block_s.append(timed(lambda layer=layer, x=x: layer(x)))
+            x = layer(x)
+            if str(b) in model.exits:
+                head = model.exits[str(b)]
+                head_s[b] = timed(lambda head=head, x=x: head(x))
+        pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        head_s[NUM_BLOCKS] = timed(lambda: model.classifier(pooled))
+    finally:
+        model.train(was_training)
+    return {b: sum(block_s[:b]) + head_s[b] for b in head_s}

@@ -65,6 +65,13 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--discount", type=float, default=0.995, help="non-stationary variant")
     p.add_argument("--edge-gmacs", type=float, default=2.0, help="measured: device GMAC/s")
+    p.add_argument(
+        "--edge-timing",
+        choices=("flops", "measure"),
+        default="flops",
+        help="measured: edge cost from MACs at --edge-gmacs, or timed on this machine "
+        "(run on the device itself)",
+    )
     p.add_argument("--link-mbps", type=float, default=10.0, help="measured: uplink Mbit/s")
     p.add_argument("--rtt-ms", type=float, default=20.0, help="measured: round trip ms")
     p.add_argument("--encoding", choices=("fp32", "fp16", "int8"), default="fp16")
@@ -85,14 +92,23 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_simulate)
 
 
-def cost_model(ckpt, name: str, *, gamma: float = 0.1, offload: float = 0.5, **measured):
+def cost_model(
+    ckpt,
+    name: str,
+    *,
+    gamma: float = 0.1,
+    offload: float = 0.5,
+    time_edge: bool = False,
+    **measured,
+):
     """The ``paper`` or ``measured`` cost model for a checkpoint.
 
     ``measured`` takes the keyword arguments of :func:`shared.cost.measured_cost` (device rate,
-    link rate, round trip, encoding); their defaults are that function's.
+    link rate, round trip, encoding); their defaults are that function's. ``time_edge`` times
+    the model on this machine instead of counting MACs.
     """
     from shared.cost import measured_cost, paper_cost
-    from shared.profile import profile_model
+    from shared.profile import measure_exit_latency, profile_model
 
     blocks = ckpt.meta.arm_blocks
     if name == "paper":
@@ -100,6 +116,8 @@ def cost_model(ckpt, name: str, *, gamma: float = 0.1, offload: float = 0.5, **m
     if name != "measured":
         raise ValueError(f"cost model should be 'paper' or 'measured', got {name!r}")
     profile = profile_model(ckpt.model, ckpt.meta.input_size)
+    if time_edge:
+        measured["edge_seconds"] = measure_exit_latency(ckpt.model, ckpt.meta.input_size)
     return measured_cost(profile, blocks, gamma=gamma, **measured)
 
 
@@ -136,6 +154,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         for n in names
     }
     measured = {
+        "time_edge": args.edge_timing == "measure",
         "edge_gmacs_per_s": args.edge_gmacs,
         "link_mbit_per_s": args.link_mbps,
         "rtt_ms": args.rtt_ms,

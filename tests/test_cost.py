@@ -72,3 +72,21 @@ def test_reward_model_rejects_bad_settings() -> None:
         paper_cost((3, 6))
     with pytest.raises(ValueError, match="arm 2 computes 3 exit confidences, got 2"):
         RewardModel(paper_cost(BLOCKS)).revealed(2, [0.1, 0.2], None)
+
+
+def test_timed_edge_costs_come_from_this_machine() -> None:
+    from shared.profile import measure_exit_latency
+
+    model = MultiExitMobileNetV2(num_classes=10, width_mult=0.35)
+    seconds = measure_exit_latency(model, 32, repeats=3, warmup=1)
+    assert sorted(seconds) == list(BLOCKS)
+    # every arm's path contains the shallower backbone, so time grows with depth (heads aside)
+    assert all(t > 0 for t in seconds.values())
+    assert seconds[19] > seconds[3]
+    prof = profile_model(model, 32)
+    cost = measured_cost(prof, BLOCKS, edge_seconds=seconds)
+    assert cost.name == "measured-timed"
+    assert cost.full_cost == pytest.approx(1.9)
+    assert cost.edge[0] == pytest.approx(1.9 * seconds[3] / seconds[19])
+    with pytest.raises(ValueError, match=r"edge_seconds should give a positive time .*\[6\]"):
+        measured_cost(prof, BLOCKS, edge_seconds={b: 1.0 for b in BLOCKS if b != 6})

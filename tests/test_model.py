@@ -75,14 +75,12 @@ def test_split_must_be_an_arm() -> None:
         model.cloud(torch.randn(1, 32, 4, 4), 7)
 
 
-def test_imagenet_weights_load_or_fail_clearly(tmp_path, monkeypatch) -> None:
+def test_imagenet_weights_fail_clearly_without_internet(tmp_path, monkeypatch, offline) -> None:
     from shared.model import WeightsUnavailableError, load_imagenet_backbone
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached copy either
     model = MultiExitMobileNetV2(num_classes=10)
-    try:
+    with pytest.raises(WeightsUnavailableError, match=r"ImageNet .*--pretrained none"):
         load_imagenet_backbone(model)
-    except WeightsUnavailableError as exc:
-        assert "--pretrained none" in str(exc)
     with pytest.raises(WeightsUnavailableError, match=r"width_mult 1.0.*--pretrained none"):
         load_imagenet_backbone(MultiExitMobileNetV2(num_classes=10, width_mult=0.5))

@@ -76,6 +76,22 @@ def test_unknown_dataset_is_a_clear_error(tmp_path: Path, capsys) -> None:
         load_dataset(f"imagefolder:{tmp_path / 'none'}", 32)
 
 
+def test_cifar10_without_internet_is_a_clear_error(tmp_path: Path, offline, capsys) -> None:
+    with pytest.raises(DatasetError, match=r"cannot get CIFAR-10 .*use --dataset digits"):
+        load_dataset(f"cifar10:{tmp_path}", 32)
+    assert main(["train", "--dataset", f"cifar10:{tmp_path}", "--out", str(tmp_path / "c.pt")]) == 2
+    assert "cannot get CIFAR-10" in capsys.readouterr().err
+
+
+def test_imagenet_pretraining_without_internet_names_the_way_out(
+    tmp_path: Path, offline, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    args = ["train", "--pretrained", "imagenet", "--out", str(tmp_path / "m.pt")]
+    assert main(args) == 2
+    assert "--pretrained none" in capsys.readouterr().err
+
+
 def test_imagefolder_dataset(tmp_path: Path) -> None:
     import cv2
 
@@ -108,7 +124,11 @@ def test_console_script_help_runs() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "shared.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    assert "train" in out and "info" in out
+    assert "train" in out and "info" in out and "simulate" in out
+    version = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "--version"], capture_output=True, text=True
+    )
+    assert version.returncode == 0 and version.stdout.startswith("isplitee 0.")
     for module in ("device.cli", "cloud_worker.cli"):
         res = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True)
         assert res.returncode == 0 and "usage:" in res.stdout
