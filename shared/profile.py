@@ -11,6 +11,9 @@ pooling are left out, as there.
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -85,7 +88,7 @@ def _count(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
     return 0
 
 
-def _macs_of(module: nn.Module, run: callable) -> tuple[int, object]:
+def _macs_of(module: nn.Module, inp: torch.Tensor) -> tuple[int, torch.Tensor]:
     total = 0
 
     def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
@@ -98,77 +101,75 @@ def _macs_of(module: nn.Module, run: callable) -> tuple[int, object]:
         if isinstance(m, nn.Conv2d | nn.Linear)
     ]
     try:
-        result = run()
+        result = module(inp)
     finally:
         for h in handles:
             h.remove()
     return total, result
 
 
-@torch.no_grad()
-def profile_model(model: MultiExitMobileNetV2, input_size: int) -> ModelProfile:
-    """Count MACs block by block on one dummy image of ``input_size`` x ``input_size``."""
+def _pieces(
+    model: MultiExitMobileNetV2, input_size: int
+) -> Iterator[tuple[str, int, nn.Module, torch.Tensor]]:
+    """Every piece on the way to every arm, with the input it sees for one dummy image.
+
+    Yields ("block", b, module, input) for each backbone block and ("head", b, module, input)
+    for each exit head; the final classifier is the head at block 19 (its input is pooled).
+    Eval mode and no autograd for the whole walk.
+    """
     was_training = model.training
     model.eval()
     try:
-        x = torch.zeros(1, 3, input_size, input_size)
-        blocks: list[BlockProfile] = []
-        exit_macs: dict[int, int] = {}
-        cumulative = 0
-        for b in range(1, NUM_BLOCKS + 1):
-            layer = model.features[b - 1]
-            macs, x = _macs_of(layer, lambda layer=layer, x=x: layer(x))
-            cumulative += macs
-            blocks.append(BlockProfile(b, macs, cumulative, tuple(x.shape[1:])))
-            if str(b) in model.exits:
-                head = model.exits[str(b)]
-                exit_macs[b], _ = _macs_of(head, lambda head=head, x=x: head(x))
-        pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-        exit_macs[NUM_BLOCKS], _ = _macs_of(model.classifier, lambda: model.classifier(pooled))
+        with torch.no_grad():
+            x = torch.zeros(1, 3, input_size, input_size)
+            for b in range(1, NUM_BLOCKS + 1):
+                layer = model.features[b - 1]
+                yield "block", b, layer, x
+                x = layer(x)
+                if str(b) in model.exits:
+                    yield "head", b, model.exits[str(b)], x
+            pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+            yield "head", NUM_BLOCKS, model.classifier, pooled
     finally:
         model.train(was_training)
+
+
+def profile_model(model: MultiExitMobileNetV2, input_size: int) -> ModelProfile:
+    """Count MACs block by block on one dummy image of ``input_size`` x ``input_size``."""
+    blocks: list[BlockProfile] = []
+    exit_macs: dict[int, int] = {}
+    cumulative = 0
+    for kind, b, module, inp in _pieces(model, input_size):
+        macs, out = _macs_of(module, inp)
+        if kind == "head":
+            exit_macs[b] = macs
+        else:
+            cumulative += macs
+            blocks.append(BlockProfile(b, macs, cumulative, tuple(out.shape[1:])))
     return ModelProfile(input_size=input_size, blocks=tuple(blocks), exit_macs=exit_macs)
 
 
-@torch.no_grad()
 def measure_exit_latency(
     model: MultiExitMobileNetV2, input_size: int, *, repeats: int = 30, warmup: int = 5
 ) -> dict[int, float]:
     """Seconds this machine takes to answer one image at each arm (backbone + that head).
 
-    Timed block by block and head by head on one image, median over ``repeats`` after
-    ``warmup`` passes, then summed along the path to each arm. Run it on the device itself
-    (a Pi) to get its real costs; FLOPs alone miss that depthwise layers run slower per MAC.
+    Timed piece by piece on one image, median over ``repeats`` after ``warmup`` passes, then
+    summed along the path to each arm. Run it on the device itself (a Pi) to get its real
+    costs; FLOPs alone miss that depthwise layers run slower per MAC.
     """
-    import statistics
-    import time
-
-    was_training = model.training
-    model.eval()
-    try:
-        x = torch.zeros(1, 3, input_size, input_size)
-        block_s: list[float] = []
-        head_s: dict[int, float] = {}
-
-        def timed(fn) -> float:
-            for _ in range(warmup):
-                fn()
-            samples = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                fn()
-                samples.append(time.perf_counter() - t0)
-            return statistics.median(samples)
-
-        for b in range(1, NUM_BLOCKS + 1):
-            layer = model.features[b - 1]
-            block_s.append(timed(lambda layer=layer, x=x: layer(x)))
-            x = layer(x)
-            if str(b) in model.exits:
-                head = model.exits[str(b)]
-                head_s[b] = timed(lambda head=head, x=x: head(x))
-        pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-        head_s[NUM_BLOCKS] = timed(lambda: model.classifier(pooled))
-    finally:
-        model.train(was_training)
+    block_s: list[float] = []
+    head_s: dict[int, float] = {}
+    for kind, b, module, inp in _pieces(model, input_size):
+        for _ in range(warmup):
+            module(inp)
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            module(inp)
+            samples.append(time.perf_counter() - t0)
+        if kind == "head":
+            head_s[b] = statistics.median(samples)
+        else:
+            block_s.append(statistics.median(samples))
     return {b: sum(block_s[:b]) + head_s[b] for b in head_s}

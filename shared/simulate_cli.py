@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from shared.distortions import Distortion
 
-__all__ = ["add_simulate", "parse_schedule"]
+if TYPE_CHECKING:
+    from shared.checkpoint import Checkpoint
+    from shared.confidence import ConfidenceTable
+    from shared.cost import CostModel
+
+__all__ = ["add_simulate", "cost_model", "parse_schedule", "run_simulate"]
 
 
 def parse_schedule(spec: str, samples: int) -> list[tuple[Distortion, int]]:
@@ -93,14 +99,14 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def cost_model(
-    ckpt,
+    ckpt: Checkpoint,
     name: str,
     *,
     gamma: float = 0.1,
     offload: float = 0.5,
     time_edge: bool = False,
-    **measured,
-):
+    **measured: Any,
+) -> CostModel:
     """The ``paper`` or ``measured`` cost model for a checkpoint.
 
     ``measured`` takes the keyword arguments of :func:`shared.cost.measured_cost` (device rate,
@@ -121,7 +127,7 @@ def cost_model(
     return measured_cost(profile, blocks, gamma=gamma, **measured)
 
 
-def _report_table(table) -> None:
+def _report_table(table: ConfidenceTable) -> None:
     how = (
         "drawn with replacement, fresh distortion each draw"
         if table.with_replacement
