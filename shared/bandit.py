@@ -16,6 +16,7 @@ decision, and feeding one is an error, as is updating twice or for a decision ne
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -76,43 +77,43 @@ class Policy(ABC):
         return decision
 
     def update(self, decision: Decision | int, rewards: Mapping[int, float]) -> None:
-        """Learn from the rewards one decided sample revealed (arm index -> reward)."""
-        arm = self._settle(decision)
+        """Learn from the rewards one decided sample revealed (arm index -> reward).
+
+        Invalid rewards raise before anything is learnt and leave the decision open.
+        """
+        did, arm = self._open(decision)
         for j, r in rewards.items():
-            if not (isinstance(j, int) and 0 <= j <= arm):
-                self._pending[self._id(decision)] = arm  # leave the decision open: nothing learnt
+            if not ((type(j) is int or isinstance(j, numbers.Integral)) and 0 <= j <= arm):
                 raise BanditError(
-                    f"decision {self._id(decision)} chose arm {arm}; it cannot reveal the "
-                    f"reward of arm {j!r} (only arms 0..{arm})"
+                    f"decision {did} chose arm {arm}; it cannot reveal the reward of arm {j!r} "
+                    f"(only arms 0..{arm})"
                 )
             if not math.isfinite(r):
-                self._pending[self._id(decision)] = arm
                 raise BanditError(f"reward of arm {j} should be a finite number, got {r!r}")
+        del self._pending[did]
         for j, r in rewards.items():
-            self._learn(j, float(r))
+            self._learn(int(j), float(r))
 
     def cancel(self, decision: Decision | int) -> None:
         """Drop a decision whose feedback will never come (e.g. the cloud timed out)."""
-        self._settle(decision)
+        did, _ = self._open(decision)
+        del self._pending[did]
 
     @property
     def pending(self) -> int:
         """Decisions handed out and neither updated nor cancelled."""
         return len(self._pending)
 
-    def _id(self, decision: Decision | int) -> int:
-        return decision.id if isinstance(decision, Decision) else int(decision)
-
-    def _settle(self, decision: Decision | int) -> int:
-        did = self._id(decision)
-        arm = self._pending.pop(did, None)
+    def _open(self, decision: Decision | int) -> tuple[int, int]:
+        """The id and arm of a decision still waiting for its update."""
+        did = decision.id if isinstance(decision, Decision) else int(decision)
+        arm = self._pending.get(did)
         if arm is None:
             state = "was already settled" if 0 <= did < self._next_id else "was never made"
             raise BanditError(f"decision {did} {state}: each decision is updated at most once")
         if isinstance(decision, Decision) and decision.arm != arm:
-            self._pending[did] = arm
             raise BanditError(f"decision {did} chose arm {arm}, not {decision.arm}")
-        return arm
+        return did, arm
 
     # -- what each policy defines ----------------------------------------------------------------
     @abstractmethod
