@@ -4,9 +4,10 @@ What a level means (the same on tensors and on OpenCV frames):
 
 * ``gaussian_noise:L`` adds independent N(0, (L/10)^2) noise to every pixel on the [0, 1]
   intensity scale (``L * 25.5`` on the 0..255 scale), then clips to the valid range. The
-  paper's levels 0.5..3 thus span std 0.05 (barely visible) to 0.3 (heavy). The authors' code
-  adds std ``L`` on the 0..255 scale, which at L = 3 is about 1 % of full scale and leaves
-  accuracy untouched; we keep their level numbers but give them a range that actually hurts.
+  paper's levels 0.5..3 thus span std 0.05 (barely visible) to 0.3 (heavy). The public
+  I-SplitEE repository does not include its distortion code; the related early-exit code it
+  descends from adds std ``L`` on the 0..255 scale, about 1 % of full scale at L = 3, which
+  leaves accuracy untouched. We keep the level numbers and give them a range that hurts.
 * ``gaussian_blur:S`` convolves with a Gaussian of standard deviation ``S`` pixels of the image
   it is applied to, kernel side ``2 * ceil(3 S) + 1`` (S = 0.5 -> 5, S = 1 -> 7), mirrored
   borders (OpenCV's BORDER_REFLECT_101, torchvision's "reflect").
