@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.bandit import ISplitEE
+from shared.bandit import DiscountedUCB, ISplitEE
 from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.confidence import build_stream, build_table
 from shared.cost import RewardModel
@@ -77,10 +77,6 @@ def _stream(ckpt: Checkpoint, spec: str, calibration: str) -> Stream:
     )
 
 
-def _cost(ckpt: Checkpoint, name: str):
-    return cost_model(ckpt, name)  # the defaults of both models
-
-
 def _run(
     ckpt: Checkpoint,
     stream: Stream,
@@ -96,7 +92,7 @@ def _run(
     names = policies or default_policy_names(blocks)
     factories = {n: make_policy_factory(n, blocks, c=c) for n in names}
     factories.update(extra or {})
-    return simulate(stream, RewardModel(_cost(ckpt, cost), alpha=alpha), factories, runs=runs)
+    return simulate(stream, RewardModel(cost_model(ckpt, cost), alpha=alpha), factories, runs=runs)
 
 
 def _verdict(ok: bool, figure: str) -> str:
@@ -296,7 +292,7 @@ def main() -> int:
     for cost in ("paper", "measured"):
         w(f"### Cost model: {cost}\n")
         if cost == "measured":
-            mc = _cost(ckpts["robust"], "measured")
+            mc = cost_model(ckpts["robust"], "measured")
             w(
                 "Measured model with its defaults: device 2 GMAC/s, uplink 10 Mbit/s, 20 ms round "
                 "trip, fp16 activations; costs in the paper's units (the whole network on the "
@@ -375,7 +371,8 @@ def main() -> int:
         "best split (any split within 0.01 of the best mean reward counts as best); the first "
         "segment's figure is the cold start, the others follow a change. First run shown; "
         f"cumulative reward is the mean over {RUNS} runs. The non-stationary variant is "
-        "discounted UCB (discount 0.995, c 0.25); I-SplitEE runs with the recommended c 0.25 "
+        f"discounted UCB (discount {DiscountedUCB.DEFAULT_DISCOUNT:g}, c "
+        f"{DiscountedUCB.DEFAULT_C:g}); I-SplitEE runs with the recommended c {RECOMMENDED.c:g} "
         "and, as `isplitee c=1`, with the paper's.\n"
     )
     schedules = (

@@ -163,8 +163,10 @@ class ISplitEE(Policy):
     """
 
     name = "isplitee"
+    DEFAULT_C: ClassVar[float] = 1.0
+    """The paper's exploration constant."""
 
-    def __init__(self, n_arms: int, *, c: float = 1.0) -> None:
+    def __init__(self, n_arms: int, *, c: float = DEFAULT_C) -> None:
         super().__init__(n_arms)
         if not c >= 0:
             raise ValueError(f"exploration c should be >= 0, got {c!r}")
@@ -219,8 +221,12 @@ class DiscountedUCB(ISplitEE):
     """
 
     name = "isplitee-nonstationary"
+    DEFAULT_C: ClassVar[float] = 0.25
+    DEFAULT_DISCOUNT: ClassVar[float] = 0.995
 
-    def __init__(self, n_arms: int, *, c: float = 0.25, discount: float = 0.995) -> None:
+    def __init__(
+        self, n_arms: int, *, c: float = DEFAULT_C, discount: float = DEFAULT_DISCOUNT
+    ) -> None:
         super().__init__(n_arms, c=c)
         if not 0.0 < discount < 1.0:
             raise ValueError(f"discount should be in (0, 1), got {discount!r}")

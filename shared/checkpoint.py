@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared.errors import IsplitEEError
 from shared.model import DEFAULT_EXIT_BLOCKS, NUM_BLOCKS, MultiExitMobileNetV2
+from shared.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "FORMAT",
@@ -35,9 +36,6 @@ __all__ = [
 
 FORMAT = "isplitee.checkpoint"
 FORMAT_VERSION = 1
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class CheckpointError(IsplitEEError):

@@ -20,18 +20,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shared.profile import ModelProfile
+if TYPE_CHECKING:  # only for the signature: this module stays free of torch
+    from shared.profile import ModelProfile
 
-__all__ = ["CostModel", "Outcome", "RewardModel", "measured_cost", "paper_cost"]
+__all__ = [
+    "BYTES_PER_ELEMENT",
+    "CostModel",
+    "Outcome",
+    "RewardModel",
+    "measured_cost",
+    "paper_cost",
+]
 
 PAPER_GAMMA = 0.1
 PAPER_OFFLOAD = 0.5
 PAPER_MU = 1.0
 PAPER_ALPHA = 0.5
 FULL_DEPTH = 19
+
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
+"""Bytes per activation element for each payload encoding the pipeline can send."""
+
+# Defaults of the measured model (see measured_cost for where they come from).
+DEFAULT_EDGE_GMACS = 2.0
+DEFAULT_LINK_MBIT = 10.0
+DEFAULT_RTT_MS = 20.0
+DEFAULT_ENCODING = "fp16"
 
 
 @dataclass(frozen=True)
@@ -80,10 +98,10 @@ def measured_cost(
     profile: ModelProfile,
     blocks: Sequence[int],
     *,
-    edge_gmacs_per_s: float = 2.0,
-    link_mbit_per_s: float = 10.0,
-    rtt_ms: float = 20.0,
-    encoding: str = "fp16",
+    edge_gmacs_per_s: float = DEFAULT_EDGE_GMACS,
+    link_mbit_per_s: float = DEFAULT_LINK_MBIT,
+    rtt_ms: float = DEFAULT_RTT_MS,
+    encoding: str = DEFAULT_ENCODING,
     header_bytes: int = 64,
     gamma: float = PAPER_GAMMA,
     edge_seconds: Mapping[int, float] | None = None,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from shared.cost import BYTES_PER_ELEMENT
 from shared.model import NUM_BLOCKS, MultiExitMobileNetV2
 
 __all__ = [
@@ -28,9 +29,6 @@ __all__ = [
     "measure_exit_latency",
     "profile_model",
 ]
-
-BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
-"""Bytes per activation element for each payload encoding the pipeline can send."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +77,7 @@ class ModelProfile:
         return self.macs_to_exit(NUM_BLOCKS)
 
 
-def _count(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+def _count(module: nn.Module, out: torch.Tensor) -> int:
     if isinstance(module, nn.Conv2d):
         k = module.kernel_size[0] * module.kernel_size[1]
         return out.numel() // out.shape[0] * (module.in_channels // module.groups) * k
@@ -93,7 +91,7 @@ def _macs_of(module: nn.Module, inp: torch.Tensor) -> tuple[int, torch.Tensor]:
 
     def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
         nonlocal total
-        total += _count(m, args[0], out)
+        total += _count(m, out)
 
     handles = [
         m.register_forward_hook(hook)

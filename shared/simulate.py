@@ -122,9 +122,9 @@ def make_policy_factory(
     name: str,
     blocks: Sequence[int],
     *,
-    c: float = 1.0,
-    c_nonstationary: float = 0.25,
-    discount: float = 0.995,
+    c: float = ISplitEE.DEFAULT_C,
+    c_nonstationary: float = DiscountedUCB.DEFAULT_C,
+    discount: float = DiscountedUCB.DEFAULT_DISCOUNT,
 ) -> PolicyFactory | None:
     """A factory for a policy name; ``oracle`` returns None (it is built from the table)."""
     k = len(blocks)
@@ -209,15 +209,15 @@ def simulate(
     """Run every policy ``runs`` times on reshuffled copies of the stream and summarise."""
     if runs < 1:
         raise ValueError(f"runs should be at least 1, got {runs!r}")
-    full = rewards.reward_matrix(stream.confidences)
-    oracle_arm = int(np.argmax(full.sum(axis=0)))
-    k = rewards.n_arms
     rng = np.random.default_rng(seed)
     streams = [stream] + [stream.shuffled(rng) for _ in range(runs - 1)]
+    matrices = [rewards.reward_matrix(s.confidences) for s in streams]
+    full = matrices[0]
+    oracle_arm = int(np.argmax(full.sum(axis=0)))
+    k = rewards.n_arms
     traces: dict[str, list[Trace]] = {name: [] for name in factories}
-    oracle_curves = []
+    oracle_curves = [np.cumsum(m[:, oracle_arm]) for m in matrices]
     for r, s in enumerate(streams):
-        oracle_curves.append(np.cumsum(rewards.reward_matrix(s.confidences)[:, oracle_arm]))
         for name, factory in factories.items():
             policy = (
                 FixedSplit(k, arm=oracle_arm, label="oracle") if factory is None else factory(r)

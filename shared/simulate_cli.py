@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared import cost as costs
+from shared.bandit import DiscountedUCB, ISplitEE
 from shared.distortions import Distortion
 
 if TYPE_CHECKING:
@@ -61,16 +63,23 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=2000, help="stream length (plain distortion)")
     p.add_argument("--policies", help="comma list; default: all policies and every fixed split")
     p.add_argument("--cost", choices=("paper", "measured"), default="paper")
-    p.add_argument("--alpha", type=float, default=0.5, help="exit confidence threshold")
-    p.add_argument("--mu", type=float, default=1.0, help="cost weight in the reward")
-    p.add_argument("--gamma", type=float, default=0.1, help="paper cost per block")
-    p.add_argument("--offload", type=float, default=0.5, help="paper cost per offload")
-    p.add_argument("--c", type=float, default=1.0, help="I-SplitEE exploration constant")
+    p.add_argument("--alpha", type=float, default=costs.PAPER_ALPHA, help="exit threshold")
+    p.add_argument("--mu", type=float, default=costs.PAPER_MU, help="cost weight in the reward")
+    p.add_argument("--gamma", type=float, default=costs.PAPER_GAMMA, help="paper cost per block")
+    p.add_argument("--offload", type=float, default=costs.PAPER_OFFLOAD, help="paper offload cost")
+    p.add_argument("--c", type=float, default=ISplitEE.DEFAULT_C, help="I-SplitEE exploration")
     p.add_argument(
-        "--c-nonstationary", type=float, default=0.25, help="exploration of the discounted variant"
+        "--c-nonstationary",
+        type=float,
+        default=DiscountedUCB.DEFAULT_C,
+        help="exploration of the discounted variant",
     )
-    p.add_argument("--discount", type=float, default=0.995, help="non-stationary variant")
-    p.add_argument("--edge-gmacs", type=float, default=2.0, help="measured: device GMAC/s")
+    p.add_argument(
+        "--discount", type=float, default=DiscountedUCB.DEFAULT_DISCOUNT, help="discounted variant"
+    )
+    p.add_argument(
+        "--edge-gmacs", type=float, default=costs.DEFAULT_EDGE_GMACS, help="measured: device GMAC/s"
+    )
     p.add_argument(
         "--edge-timing",
         choices=("flops", "measure"),
@@ -78,9 +87,15 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
         help="measured: edge cost from MACs at --edge-gmacs, or timed on this machine "
         "(run on the device itself)",
     )
-    p.add_argument("--link-mbps", type=float, default=10.0, help="measured: uplink Mbit/s")
-    p.add_argument("--rtt-ms", type=float, default=20.0, help="measured: round trip ms")
-    p.add_argument("--encoding", choices=("fp32", "fp16", "int8"), default="fp16")
+    p.add_argument(
+        "--link-mbps", type=float, default=costs.DEFAULT_LINK_MBIT, help="measured: uplink Mbit/s"
+    )
+    p.add_argument(
+        "--rtt-ms", type=float, default=costs.DEFAULT_RTT_MS, help="measured: round trip ms"
+    )
+    p.add_argument(
+        "--encoding", choices=sorted(costs.BYTES_PER_ELEMENT), default=costs.DEFAULT_ENCODING
+    )
     p.add_argument(
         "--calibration",
         choices=("none", "temperature"),
@@ -102,8 +117,8 @@ def cost_model(
     ckpt: Checkpoint,
     name: str,
     *,
-    gamma: float = 0.1,
-    offload: float = 0.5,
+    gamma: float = costs.PAPER_GAMMA,
+    offload: float = costs.PAPER_OFFLOAD,
     time_edge: bool = False,
     **measured: Any,
 ) -> CostModel:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from shared.distortions import BLUR_LEVELS, NOISE_LEVELS, Distortion
 from shared.model import MultiExitMobileNetV2
 from shared.report import progress_bar
-from shared.transforms import normalize
+from shared.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 __all__ = [
     "ArmStats",
@@ -49,8 +49,8 @@ class TrainConfig:
     augment: float = 0.0
     """Share of training images given a random paper distortion (noise or blur level)."""
     seed: int = 0
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     progress: bool = True
     log: Callable[[str], None] = field(default=print, repr=False)
 

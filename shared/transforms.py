@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["frame_to_tensor", "normalize", "resize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "resize"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""torchvision's normalisation, which ImageNet weights expect; the default for every model."""
 
 
 def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
@@ -29,15 +32,3 @@ def resize(images: Tensor, size: int) -> Tensor:
     return torch.nn.functional.interpolate(
         images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
     )
-
-
-def frame_to_tensor(frame: np.ndarray, size: int, *, bgr: bool = True) -> Tensor:
-    """A uint8 OpenCV frame (H, W, 3) or grey (H, W) -> float (1, 3, size, size) in [0, 1]."""
-    if frame.dtype != np.uint8 or frame.ndim not in (2, 3):
-        raise ValueError(f"frame should be uint8 (H, W[, 3]), got {frame.dtype} {frame.shape}")
-    if frame.ndim == 2:
-        frame = np.repeat(frame[:, :, None], 3, axis=2)
-    elif bgr:
-        frame = frame[:, :, ::-1]
-    t = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div_(255.0)
-    return resize(t.unsqueeze(0), size)
