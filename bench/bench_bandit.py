@@ -19,7 +19,7 @@ import numpy as np
 
 from shared.bandit import DiscountedUCB, FixedSplit, ISplitEE, RandomSplit
 from shared.cost import RewardModel, paper_cost
-from shared.report import format_table
+from shared.lab.report import format_table
 
 BLOCKS = (3, 6, 9, 12, 15, 18, 19)
 BUDGET_US = 20.0

@@ -18,19 +18,19 @@ from pathlib import Path
 
 from shared.bandit import DiscountedUCB, ISplitEE
 from shared.checkpoint import Checkpoint, load_checkpoint
-from shared.confidence import build_stream, build_table
 from shared.cost import RewardModel
-from shared.distortions import Distortion
-from shared.profile import profile_model
-from shared.report import format_table, settle_table, simulation_table
-from shared.simulate import (
+from shared.lab.confidence import build_stream, build_table
+from shared.lab.distortions import Distortion
+from shared.lab.report import format_table, settle_table, simulation_table
+from shared.lab.simulate import (
     SimulationResult,
     Stream,
     default_policy_names,
     make_policy_factory,
     simulate,
 )
-from shared.simulate_cli import cost_model, parse_schedule
+from shared.lab.simulate_cli import cost_model, parse_schedule
+from shared.profile import profile_model
 
 DISTORTIONS = (
     "clean",
@@ -221,7 +221,7 @@ def main() -> int:
         f"{SAMPLES} draw with replacement, each draw with a fresh distortion). {RUNS} runs on "
         "reshuffled streams; ± is the standard deviation over runs. Cost reduction is against "
         "running every sample through the final layer on the device (the paper's reference). "
-        "Distortion levels are defined in `shared/distortions.py` (noise level L: std L/10 of "
+        "Distortion levels are defined in `shared/lab/distortions.py` (noise level L: std L/10 of "
         "full scale; blur level S: Gaussian sigma S pixels).\n"
     )
     w("## Models\n")
@@ -319,7 +319,7 @@ def main() -> int:
             )
             w(simulation_table(res) + "\n")
             if cost == "paper" and spec == "gaussian_noise:2":
-                from shared.plots import write_plots
+                from shared.lab.plots import write_plots
 
                 written = write_plots(res, args.img / "noise2")
                 curve = res.policies["isplitee"].regret_curve
@@ -433,7 +433,7 @@ def main() -> int:
                 ),
             ]
         )
-        from shared.plots import write_plots
+        from shared.lab.plots import write_plots
 
         for p in write_plots(res, args.img / f"schedule-{cost}"):
             w(f"![{p.stem}]({p.relative_to(args.out.parent)})\n")

@@ -30,7 +30,7 @@ TINY_TRAIN_ARGS = [
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (if barely trained) digits checkpoint, made through the CLI like a user would."""
-    from shared.cli import main
+    from shared.lab.cli import main
 
     out = tmp_path_factory.mktemp("models") / "tiny.pt"
     assert main([*TINY_TRAIN_ARGS, "--out", str(out)]) == 0

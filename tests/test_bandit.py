@@ -15,7 +15,7 @@ from shared.bandit import (
     policy_from_state,
 )
 from shared.cost import RewardModel, paper_cost
-from shared.simulate import Segment, Stream, run_policy, settle_times
+from shared.lab.simulate import Segment, Stream, run_policy, settle_times
 
 BLOCKS = (3, 6, 9, 12, 15, 18, 19)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.distortions import (
+from shared.lab.distortions import (
     BLUR_LEVELS,
     NOISE_LEVELS,
     Distortion,

@@ -7,17 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.cli import main
 from shared.cost import RewardModel, paper_cost
-from shared.distortions import Distortion
-from shared.simulate import (
+from shared.lab.cli import main
+from shared.lab.distortions import Distortion
+from shared.lab.simulate import (
     Segment,
     default_policy_names,
     make_policy_factory,
     settle_times,
     simulate,
 )
-from shared.simulate_cli import parse_schedule
+from shared.lab.simulate_cli import parse_schedule
 
 from .test_bandit import BLOCKS, synthetic_stream
 

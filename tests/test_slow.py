@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.checkpoint import load_checkpoint
-from shared.cli import main
+from shared.lab.cli import main
 
 pytestmark = pytest.mark.slow
 

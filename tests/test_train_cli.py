@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from shared.checkpoint import load_checkpoint
-from shared.cli import main
-from shared.datasets import DatasetError, load_dataset, split_indices
+from shared.lab.cli import main
+from shared.lab.datasets import DatasetError, load_dataset, split_indices
 
 from .conftest import TINY_TRAIN_ARGS
 
@@ -122,11 +122,14 @@ def test_splits_are_stratified_disjoint_and_seeded() -> None:
 
 def test_console_script_help_runs() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "shared.lab.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "train" in out and "info" in out and "simulate" in out
     version = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "--version"], capture_output=True, text=True
+        [sys.executable, "-m", "shared.lab.cli", "--version"], capture_output=True, text=True
     )
     assert version.returncode == 0 and version.stdout.startswith("isplitee 0.")
     for module in ("device.cli", "cloud_worker.cli"):

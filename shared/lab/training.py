@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from shared.distortions import BLUR_LEVELS, NOISE_LEVELS, Distortion
+from shared.lab.distortions import BLUR_LEVELS, NOISE_LEVELS, Distortion
+from shared.lab.report import progress_bar
 from shared.model import MultiExitMobileNetV2
-from shared.report import progress_bar
 from shared.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 __all__ = [

@@ -41,7 +41,7 @@ def _pct(x: float) -> str:
 
 
 def simulation_table(result) -> str:
-    """The paper-style table of a :class:`shared.simulate.SimulationResult`."""
+    """The paper-style table of a :class:`shared.lab.simulate.SimulationResult`."""
     headers = [
         "policy",
         "accuracy %",
@@ -74,7 +74,7 @@ def simulation_table(result) -> str:
 
 def settle_table(result, policies: Sequence[str] = ("isplitee", "isplitee-nonstationary")):
     """Samples each adaptive policy needs after each change to settle on the new best split."""
-    from shared.simulate import settle_times
+    from shared.lab.simulate import settle_times
 
     blocks = result.blocks
     best = [",".join(str(blocks[a]) for a in arms) for arms in result.segment_best_arms]

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from shared import cost as costs
 from shared.bandit import DiscountedUCB, ISplitEE
-from shared.distortions import Distortion
+from shared.lab.distortions import Distortion
 
 if TYPE_CHECKING:
     from shared.checkpoint import Checkpoint
-    from shared.confidence import ConfidenceTable
     from shared.cost import CostModel
+    from shared.lab.confidence import ConfidenceTable
 
 __all__ = ["add_simulate", "cost_model", "parse_schedule", "run_simulate"]
 
@@ -156,9 +156,9 @@ def _report_table(table: ConfidenceTable) -> None:
 
 def run_simulate(args: argparse.Namespace) -> int:
     from shared.checkpoint import load_checkpoint
-    from shared.confidence import build_stream
     from shared.cost import RewardModel
-    from shared.simulate import default_policy_names, make_policy_factory, simulate
+    from shared.lab.confidence import build_stream
+    from shared.lab.simulate import default_policy_names, make_policy_factory, simulate
 
     parts = parse_schedule(args.distortion, args.samples)
     ckpt = load_checkpoint(args.model)
@@ -202,7 +202,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     )
     result = simulate(stream, rewards, factories, runs=args.runs, seed=args.seed)
 
-    from shared.report import simulation_table
+    from shared.lab.report import simulation_table
 
     print()
     print(
@@ -213,7 +213,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     print(simulation_table(result))
     settle = None
     if len(stream.segments) > 1:
-        from shared.report import settle_table
+        from shared.lab.report import settle_table
 
         text, settle = settle_table(result)
         print()
@@ -242,7 +242,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     if args.plots:
-        from shared.plots import write_plots
+        from shared.lab.plots import write_plots
 
         for path in write_plots(result, args.plots):
             print(f"wrote {path}")

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from shared.checkpoint import Checkpoint
-from shared.distortions import Distortion
-from shared.report import progress_bar
-from shared.simulate import Segment, Stream
+from shared.lab.distortions import Distortion
+from shared.lab.report import progress_bar
+from shared.lab.simulate import Segment, Stream
 from shared.transforms import normalize
 
 __all__ = ["ConfidenceTable", "build_stream", "build_table", "default_cache_dir"]
@@ -88,7 +88,7 @@ def build_table(
     progress: bool = False,
 ) -> ConfidenceTable:
     """Logits of every arm on ``samples`` distorted test images (all of them when None)."""
-    from shared.datasets import load_dataset
+    from shared.lab.datasets import load_dataset
 
     dataset = dataset or ckpt.meta.dataset
     key = {

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.simulate_cli import add_simulate
+from shared.lab.simulate_cli import add_simulate
 
 __all__ = ["main"]
 
@@ -82,11 +82,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from torch.utils.data import Subset
 
     from shared.checkpoint import ModelMeta, save_checkpoint
-    from shared.datasets import load_dataset
-    from shared.model import MultiExitMobileNetV2, load_imagenet_backbone
-    from shared.profile import profile_model
-    from shared.report import format_table
-    from shared.training import (
+    from shared.lab.datasets import load_dataset
+    from shared.lab.report import format_table
+    from shared.lab.training import (
         TrainConfig,
         calibration_logits,
         evaluate_arms,
@@ -95,6 +93,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed_everything,
         train_model,
     )
+    from shared.model import MultiExitMobileNetV2, load_imagenet_backbone
+    from shared.profile import profile_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,8 +187,8 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from shared.checkpoint import load_checkpoint
+    from shared.lab.report import format_table
     from shared.profile import profile_model
-    from shared.report import format_table
 
     ckpt = load_checkpoint(args.model)
     meta = ckpt.meta
