@@ -1,21 +1,38 @@
-"""Entry points that are installed before their milestone lands print what they will be."""
+"""What the long-running entry points share: logging, stop signals, user errors as one line."""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Sequence
+import logging
+import signal
+import sys
+import threading
 
-__all__ = ["placeholder_main"]
+__all__ = ["install_stop_signals", "report_error", "setup_logging"]
 
 
-def placeholder_main(prog: str, description: str, argv: Sequence[str] | None = None) -> int:
-    """Print usage and the status, exit 0: a systemd unit or a script can already call it."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=description,
-        epilog="Not implemented yet: the MQTT pipeline arrives with the pipeline milestone. "
-        "Use 'isplitee train', 'isplitee info' and 'isplitee simulate' meanwhile.",
+def setup_logging(level: str = "INFO") -> None:
+    """Timestamped lines on stderr: journald and docker logs keep them as they are."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM (systemd, docker) and SIGINT (Ctrl-C) ask for a clean stop; a second one kills."""
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logging.getLogger("isplitee").info("%s: stopping cleanly", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def report_error(prog: str, exc: BaseException) -> int:
+    """One line (or one block, for a config) naming the problem; exit status 2."""
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return 2

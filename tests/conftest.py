@@ -47,3 +47,16 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory):
+    """Mosquitto with broker_config/mosquitto.conf on a free loopback port, for the session.
+
+    CI installs Mosquitto (`make install`), so a missing binary is an error, never a skip.
+    """
+    from .broker import DEV_CONFIG, broker_from
+
+    b = broker_from(DEV_CONFIG, tmp_path_factory.mktemp("broker")).start()
+    yield b
+    b.stop()

@@ -1,0 +1,78 @@
+"""The models a worker serves, matched to activations by content hash, and the cloud half.
+
+A fleet may run several checkpoints at once (a new model rolled out camera by camera): every
+activation names its model's hash, and a worker finishes it only with exactly that model, so a
+node and a worker can never disagree silently about the network they split.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared.checkpoint import Checkpoint, load_checkpoint
+from shared.inference import confidence
+from shared.profile import profile_model
+from shared.protocol import Activation, ProtocolError
+
+__all__ = ["ModelBank"]
+
+
+class ModelBank:
+    def __init__(self, paths: Sequence[Path | str]) -> None:
+        self.models: dict[str, Checkpoint] = {}
+        self._shapes: dict[tuple[str, int], tuple[int, ...]] = {}
+        for path in paths:
+            ckpt = load_checkpoint(path)
+            self.models[ckpt.hash] = ckpt
+            prof = profile_model(ckpt.model, ckpt.meta.input_size)
+            for block in ckpt.meta.arm_blocks:
+                self._shapes[ckpt.hash, block] = prof.block(block).out_shape
+
+    def lookup(self, model_hash: str) -> Checkpoint:
+        ckpt = self.models.get(model_hash)
+        if ckpt is None and len(model_hash) >= 12:
+            found = [c for h, c in self.models.items() if h.startswith(model_hash)]
+            ckpt = found[0] if len(found) == 1 else None
+        if ckpt is None:
+            served = ", ".join(h[:12] for h in self.models)
+            raise ProtocolError(
+                "unknown_model",
+                f"model {model_hash[:12]} is not served by this worker (it serves {served}): "
+                "give the node and the worker the same checkpoint",
+            )
+        return ckpt
+
+    def check(self, act: Activation) -> tuple[str, int]:
+        """The batch key of a decoded activation, after checking it fits its model and split."""
+        ckpt = self.lookup(act.model_hash)
+        if act.split_block not in ckpt.meta.arm_blocks[:-1]:
+            raise ProtocolError(
+                "split",
+                f"split block {act.split_block} is not an exit of model {ckpt.short_hash} "
+                f"(exits {list(ckpt.meta.exit_blocks)})",
+            )
+        expected = self._shapes[ckpt.hash, act.split_block]
+        if act.shape not in (expected, (1, *expected)):
+            raise ProtocolError(
+                "shape",
+                f"activation of shape {list(act.shape)} does not fit block {act.split_block} of "
+                f"model {ckpt.short_hash}, which gives {list(expected)}",
+            )
+        return ckpt.hash, act.split_block
+
+    def run(
+        self, model_hash: str, block: int, arrays: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Labels, C_L and compute milliseconds for a batch of activations of one model/split."""
+        ckpt = self.models[model_hash]
+        started = time.perf_counter()
+        batch = torch.from_numpy(np.stack([a.reshape(a.shape[-3:]) for a in arrays]))
+        with torch.inference_mode():
+            logits = ckpt.model.cloud(batch, block)
+        conf, labels = confidence(logits, ckpt.meta.arm_temperatures()[-1])
+        return labels, conf, (time.perf_counter() - started) * 1e3

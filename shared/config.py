@@ -1,0 +1,133 @@
+"""Configuration shared by the node and the worker: one strict model, three sources.
+
+Values come from a TOML file, then ``ISPLITEE_*`` environment variables, then command-line
+flags, each overriding the one before (systemd units set the environment, a user tries a flag).
+Every model forbids unknown keys, so a typo is an error that names the key instead of a
+setting silently left at its default; :func:`load_config` turns pydantic's errors into one
+message listing each bad key with what was wrong.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shared.errors import IsplitEEError
+from shared.mqtt import BrokerAddress
+from shared.protocol import validate_id
+
+__all__ = ["ENV_PREFIX", "ConfigError", "MqttSettings", "load_config"]
+
+ENV_PREFIX = "ISPLITEE_"
+
+_FILE_DATA: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "isplitee_config_file", default=None
+)
+
+
+class ConfigError(IsplitEEError):
+    """A configuration that cannot be used; the message names each bad key and the fix."""
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The TOML file's table, the lowest-priority source."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get() or {})
+
+
+class MqttSettings(BaseSettings):
+    """Broker connection and topic prefix, the same for a node and a worker."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", env_prefix=ENV_PREFIX, validate_default=True, frozen=True
+    )
+
+    broker: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="Broker URL: mqtt://host:port, or mqtts://host:port for TLS.",
+    )
+    prefix: str = Field("isplitee", description="First level of every topic.")
+    username: str | None = Field(None, description="Broker user name (or in the URL).")
+    password: SecretStr | None = Field(
+        None, description="Broker password; prefer ISPLITEE_PASSWORD over the file. Never logged."
+    )
+    ca_file: Path | None = Field(None, description="CA certificate to verify a TLS broker.")
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        BrokerAddress.parse(value)
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return validate_id(value, "topic prefix")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    def password_value(self) -> str | None:
+        return self.password.get_secret_value() if self.password else None
+
+
+S = TypeVar("S", bound=MqttSettings)
+
+
+def _describe(errors: list[dict[str, Any]]) -> str:
+    lines = []
+    for err in errors:
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt? see the example config in deploy/)"
+        elif err["type"] == "missing":
+            msg = "required: set it in the config file, as ISPLITEE_<KEY>, or with its flag"
+        else:
+            value = err.get("input")
+            if value is not None and not isinstance(value, dict):
+                msg += f" (got {value!r})"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(cls: type[S], path: Path | None, flags: Mapping[str, Any]) -> S:
+    """``cls`` from the TOML file at ``path`` (optional), the environment and ``flags``.
+
+    ``flags`` holds only what the user gave on the command line (None values are ignored).
+    """
+    data: Mapping[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    token = _FILE_DATA.set(data)
+    try:
+        return cls(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        where = f" ({path}, {ENV_PREFIX}* environment, flags)" if path else ""
+        raise ConfigError(f"invalid configuration{where}:\n{_describe(exc.errors())}") from None
+    finally:
+        _FILE_DATA.reset(token)

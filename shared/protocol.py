@@ -1,0 +1,452 @@
+"""The wire protocol between camera nodes, cloud workers and the apps that read results.
+
+Pure logic, no I/O: topic names, message dataclasses, and their encoders and decoders.
+Everything a node or a worker receives goes through a decoder here first, and every decoder
+either returns a fully checked message or raises :class:`ProtocolError` with a ``kind`` (for
+counting) and a message saying what is wrong. Sizes declared inside a message are never trusted
+before they are checked against the bytes actually present, so a hostile payload cannot make a
+decoder allocate more than the payload itself.
+
+Activations and replies are msgpack maps (raw bytes for the tensor: no base64, no pickle);
+results, status and stats are JSON or plain text, for other apps. ``docs/protocol.md`` is the
+reference for users.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgpack
+import numpy as np
+
+from shared.errors import IsplitEEError
+
+__all__ = [
+    "ENCODINGS",
+    "MAX_ID_LENGTH",
+    "MAX_PAYLOAD_BYTES",
+    "SCHEMA_VERSION",
+    "SOURCES",
+    "Activation",
+    "ProtocolError",
+    "Reply",
+    "ReplyError",
+    "Result",
+    "Topics",
+    "decode_activation",
+    "decode_reply",
+    "decode_result",
+    "dequantize",
+    "encode_activation",
+    "encode_reply",
+    "encode_result",
+    "encode_tensor",
+    "iso_utc",
+    "validate_id",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the activation and reply maps; a decoder refuses any other."""
+
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+"""Default cap on a message's size: the largest default split at 224 px is under 2 MB in fp32."""
+
+MAX_ID_LENGTH = 64
+ENCODINGS = ("fp32", "fp16", "int8")
+SOURCES = ("edge", "cloud", "fallback")
+Encoding = Literal["fp32", "fp16", "int8"]
+Source = Literal["edge", "cloud", "fallback"]
+
+_DTYPES = {"fp32": np.dtype("<f4"), "fp16": np.dtype("<f2"), "int8": np.dtype("i1")}
+_RESERVED_IDS = frozenset({"workers"})
+_HASH_RE = re.compile(r"[0-9a-f]{12,64}")
+
+
+class ProtocolError(IsplitEEError):
+    """A message that cannot be used. ``kind`` is a short tag for counting errors by kind."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# -- topics ----------------------------------------------------------------------------------
+
+
+def validate_id(value: str, what: str = "device id") -> str:
+    """A prefix, device id or worker id must be one plain topic level."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} should be a non-empty string, got {value!r}")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{what} {value!r} is longer than {MAX_ID_LENGTH} characters")
+    bad = [c for c in ("+", "#", "/", "\x00") if c in value]
+    if bad or value.startswith("$") or value != value.strip():
+        raise ValueError(
+            f"{what} {value!r} should not contain {' '.join(bad) or 'leading $ or spaces'}: "
+            "MQTT reads those as wildcards or topic separators; use letters, digits, - and _"
+        )
+    if what == "device id" and value in _RESERVED_IDS:
+        raise ValueError(f"device id {value!r} is reserved for the workers' own topics")
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic of one deployment, defined in one place (the prefix is one topic level)."""
+
+    prefix: str = "isplitee"
+
+    def __post_init__(self) -> None:
+        validate_id(self.prefix, "topic prefix")
+
+    def activation(self, device_id: str) -> str:
+        return f"{self.prefix}/{device_id}/activation"
+
+    def reply(self, device_id: str) -> str:
+        return f"{self.prefix}/{device_id}/reply"
+
+    def result(self, device_id: str) -> str:
+        return f"{self.prefix}/{device_id}/result"
+
+    def status(self, device_id: str) -> str:
+        return f"{self.prefix}/{device_id}/status"
+
+    def stats(self, device_id: str) -> str:
+        return f"{self.prefix}/{device_id}/stats"
+
+    def worker_status(self, worker_id: str) -> str:
+        return f"{self.prefix}/workers/{worker_id}/status"
+
+    def shared_activations(self, group: str) -> str:
+        """What every worker of ``group`` subscribes to: the broker hands each message to one."""
+        return f"$share/{group}/{self.prefix}/+/activation"
+
+    def device_of(self, topic: str) -> str:
+        """The device id in a node topic (``<prefix>/<device>/<kind>``)."""
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] != self.prefix:
+            raise ProtocolError("topic", f"topic {topic!r} is not {self.prefix}/<device>/<kind>")
+        return parts[1]
+
+
+# -- tensors ---------------------------------------------------------------------------------
+
+
+def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:
+    """The tensor part of an activation in ``encoding``.
+
+    int8 is per-tensor affine: ``x ~ (q - zero_point) * scale`` with the range of this tensor
+    mapped onto [-128, 127], which keeps the error below half a step wherever the values lie.
+    """
+    x = np.asarray(array, dtype=np.float32)
+    if encoding not in _DTYPES:
+        raise ValueError(f"encoding should be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+    out: dict[str, Any] = {"encoding": encoding, "shape": list(x.shape)}
+    if encoding == "int8":
+        lo, hi = float(x.min(initial=0.0)), float(x.max(initial=0.0))
+        scale = (hi - lo) / 255.0 or 1.0
+        zero_point = round(-128 - lo / scale)
+        q = np.clip(np.rint(x / scale) + zero_point, -128, 127).astype(np.int8)
+        out.update(scale=scale, zero_point=zero_point, data=q.tobytes())
+    else:
+        out["data"] = x.astype(_DTYPES[encoding], copy=False).tobytes()
+    return out
+
+
+def dequantize(data: bytes, encoding: Encoding, shape: tuple[int, ...], scale: float, zp: int):
+    """float32 array from checked tensor bytes (views the buffer where it can)."""
+    raw = np.frombuffer(data, dtype=_DTYPES[encoding]).reshape(shape)
+    if encoding == "int8":
+        return (raw.astype(np.float32) - np.float32(zp)) * np.float32(scale)
+    return raw.astype(np.float32, copy=False)
+
+
+# -- messages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Device -> worker: one frame's split-block activation and what the device saw at the exit."""
+
+    device_id: str
+    frame_id: int
+    captured_at: float
+    """Unix time of capture, seconds."""
+    split_block: int
+    model_hash: str
+    exit_confidence: float
+    exit_class: int
+    encoding: Encoding
+    shape: tuple[int, ...]
+    data: bytes = field(repr=False)
+    scale: float = 1.0
+    zero_point: int = 0
+    audit: bool = False
+    """Offloaded although the exit was confident: the node checks its exits against the cloud."""
+
+    def array(self) -> np.ndarray:
+        """The activation as float32 (batch dimension included)."""
+        return dequantize(self.data, self.encoding, self.shape, self.scale, self.zero_point)
+
+
+@dataclass(frozen=True)
+class ReplyError:
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Worker -> device: the final classifier's answer for one frame, or why there is none."""
+
+    frame_id: int | None
+    worker_id: str
+    label: int | None = None
+    confidence: float | None = None
+    """C_L, the final classifier's max softmax (temperature-scaled): the node's reward needs it."""
+    cloud_ms: float = 0.0
+    error: ReplyError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Result:
+    """One frame's final answer, the public contract (JSON on ``<prefix>/<device>/result``)."""
+
+    device_id: str
+    frame_id: int
+    label: int
+    class_name: str
+    confidence: float
+    exit_block: int
+    split_block: int
+    source: Source
+    captured_at: str
+    """ISO 8601, UTC."""
+    latency_ms: float
+    model_hash: str
+
+
+def iso_utc(unix_seconds: float) -> str:
+    """ISO 8601 UTC with milliseconds and a ``Z``, as most MQTT consumers parse it."""
+    dt = datetime.fromtimestamp(unix_seconds, tz=UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def encode_activation(
+    *,
+    device_id: str,
+    frame_id: int,
+    captured_at: float,
+    split_block: int,
+    model_hash: str,
+    exit_confidence: float,
+    exit_class: int,
+    tensor: np.ndarray,
+    encoding: Encoding,
+    audit: bool = False,
+) -> bytes:
+    body = {
+        "v": SCHEMA_VERSION,
+        "device_id": device_id,
+        "frame_id": int(frame_id),
+        "captured_at": float(captured_at),
+        "split_block": int(split_block),
+        "model_hash": model_hash,
+        "exit_confidence": float(exit_confidence),
+        "exit_class": int(exit_class),
+        "audit": bool(audit),
+        "tensor": encode_tensor(tensor, encoding),
+    }
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def encode_reply(reply: Reply) -> bytes:
+    body: dict[str, Any] = {
+        "v": SCHEMA_VERSION,
+        "frame_id": reply.frame_id,
+        "worker_id": reply.worker_id,
+    }
+    if reply.error is not None:
+        body["error"] = {"kind": reply.error.kind, "message": reply.error.message}
+    else:
+        body.update(label=reply.label, confidence=reply.confidence, cloud_ms=reply.cloud_ms)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def encode_result(result: Result) -> bytes:
+    return json.dumps(asdict(result), separators=(",", ":"), allow_nan=False).encode()
+
+
+# -- decoding --------------------------------------------------------------------------------
+
+
+def _unpack(payload: bytes, max_bytes: int) -> dict[str, Any]:
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise ProtocolError("decode", f"payload should be bytes, got {type(payload).__name__}")
+    if len(payload) > max_bytes:
+        raise ProtocolError(
+            "too_large", f"payload of {len(payload)} bytes is over the limit of {max_bytes}"
+        )
+    try:
+        # Limits bound what msgpack may allocate to what the payload can really hold.
+        body = msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=len(payload),
+            max_str_len=min(len(payload), 4096),
+            max_array_len=64,
+            max_map_len=64,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(
+            "decode", f"not a msgpack message ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(body, dict):
+        raise ProtocolError("decode", f"message should be a msgpack map, got {type(body).__name__}")
+    if body.get("v") != SCHEMA_VERSION:
+        raise ProtocolError(
+            "version",
+            f"schema version {body.get('v')!r} is not supported "
+            f"(this side speaks {SCHEMA_VERSION})",
+        )
+    return body
+
+
+def _get(body: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str = "") -> Any:
+    if key not in body:
+        raise ProtocolError("decode", f"{what or 'message'} lacks the key {key!r}")
+    value = body[key]
+    # bool is an int in Python; no numeric field of ours accepts one.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ProtocolError("decode", f"{key!r} should not be a boolean")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ProtocolError("decode", f"{key!r} should be {names}, got {type(value).__name__}")
+    return value
+
+
+def _finite(value: float, key: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+    value = float(value)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ProtocolError(
+            "decode", f"{key!r} should be a finite number in [{lo}, {hi}], got {value}"
+        )
+    return value
+
+
+def _id(body: dict[str, Any], key: str, what: str) -> str:
+    value = _get(body, key, str)
+    try:
+        return validate_id(value, what)
+    except ValueError as exc:
+        raise ProtocolError("decode", str(exc)) from None
+
+
+def decode_activation(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Activation:
+    """Check and decode an activation message; the tensor bytes are checked, not converted."""
+    body = _unpack(payload, max_bytes)
+    tensor = _get(body, "tensor", dict)
+    encoding = _get(tensor, "encoding", str, "tensor")
+    if encoding not in _DTYPES:
+        raise ProtocolError("decode", f"tensor encoding {encoding!r} is not one of {ENCODINGS}")
+    shape = _get(tensor, "shape", list, "tensor")
+    if not 1 <= len(shape) <= 4 or not all(type(d) is int and 1 <= d <= 65536 for d in shape):
+        raise ProtocolError("decode", f"tensor shape {shape!r} should be 1 to 4 positive sizes")
+    data = _get(tensor, "data", bytes, "tensor")
+    expected = math.prod(shape) * _DTYPES[encoding].itemsize
+    if len(data) != expected:
+        raise ProtocolError(
+            "decode",
+            f"tensor of shape {shape} in {encoding} needs {expected} bytes, got {len(data)}",
+        )
+    scale, zero_point = 1.0, 0
+    if encoding == "int8":
+        scale = _finite(_get(tensor, "scale", (int, float), "tensor"), "scale", 0.0)
+        if scale == 0.0:
+            raise ProtocolError("decode", "int8 scale should be positive")
+        zero_point = int(_get(tensor, "zero_point", int, "tensor"))
+        if not -128 <= zero_point <= 127:
+            raise ProtocolError("decode", f"int8 zero point {zero_point} is outside [-128, 127]")
+    else:
+        values = np.frombuffer(data, dtype=_DTYPES[encoding])
+        if not np.isfinite(values).all():
+            raise ProtocolError("decode", "tensor holds NaN or infinite values")
+    model_hash = _get(body, "model_hash", str)
+    if not _HASH_RE.fullmatch(model_hash):
+        raise ProtocolError("decode", f"model_hash {model_hash[:80]!r} should be 12-64 hex digits")
+    split_block = _get(body, "split_block", int)
+    if not 1 <= split_block <= 19:
+        raise ProtocolError("decode", f"split_block {split_block} should be in 1..19")
+    frame_id = _get(body, "frame_id", int)
+    if frame_id < 0:
+        raise ProtocolError("decode", f"frame_id should be >= 0, got {frame_id}")
+    audit = body.get("audit", False)
+    if not isinstance(audit, bool):
+        raise ProtocolError("decode", "'audit' should be a boolean")
+    return Activation(
+        device_id=_id(body, "device_id", "device id"),
+        frame_id=frame_id,
+        captured_at=_finite(_get(body, "captured_at", (int, float)), "captured_at", 0.0),
+        split_block=split_block,
+        model_hash=model_hash,
+        exit_confidence=_finite(
+            _get(body, "exit_confidence", (int, float)), "exit_confidence", 0, 1
+        ),
+        exit_class=_get(body, "exit_class", int),
+        encoding=encoding,
+        shape=tuple(shape),
+        data=data,
+        scale=scale,
+        zero_point=zero_point,
+        audit=audit,
+    )
+
+
+def decode_reply(payload: bytes, *, max_bytes: int = 64 * 1024) -> Reply:
+    body = _unpack(payload, max_bytes)
+    frame_id = body.get("frame_id")
+    if frame_id is not None and (type(frame_id) is not int or frame_id < 0):
+        raise ProtocolError(
+            "decode", f"frame_id should be a non-negative integer, got {frame_id!r}"
+        )
+    worker_id = _id(body, "worker_id", "worker id")
+    if "error" in body:
+        err = _get(body, "error", dict)
+        kind = _get(err, "kind", str, "error")
+        message = _get(err, "message", str, "error")
+        return Reply(frame_id, worker_id, error=ReplyError(kind[:64], message[:1024]))
+    if frame_id is None:
+        raise ProtocolError("decode", "a reply without an error needs a frame_id")
+    label = _get(body, "label", int)
+    if label < 0:
+        raise ProtocolError("decode", f"label should be >= 0, got {label}")
+    return Reply(
+        frame_id=frame_id,
+        worker_id=worker_id,
+        label=label,
+        confidence=_finite(_get(body, "confidence", (int, float)), "confidence", 0.0, 1.0),
+        cloud_ms=_finite(_get(body, "cloud_ms", (int, float)), "cloud_ms", 0.0),
+    )
+
+
+def decode_result(payload: bytes) -> Result:
+    """Read a result back (for apps and tests); refuses anything but the documented keys."""
+    try:
+        body = json.loads(payload)
+        result = Result(**body)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError("decode", f"not a result message ({exc})") from None
+    if result.source not in SOURCES:
+        raise ProtocolError("decode", f"source {result.source!r} should be one of {SOURCES}")
+    return result

@@ -1,0 +1,81 @@
+"""A real Mosquitto for the tests, started from the project's own broker_config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV_CONFIG = ROOT / "broker_config" / "mosquitto.conf"
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)),
+        None,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@dataclass
+class Broker:
+    """A Mosquitto process on a loopback port; stopped (or killed) by its pid."""
+
+    port: int
+    config: Path
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> Broker:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed: run `make install`")
+        log = open(self.log, "ab")  # noqa: SIM115 - the process owns it
+        self.proc = subprocess.Popen([binary, "-c", str(self.config)], stdout=log, stderr=log)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(10)
+        self.proc = None
+
+
+def broker_from(template: Path, workdir: Path, port: int | None = None) -> Broker:
+    """A broker whose config is ``template`` with its listener moved to a free loopback port."""
+    port = port or free_port()
+    lines = []
+    for line in template.read_text().splitlines():
+        if line.strip().startswith("listener "):
+            line = f"listener {port} 127.0.0.1"
+        lines.append(line)
+    config = workdir / f"mosquitto-{port}.conf"
+    config.write_text("\n".join(lines) + "\n")
+    return Broker(port=port, config=config, log=workdir / f"mosquitto-{port}.log")

@@ -1,0 +1,204 @@
+"""The wire protocol on real msgpack bytes: round trips, and every kind of bad input refused."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import msgpack
+import numpy as np
+import pytest
+
+from shared.protocol import (
+    MAX_ID_LENGTH,
+    ProtocolError,
+    Reply,
+    ReplyError,
+    Result,
+    Topics,
+    decode_activation,
+    decode_reply,
+    decode_result,
+    encode_activation,
+    encode_reply,
+    encode_result,
+    iso_utc,
+    validate_id,
+)
+
+HASH = "ab" * 32
+
+
+def activation(tensor: np.ndarray | None = None, encoding: str = "fp32", **over) -> bytes:
+    args = dict(
+        device_id="cam1",
+        frame_id=7,
+        captured_at=1_700_000_000.25,
+        split_block=6,
+        model_hash=HASH,
+        exit_confidence=0.4,
+        exit_class=3,
+        tensor=np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 10 if tensor is None else tensor,
+        encoding=encoding,
+    )
+    args.update(over)
+    return encode_activation(**args)
+
+
+def tamper(payload: bytes, **changes) -> bytes:
+    body = msgpack.unpackb(payload, raw=False)
+    for key, value in changes.items():
+        if key.startswith("tensor_"):
+            body["tensor"][key[7:]] = value
+        else:
+            body[key] = value
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def test_topics_are_defined_once_under_the_prefix() -> None:
+    t = Topics("site1")
+    assert t.activation("cam1") == "site1/cam1/activation"
+    assert t.reply("cam1") == "site1/cam1/reply"
+    assert t.result("cam1") == "site1/cam1/result"
+    assert t.status("cam1") == "site1/cam1/status"
+    assert t.stats("cam1") == "site1/cam1/stats"
+    assert t.worker_status("w1") == "site1/workers/w1/status"
+    assert t.shared_activations("g") == "$share/g/site1/+/activation"
+    assert t.device_of("site1/cam1/activation") == "cam1"
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("", "non-empty"),
+        ("a/b", "/"),
+        ("a+", r"\+"),
+        ("#", "#"),
+        ("x" * (MAX_ID_LENGTH + 1), "longer than 64"),
+        ("workers", "reserved"),
+        ("$SYS", "leading"),
+    ],
+)
+def test_bad_ids_are_refused_with_the_reason(value: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        validate_id(value)
+    if value != "workers":
+        with pytest.raises(ValueError):
+            Topics(value)
+
+
+@pytest.mark.parametrize("encoding", ["fp32", "fp16", "int8"])
+def test_activation_round_trip(encoding: str) -> None:
+    x = np.random.default_rng(0).normal(size=(16, 8, 8)).astype(np.float32)
+    act = decode_activation(activation(x, encoding))
+    assert (act.device_id, act.frame_id, act.split_block, act.exit_class) == ("cam1", 7, 6, 3)
+    assert act.model_hash == HASH and act.shape == (16, 8, 8) and not act.audit
+    tol = {"fp32": 0, "fp16": 2e-3 * np.abs(x).max(), "int8": (x.max() - x.min()) / 255 * 0.51}
+    assert np.abs(act.array() - x).max() <= tol[encoding] + 1e-7
+
+
+def test_int8_is_about_a_quarter_of_fp32_and_raw_bytes() -> None:
+    x = np.random.default_rng(1).random((32, 16, 16)).astype(np.float32)
+    fp32, int8 = activation(x, "fp32"), activation(x, "int8")
+    assert len(int8) <= 0.27 * len(fp32)
+    assert x.tobytes() in fp32  # raw bytes, no base64
+
+
+def test_constant_tensor_survives_int8() -> None:
+    x = np.full((4, 2, 2), 0.5, np.float32)
+    assert np.allclose(decode_activation(activation(x, "int8")).array(), 0.5, atol=0.5 / 255)
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind", "match"),
+    [
+        (b"", "decode", "msgpack"),
+        (b"\xc1garbage", "decode", "msgpack"),
+        (msgpack.packb([1, 2, 3]), "decode", "map"),
+        (tamper(activation(), v=2), "version", "schema version 2"),
+        (tamper(activation(), frame_id="7"), "decode", "frame_id"),
+        (tamper(activation(), frame_id=True), "decode", "boolean"),
+        (tamper(activation(), frame_id=-1), "decode", "frame_id"),
+        (tamper(activation(), split_block=25), "decode", "split_block"),
+        (tamper(activation(), model_hash="xyz"), "decode", "hex"),
+        (tamper(activation(), device_id="a/b"), "decode", "device id"),
+        (tamper(activation(), exit_confidence=1.5), "decode", "exit_confidence"),
+        (tamper(activation(), exit_confidence=float("nan")), "decode", "exit_confidence"),
+        (tamper(activation(), tensor_encoding="bf16"), "decode", "encoding"),
+        (tamper(activation(), tensor_shape=[2, 3, 5]), "decode", "needs 120 bytes"),
+        (tamper(activation(), tensor_shape=[65536, 65536, 65536]), "decode", "needs"),
+        (tamper(activation(), tensor_shape=[]), "decode", "shape"),
+        (tamper(activation(), tensor_data="text"), "decode", "bytes"),
+        (tamper(activation(encoding="int8"), tensor_scale=0.0), "decode", "scale"),
+        (tamper(activation(encoding="int8"), tensor_zero_point=300), "decode", "zero point"),
+    ],
+)
+def test_bad_activations_raise_protocol_error(payload: bytes, kind: str, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match) as info:
+        decode_activation(payload)
+    assert info.value.kind == kind
+
+
+def test_non_finite_tensor_values_are_refused() -> None:
+    x = np.ones((2, 2, 2), np.float32)
+    x[1, 1, 1] = np.inf
+    with pytest.raises(ProtocolError, match="NaN or infinite"):
+        decode_activation(activation(x))
+
+
+def test_oversize_payload_is_refused_before_decoding() -> None:
+    with pytest.raises(ProtocolError, match="over the limit") as info:
+        decode_activation(activation(), max_bytes=100)
+    assert info.value.kind == "too_large"
+
+
+def test_declared_sizes_never_exceed_the_payload() -> None:
+    """A bin header announcing 4 GB in a 20-byte message fails fast instead of allocating."""
+    evil = msgpack.packb({"v": 1, "tensor": {}})[:-1] + b"\xc6\xff\xff\xff\xf0"
+    with pytest.raises(ProtocolError):
+        decode_activation(evil)
+
+
+def test_reply_round_trip_and_errors() -> None:
+    ok = decode_reply(encode_reply(Reply(7, "w1", label=3, confidence=0.9, cloud_ms=1.5)))
+    assert ok.ok and (ok.frame_id, ok.label, ok.confidence, ok.worker_id) == (7, 3, 0.9, "w1")
+    err = decode_reply(encode_reply(Reply(None, "w1", error=ReplyError("shape", "bad shape"))))
+    assert not err.ok and err.error == ReplyError("shape", "bad shape")
+    bad = msgpack.packb({"v": 1, "frame_id": 1, "worker_id": "w", "label": 2, "confidence": 2.0})
+    with pytest.raises(ProtocolError, match="confidence"):
+        decode_reply(bad)
+
+
+def test_result_is_plain_json_with_the_documented_keys() -> None:
+    result = Result(
+        device_id="cam1",
+        frame_id=0,
+        label=4,
+        class_name="4",
+        confidence=0.97,
+        exit_block=3,
+        split_block=3,
+        source="edge",
+        captured_at=iso_utc(0.5),
+        latency_ms=3.2,
+        model_hash=HASH,
+    )
+    body = json.loads(encode_result(result))
+    assert set(body) == {
+        "device_id",
+        "frame_id",
+        "label",
+        "class_name",
+        "confidence",
+        "exit_block",
+        "split_block",
+        "source",
+        "captured_at",
+        "latency_ms",
+        "model_hash",
+    }
+    assert body["captured_at"] == "1970-01-01T00:00:00.500Z"
+    assert decode_result(encode_result(result)) == result
+    with pytest.raises(ProtocolError, match="source"):
+        decode_result(json.dumps({**body, "source": "magic"}).encode())
+    assert not math.isnan(body["confidence"])
