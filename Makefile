@@ -7,13 +7,14 @@ MODEL  ?= models/digits.pt
 PAPER_MODEL ?= models/digits-paper.pt
 STAMP  := $(VENV)/.installed-$(shell printf '%s' "$(EXTRAS)" | tr ',' '-')
 
-.PHONY: help install mosquitto test test-slow lint demo model paper-model bench results clean
+.PHONY: help install mosquitto test test-slow lint demo model paper-model bench bench-pipeline results examples clean
 
 help:
 	@echo "make demo      set up, train the bundled digits model if missing, show it, simulate"
 	@echo "make test      set up, lint, run the default test suite"
 	@echo "make test-slow the long checks (marker 'slow')"
 	@echo "make bench     micro-benchmarks (bench/)"
+	@echo "make bench-pipeline  1 node + 1 worker end to end on a private Mosquitto"
 	@echo "make results   regenerate docs/results.md from the digits checkpoint"
 	@echo "make install   virtualenv in $(VENV) with extras [$(EXTRAS)], plus Mosquitto"
 
@@ -65,6 +66,12 @@ demo: install $(MODEL)
 
 bench: $(STAMP)
 	$(PY) bench/bench_bandit.py --out docs/benchmarks.md
+
+bench-pipeline: install $(MODEL)
+	$(PY) bench/bench_pipeline.py --model $(MODEL) --json runs/bench/pipeline.json
+
+examples: $(STAMP)
+	$(PY) deploy/examples.py
 
 results: $(STAMP) $(MODEL) $(PAPER_MODEL)
 	$(PY) bench/make_results.py --model $(MODEL) --paper-model $(PAPER_MODEL) --out docs/results.md

@@ -1,26 +1,86 @@
-"""``isplitee-device``: the Raspberry Pi camera node.
-
-It runs the model up to the split, answers from the exit there or offloads the activation over
-MQTT. Until the pipeline milestone lands this entry point only explains itself.
-"""
+"""``isplitee-device``: the camera node (also ``python -m device``)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 
-from shared.entrypoint import placeholder_main
+from shared.entrypoint import install_stop_signals, report_error, setup_logging
+from shared.errors import IsplitEEError
 
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return placeholder_main(
-        "isplitee-device",
-        "The Raspberry Pi camera node: runs the model up to the split, answers from the exit "
-        "there or offloads over MQTT.",
-        argv,
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="isplitee-device",
+        description="The camera node: runs the model up to the split the bandit picks, answers "
+        "from the exit there when it is confident, otherwise offloads the activation to a cloud "
+        "worker over MQTT; publishes one result per frame. Settings come from --config, then "
+        "ISPLITEE_* variables, then these flags.",
     )
+    p.add_argument("--broker", help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    p.add_argument("--model", type=Path, help="checkpoint (the one the workers serve)")
+    p.add_argument("--source", help="camera index, video file, URL, image folder or picamera2")
+    p.add_argument("--device-id", help="this camera's id in every topic (default: host name)")
+    p.add_argument("--config", type=Path, help="device.toml (see deploy/device.example.toml)")
+    p.add_argument("--max-frames", type=int, help="stop after N frames, each with its result")
+    p.add_argument("--fps", type=float, help="most frames per second")
+    p.add_argument(
+        "--policy", help="isplitee | isplitee-nonstationary | fixed:BLOCK | final | random"
+    )
+    p.add_argument("--alpha", type=float, help="exit threshold (default 0.8)")
+    p.add_argument("--encoding", choices=("fp32", "fp16", "int8"), help="activation encoding")
+    p.add_argument("--state", type=Path, help="bandit state file, restored at start")
+    p.add_argument("--cost", choices=("measured", "paper"), help="cost model (default measured)")
+    p.add_argument("--prefix", help="topic prefix (default isplitee)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument(
+        "--check-config", action="store_true", help="print the effective settings and exit"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level)
+    from device.config import DeviceConfig
+    from shared.config import load_config
+
+    keys = [
+        *("broker", "model", "source", "device_id", "max_frames", "fps", "policy", "alpha"),
+        *("encoding", "state", "cost", "prefix", "threads"),
+    ]
+    flags = {k: getattr(args, k) for k in keys}
+    try:
+        config = load_config(DeviceConfig, args.config, flags)
+        if args.check_config:
+            print(config.model_dump_json(indent=2))
+            return 0
+        import torch
+
+        from device.app import DeviceApp
+
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        app = DeviceApp(config)
+        stop = threading.Event()
+        install_stop_signals(stop)
+        summary = app.run(stop)
+    except (IsplitEEError, ValueError) as exc:
+        return report_error("isplitee-device", exc)
+    except KeyboardInterrupt:
+        return 130
+    print(
+        f"isplitee-device: {summary.frames} frames, {summary.results} results "
+        f"({summary.edge} edge, {summary.cloud} cloud, {summary.fallback} fallback)",
+        file=sys.stderr,
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -119,6 +119,10 @@ class Topics:
     def stats(self, device_id: str) -> str:
         return f"{self.prefix}/{device_id}/stats"
 
+    def probe(self, device_id: str) -> str:
+        """The node's own echo topic: it times round trips through the broker on it."""
+        return f"{self.prefix}/{device_id}/probe"
+
     def worker_status(self, worker_id: str) -> str:
         return f"{self.prefix}/workers/{worker_id}/status"
 

@@ -55,7 +55,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory):
 
     CI installs Mosquitto (`make install`), so a missing binary is an error, never a skip.
     """
-    from .broker import DEV_CONFIG, broker_from
+    from shared.lab.broker import DEV_CONFIG, broker_from
 
     b = broker_from(DEV_CONFIG, tmp_path_factory.mktemp("broker")).start()
     yield b

@@ -1,4 +1,9 @@
-"""A real Mosquitto for the tests, started from the project's own broker_config."""
+"""A private Mosquitto for the tests, the demo and the benchmarks, from ``broker_config/``.
+
+It runs on a free loopback port with the project's own config (only the ``listener`` line is
+rewritten), so nothing else on the machine is touched and several can run at once. It is
+stopped by its pid, never by name.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEV_CONFIG = ROOT / "broker_config" / "mosquitto.conf"
 
 

@@ -1,0 +1,244 @@
+"""The camera node as a process: broker, camera, model, policy and node loop wired together.
+
+Threads: the main thread reads frames and runs the edge half; a reply thread takes the MQTT
+inbox and settles offloads (and times them out), so a reply is published as soon as it
+arrives, not when the next frame happens to come. Stats and state are written from the main
+thread between frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from device.camera import FrameSource, open_source
+from device.config import DeviceConfig
+from device.costs import LiveCosts
+from device.node import Node
+from device.state import load_state, save_state
+from shared.bandit import Policy, build_policy
+from shared.checkpoint import Checkpoint, load_checkpoint
+from shared.cost import RewardModel, paper_cost
+from shared.mqtt import MqttLink
+from shared.profile import profile_model
+from shared.protocol import Topics
+
+__all__ = ["DeviceApp", "RunSummary"]
+
+log = logging.getLogger(__name__)
+
+_HEADER_BYTES = 200  # msgpack keys, ids and hash around the tensor
+
+
+def time_splits(model, input_size: int, repeats: int = 9) -> dict[int, float]:
+    """Median seconds of the node's own ``edge()`` call at each split, as frames will run it.
+
+    Rounds go over all splits in turn, so a burst of load elsewhere on the machine spreads
+    over every split instead of inflating one.
+    """
+    x = torch.zeros(1, 3, input_size, input_size)
+    samples: dict[int, list[float]] = {b: [] for b in model.arm_blocks}
+    with torch.inference_mode():
+        for round_ in range(repeats + 2):
+            for b in model.arm_blocks:
+                t0 = time.perf_counter()
+                model.edge(x, b)
+                if round_ >= 2:  # the first rounds warm up allocators and caches
+                    samples[b].append(time.perf_counter() - t0)
+    return {b: statistics.median(v) for b, v in samples.items()}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    frames: int
+    results: int
+    edge: int
+    cloud: int
+    fallback: int
+
+
+class DeviceApp:
+    def __init__(self, config: DeviceConfig, checkpoint: Checkpoint | None = None) -> None:
+        self.config = config
+        self.ckpt = checkpoint or load_checkpoint(config.model)
+        self.topics = Topics(config.prefix)
+        blocks = self.ckpt.meta.arm_blocks
+        if config.policy.startswith("fixed:") and int(config.policy[6:]) not in blocks[:-1]:
+            raise ValueError(
+                f"policy {config.policy}: block should be one of the model's exits "
+                f"{list(blocks[:-1])}"
+            )
+        self._probe_bytes: dict[int, int] = {}  # arm -> bytes of its offload message
+        self._probe_turn = 0
+        self.costs = self._live_costs() if config.cost == "measured" else None
+        cost = self.costs.cost_model() if self.costs else paper_cost(blocks)
+        rewards = RewardModel(cost, alpha=config.alpha, mu=config.mu)
+        self.policy = self._policy(rewards)
+        self._status = self.topics.status(config.device_id)
+        self.link = MqttLink(
+            config.broker,
+            f"isplitee-node-{config.device_id}",
+            subscriptions=[
+                self.topics.reply(config.device_id),
+                self.topics.probe(config.device_id),
+            ],
+            will=(self._status, b"offline"),
+            username=config.username,
+            password=config.password_value(),
+            ca_file=str(config.ca_file) if config.ca_file else None,
+        )
+        self.node = Node(
+            checkpoint=self.ckpt,
+            policy=self.policy,
+            costs=self.costs,
+            rewards=rewards,
+            publisher=self.link,
+            topics=self.topics,
+            device_id=config.device_id,
+            encoding=config.encoding,
+            reply_timeout_s=config.reply_timeout_s,
+            max_pending=config.max_pending,
+        )
+        self._replies_done = threading.Event()
+        self._started = time.monotonic()
+        self._source: FrameSource | None = None
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _live_costs(self) -> LiveCosts:
+        meta = self.ckpt.meta
+        log.info("timing each split on this device ...")
+        edge_s = time_splits(self.ckpt.model, meta.input_size)
+        prof = profile_model(self.ckpt.model, meta.input_size)
+        payload = {
+            b: prof.block(b).payload_bytes(self.config.encoding) + _HEADER_BYTES
+            for b in meta.arm_blocks
+        }
+        self._probe_bytes = {i: payload[b] for i, b in enumerate(meta.arm_blocks[:-1])}
+        log.info(
+            "edge ms per split: %s",
+            ", ".join(f"{b}: {edge_s[b] * 1e3:.2f}" for b in meta.arm_blocks),
+        )
+        return LiveCosts(
+            meta.arm_blocks,
+            edge_s,
+            payload,
+            link_mbit_per_s=self.config.link_mbps,
+            rtt_ms=self.config.rtt_ms,
+            smoothing=self.config.cost_smoothing,
+        )
+
+    def _policy(self, rewards: RewardModel) -> Policy:
+        cfg = self.config
+        if cfg.state is not None:
+            restored = load_state(
+                cfg.state,
+                rewards,
+                model_hash=self.ckpt.hash,
+                blocks=self.ckpt.meta.arm_blocks,
+                spec=cfg.policy,
+            )
+            if restored is not None:
+                return restored
+        return build_policy(cfg.policy, rewards, c=cfg.c, discount=cfg.discount, seed=cfg.seed)
+
+    def save_state(self) -> None:
+        if self.config.state is None:
+            return
+        with self.node._lock:
+            save_state(
+                self.config.state,
+                self.policy,
+                model_hash=self.ckpt.hash,
+                blocks=self.ckpt.meta.arm_blocks,
+                spec=self.config.policy,
+            )
+
+    # -- running -------------------------------------------------------------------------------
+    def _probe_next(self) -> None:
+        """One probe, cycling over the splits that offload."""
+        if not self._probe_bytes:
+            return
+        arm = self._probe_turn % len(self._probe_bytes)
+        self._probe_turn += 1
+        self.node.probe(arm, self._probe_bytes[arm])
+
+    def _reply_loop(self) -> None:
+        inbox = self.link.inbox
+        next_probe = time.monotonic() + self.config.probe_interval_s
+        while not self._replies_done.is_set():
+            if self.costs is not None and time.monotonic() >= next_probe:
+                self._probe_next()
+                next_probe = time.monotonic() + self.config.probe_interval_s
+            deadline = self.node.next_deadline()
+            wait = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
+            try:
+                self.node.on_reply(inbox.get(timeout=wait))
+            except queue.Empty:
+                pass
+            except Exception:  # one bad reply must not stop replies for every later frame
+                log.exception("could not handle a reply")
+            self.node.expire()
+
+    def publish_stats(self) -> dict:
+        stats = self.node.stats()
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        stats["fps"] = round(stats["frames"] / elapsed, 3)
+        stats["dropped"] = self._source.dropped if self._source is not None else 0
+        stats["uptime_s"] = round(elapsed, 1)
+        self.link.publish(self.topics.stats(self.config.device_id), json.dumps(stats))
+        return stats
+
+    def run(self, stop: threading.Event, connect_timeout: float = 30.0) -> RunSummary:
+        """Process frames until the source ends, ``max_frames`` or ``stop``; then settle all."""
+        cfg = self.config
+        self.link.start(connect_timeout)
+        self.link.publish(self._status, b"online", retain=True)
+        replies = threading.Thread(target=self._reply_loop, name="replies", daemon=True)
+        replies.start()
+        if self.costs is not None:  # measure the link before the first decision
+            for _ in range(2):
+                for _ in self._probe_bytes:
+                    self._probe_next()
+            deadline = time.monotonic() + 2.0
+            while self.node.probes_pending and time.monotonic() < deadline:
+                time.sleep(0.005)
+        next_stats = time.monotonic() + cfg.stats_interval_s
+        next_state = time.monotonic() + cfg.state_interval_s
+        try:
+            with open_source(cfg.source, fps=cfg.fps) as source:
+                self._source = source
+                while not stop.is_set():
+                    if cfg.max_frames is not None and self.node.counters.frames >= cfg.max_frames:
+                        break
+                    frame = source.read()
+                    if frame is None:
+                        break
+                    while not self.node.wait_below(cfg.max_pending, 0.5):
+                        if stop.is_set():
+                            break
+                    self.node.process(frame.index, frame.image, frame.captured_at)
+                    now = time.monotonic()
+                    if now >= next_stats:
+                        self.publish_stats()
+                        next_stats = now + cfg.stats_interval_s
+                    if now >= next_state:
+                        self.save_state()
+                        next_state = now + cfg.state_interval_s
+            # Every frame gets its result: wait for outstanding replies (or their timeouts).
+            self.node.wait_below(1, cfg.reply_timeout_s + 5.0)
+        finally:
+            self._replies_done.set()
+            replies.join(5)
+            self.node.expire(now=float("inf"))  # anything still pending falls back now
+            self.save_state()
+            self.publish_stats()
+            self.link.stop(final=(self._status, b"offline"))
+        c = self.node.counters
+        return RunSummary(c.frames, c.edge + c.cloud + c.fallback, c.edge, c.cloud, c.fallback)

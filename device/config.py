@@ -1,0 +1,105 @@
+"""The camera node's settings (``device.toml``, ``ISPLITEE_*``, flags).
+
+Defaults are the setting we recommend for a camera that sees changing scenes, not the paper's:
+see docs/results.md for the measurements behind alpha and the policy.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from shared.config import MqttSettings
+from shared.protocol import ENCODINGS, validate_id
+
+__all__ = ["RECOMMENDED_ALPHA", "DeviceConfig"]
+
+RECOMMENDED_ALPHA = 0.8
+"""Exit threshold the results page recommends (the paper's 0.5 trusts noisy exits too much)."""
+
+_POLICY = re.compile(r"isplitee|isplitee-nonstationary|final|random|fixed:\d+")
+
+
+def _default_device_id() -> str:
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    return (host or "camera")[:64]
+
+
+class DeviceConfig(MqttSettings):
+    """A camera node: where frames come from, the model, the policy and the offload rules."""
+
+    model: Path = Field(description="Checkpoint (the same file the cloud workers serve).")
+    device_id: str = Field(
+        default_factory=_default_device_id,
+        description="Names this camera in every topic (default: the host name).",
+    )
+    source: str = Field(
+        "0",
+        description="Camera index, video file, rtsp:// or http:// URL, image folder, or picamera2.",
+    )
+    fps: float | None = Field(None, gt=0, description="Most frames per second (default: all).")
+    max_frames: int | None = Field(
+        None, ge=1, description="Stop after this many frames, once each has its result."
+    )
+    policy: str = Field(
+        "isplitee",
+        description="isplitee | isplitee-nonstationary | fixed:BLOCK | final | random.",
+    )
+    alpha: float = Field(
+        RECOMMENDED_ALPHA, ge=0, le=1, description="Exit threshold on an exit's confidence."
+    )
+    mu: float = Field(1.0, ge=0, description="Weight of cost against confidence in the reward.")
+    c: float | None = Field(None, ge=0, description="Exploration (default: the policy's own).")
+    discount: float | None = Field(
+        None, gt=0, lt=1, description="Memory of isplitee-nonstationary (default: its own)."
+    )
+    encoding: Literal["fp32", "fp16", "int8"] = Field(
+        "fp16", description=f"Activation encoding on the wire: {', '.join(ENCODINGS)}."
+    )
+    cost: Literal["measured", "paper"] = Field(
+        "measured",
+        description="measured: this node's own compute and round-trip times; paper: the "
+        "paper's constants (0.1 per block, 0.5 per offload).",
+    )
+    link_mbps: float = Field(10.0, gt=0, description="Prior uplink rate until offloads are timed.")
+    rtt_ms: float = Field(20.0, ge=0, description="Prior round trip until offloads are timed.")
+    cost_smoothing: float = Field(
+        0.2, gt=0, le=1, description="Weight of the newest timing in the live cost estimates."
+    )
+    probe_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often the node times an offload-sized round trip through the broker "
+        "(measured cost only), so it notices a link that slowed down or recovered even while "
+        "it is not offloading.",
+    )
+    reply_timeout_s: float = Field(
+        2.0, gt=0, description="Wait for the cloud this long, then publish the exit's answer."
+    )
+    max_pending: int = Field(
+        8, ge=1, le=1000, description="Offloads awaiting a reply before the node waits."
+    )
+    state: Path | None = Field(None, description="Bandit state file, restored at start.")
+    state_interval_s: float = Field(10.0, gt=0, description="How often the state is saved.")
+    stats_interval_s: float = Field(5.0, gt=0, description="How often stats are published.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's).")
+    seed: int = Field(0, description="Seed of the random policy.")
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        return validate_id(value, "device id")
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        if not _POLICY.fullmatch(value):
+            raise ValueError(
+                "should be isplitee, isplitee-nonstationary, final, random or fixed:BLOCK "
+                "(BLOCK one of the model's exit blocks, e.g. fixed:6)"
+            )
+        return value

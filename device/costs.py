@@ -1,0 +1,94 @@
+"""What this node really pays for each split, in the paper's units. Pure logic, no I/O.
+
+The paper charges a flat 0.1 per block and 0.5 per offload. A real node pays its own compute
+time and its own network: this tracker starts from the edge time of each split timed on the
+node at start-up and a prior for the link, then follows what each frame actually cost
+(smoothed), so when the network slows down the bandit sees offloading get dearer at its next
+decision and moves the split without a restart.
+
+Units: the whole network on this node costs ``gamma * 19`` (1.9, as in the paper), so alpha,
+mu and the exploration constant keep the meaning they have in the paper and in
+``isplitee simulate``. The start-up timing fixes how the splits compare with each other; every
+frame's edge run then updates one speed factor (how much slower or faster this node is now than
+at start-up: other load, thermal throttling), which scales the whole network's time and so the
+price of an offload against it. One noisy start-up measurement cannot skew the units for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from shared.cost import FULL_DEPTH, PAPER_GAMMA, CostModel
+
+__all__ = ["LiveCosts"]
+
+
+class LiveCosts:
+    """Edge and offload seconds per arm, smoothed, turned into a :class:`CostModel` on demand.
+
+    Args:
+        blocks: block of each arm, the final classifier last.
+        edge_seconds: block -> seconds to answer at that arm, timed on this node.
+        payload_bytes: block -> bytes of one offload message at that split.
+        link_mbit_per_s, rtt_ms: prior for offloads never measured yet.
+        smoothing: weight of the newest measurement (exponential moving average).
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[int],
+        edge_seconds: Mapping[int, float],
+        payload_bytes: Mapping[int, int],
+        *,
+        link_mbit_per_s: float,
+        rtt_ms: float,
+        smoothing: float = 0.2,
+        gamma: float = PAPER_GAMMA,
+    ) -> None:
+        if not 0 < smoothing <= 1:
+            raise ValueError(f"smoothing should be in (0, 1], got {smoothing!r}")
+        self.blocks = tuple(blocks)
+        self.smoothing = smoothing
+        self._edge = [float(edge_seconds[b]) for b in self.blocks]
+        if min(self._edge) <= 0:
+            raise ValueError("edge times should be positive")
+        self._full = gamma * FULL_DEPTH
+        self._speed = 1.0  # now / start-up, smoothed
+        self._prior = [
+            payload_bytes[b] * 8 / (link_mbit_per_s * 1e6) + rtt_ms / 1e3 for b in self.blocks
+        ]
+        self._offload: list[float | None] = [None] * len(self.blocks)
+        self._link: float | None = None  # smoothed round trip of any split
+
+    def _blend(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.smoothing * (new - old)
+
+    def observe_edge(self, arm: int, seconds: float) -> None:
+        if seconds > 0:
+            self._speed = self._blend(self._speed, seconds / self._edge[arm])
+
+    def observe_offload(self, arm: int, seconds: float) -> None:
+        """One offload's round trip (cloud compute excluded, as the paper leaves it out)."""
+        seconds = max(seconds, 0.0)
+        self._offload[arm] = self._blend(self._offload[arm], seconds)
+        self._link = self._blend(self._link, seconds)
+
+    def offload_seconds(self, arm: int) -> float:
+        own = self._offload[arm]
+        if own is not None:
+            return own
+        return self._link if self._link is not None else self._prior[arm]
+
+    def edge_seconds(self, arm: int) -> float:
+        """Current estimate of this node's time to answer at ``arm``."""
+        return self._edge[arm] * self._speed
+
+    def cost_model(self) -> CostModel:
+        n = len(self.blocks)
+        unit = self._full / self.edge_seconds(n - 1)
+        return CostModel(
+            name="live",
+            blocks=self.blocks,
+            edge=tuple(self._edge[i] / self._edge[-1] * self._full for i in range(n)),
+            offload=tuple(self.offload_seconds(i) * unit for i in range(n)),
+        )

@@ -1,0 +1,360 @@
+"""The camera node's decision loop: frame -> split -> exit or offload -> one result per frame.
+
+No MQTT and no camera here: the node publishes through any object with the
+:class:`Publisher` method and is handed frames and replies by the caller (``device/app.py``
+wires it to paho and OpenCV), so the loop can be driven and checked without a broker too.
+
+Per frame: preprocess -> the policy decides the split -> edge half up to it -> if the exit
+there is confident (or the split is the final classifier) the node answers at once; otherwise
+it publishes the activation and goes on with the next frame. A reply publishes the cloud's
+answer and teaches the policy what the frame revealed; a timeout or an error reply publishes
+the split exit's own answer as a ``fallback`` and cancels the decision, so the policy learns
+nothing it did not observe. Every frame gets exactly one result; a reply for a frame that is
+no longer pending (late, or a QoS 1 duplicate) is counted and dropped.
+
+All public methods take one lock: frames arrive on the main thread, replies on another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from device.costs import LiveCosts
+from shared.bandit import Decision, Policy
+from shared.checkpoint import Checkpoint
+from shared.cost import Observation, RewardModel
+from shared.inference import confidence
+from shared.mqtt import Message
+from shared.protocol import (
+    ProtocolError,
+    Result,
+    Topics,
+    decode_reply,
+    encode_activation,
+    encode_result,
+    iso_utc,
+)
+from shared.transforms import FramePreprocessor
+
+__all__ = ["Node", "NodeCounters", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> object: ...
+
+
+@dataclass
+class _Pending:
+    decision: Decision
+    frame_id: int
+    captured_at: float
+    sent: float
+    confidences: tuple[float, ...]
+    exit_class: int
+
+
+@dataclass
+class NodeCounters:
+    frames: int = 0
+    edge: int = 0
+    cloud: int = 0
+    fallback: int = 0
+    offloads: int = 0
+    bytes_sent: int = 0
+    late_replies: int = 0
+    foreign_replies: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        checkpoint: Checkpoint,
+        policy: Policy,
+        costs: LiveCosts | None,
+        rewards: RewardModel,
+        publisher: Publisher,
+        topics: Topics,
+        device_id: str,
+        encoding: str = "fp16",
+        reply_timeout_s: float = 2.0,
+        max_pending: int = 8,
+    ) -> None:
+        self.ckpt = checkpoint
+        self.policy = policy
+        self.costs = costs
+        self.rewards = rewards
+        self.out = publisher
+        self.device_id = device_id
+        self.encoding = encoding
+        self.reply_timeout_s = reply_timeout_s
+        self.max_pending = max_pending
+        self.blocks = checkpoint.meta.arm_blocks
+        self.temperatures = checkpoint.meta.arm_temperatures()
+        meta = checkpoint.meta
+        self.preprocess = FramePreprocessor(meta.input_size, meta.mean, meta.std)
+        self.counters = NodeCounters()
+        self.current_block: int | None = None
+        self._topic_result = topics.result(device_id)
+        self._topic_activation = topics.activation(device_id)
+        self._topic_reply = topics.reply(device_id)
+        self._run_id = os.urandom(8)  # replies meant for an earlier run of this node never match
+        self._pending: dict[int, _Pending] = {}
+        self._probes: dict[int, tuple[int, float]] = {}  # seq -> (arm, sent)
+        self._probe_seq = 0
+        self._topic_probe = topics.probe(device_id)
+        self._lock = threading.Condition()
+
+    # -- frames --------------------------------------------------------------------------------
+    def process(self, frame_id: int, image: np.ndarray, captured_at: float) -> None:
+        """Decide, run the edge half, and answer or offload one frame."""
+        x = self.preprocess(image)
+        with self._lock:
+            decision = self.policy.decide()
+            arm, block = decision.arm, self.blocks[decision.arm]
+            self.current_block = block
+            self.counters.frames += 1
+            started = time.perf_counter()
+            with torch.inference_mode():
+                edge = self.ckpt.model.edge(x, block)
+            if self.costs is not None:
+                self.costs.observe_edge(arm, time.perf_counter() - started)
+            confs, classes = [], []
+            for i, logits in enumerate(edge.logits):
+                c, k = confidence(logits, self.temperatures[i])
+                confs.append(float(c[0]))
+                classes.append(int(k[0]))
+            last = arm == len(self.blocks) - 1
+            if last or confs[arm] >= self.rewards.alpha:
+                final = confs[arm] if last else None
+                self._learn(decision, Observation(tuple(confs), final))
+                self._publish_result(
+                    frame_id, classes[arm], confs[arm], block, block, "edge", captured_at
+                )
+                self.counters.edge += 1
+                return
+            payload = encode_activation(
+                device_id=self.device_id,
+                frame_id=frame_id,
+                captured_at=captured_at,
+                split_block=block,
+                model_hash=self.ckpt.hash,
+                exit_confidence=confs[arm],
+                exit_class=classes[arm],
+                tensor=edge.activation[0].numpy(),
+                encoding=self.encoding,
+            )
+            self._pending[frame_id] = _Pending(
+                decision, frame_id, captured_at, time.monotonic(), tuple(confs), classes[arm]
+            )
+            self.counters.offloads += 1
+            self.counters.bytes_sent += len(payload)
+            self.out.publish(
+                self._topic_activation,
+                payload,
+                response_topic=self._topic_reply,
+                correlation=self._run_id + frame_id.to_bytes(8, "big"),
+            )
+
+    # -- link probes ---------------------------------------------------------------------------
+    def probe(self, arm: int, payload_bytes: int) -> None:
+        """Time a round trip of an offload-sized message through the broker for ``arm``.
+
+        A node that stopped offloading (the link was slow) would otherwise never learn that
+        the link recovered, and a node that starts with a pessimistic prior would never
+        offload at all: probes keep the offload cost of every split measured.
+        """
+        with self._lock:
+            self._probe_seq += 1
+            seq = self._probe_seq
+            self._probes[seq] = (arm, time.monotonic())
+            if len(self._probes) > 64:  # lost probes: forget the oldest
+                del self._probes[min(self._probes)]
+        self.out.publish(
+            self._topic_probe,
+            bytes(payload_bytes),
+            qos=1,
+            correlation=b"probe" + self._run_id + seq.to_bytes(8, "big"),
+        )
+
+    def _on_probe(self, msg: Message, received: float) -> None:
+        corr = msg.correlation or b""
+        if len(corr) != 21 or corr[5:13] != self._run_id:
+            return
+        with self._lock:
+            found = self._probes.pop(int.from_bytes(corr[13:], "big"), None)
+            if found is None or self.costs is None:
+                return
+            arm, sent = found
+            self.costs.observe_offload(arm, received - sent)
+            self._reprice()
+
+    # -- replies -------------------------------------------------------------------------------
+    def on_reply(self, msg: Message) -> None:
+        """Settle the frame a reply answers (called from the reply thread)."""
+        received = time.monotonic()
+        if msg.topic == self._topic_probe:
+            self._on_probe(msg, received)
+            return
+        corr = msg.correlation or b""
+        if len(corr) != 16 or corr[:8] != self._run_id:
+            with self._lock:
+                self.counters.foreign_replies += 1
+            return
+        frame_id = int.from_bytes(corr[8:], "big")
+        try:
+            reply = decode_reply(msg.payload)
+        except ProtocolError as exc:
+            reply, error = None, exc
+        with self._lock:
+            pending = self._pending.pop(frame_id, None)
+            if pending is None:
+                self.counters.late_replies += 1
+                return
+            if reply is None or not reply.ok:
+                kind = error.kind if reply is None else reply.error.kind  # type: ignore[union-attr]
+                text = str(error) if reply is None else reply.error.message  # type: ignore[union-attr]
+                self.counters.errors[kind] += 1
+                log.warning("frame %d: the cloud could not answer (%s: %s)", frame_id, kind, text)
+                self._fall_back(pending)
+                return
+            arm = pending.decision.arm
+            if self.costs is not None:
+                rtt = received - pending.sent - reply.cloud_ms / 1e3
+                self.costs.observe_offload(arm, rtt)
+                self._reprice()
+            self._learn(pending.decision, Observation(pending.confidences, reply.confidence))
+            block = self.blocks[arm]
+            self._publish_result(
+                frame_id,
+                int(reply.label),
+                float(reply.confidence),
+                self.blocks[-1],
+                block,
+                "cloud",
+                pending.captured_at,
+            )
+            self.counters.cloud += 1
+            self._lock.notify_all()
+
+    def expire(self, now: float | None = None) -> int:
+        """Fall back on every offload older than the reply timeout; returns how many."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            late = [p for p in self._pending.values() if now - p.sent >= self.reply_timeout_s]
+            for p in late:
+                del self._pending[p.frame_id]
+                self.counters.errors["timeout"] += 1
+                self._fall_back(p)
+            return len(late)
+
+    def next_deadline(self) -> float | None:
+        with self._lock:
+            if not self._pending:
+                return None
+            return min(p.sent for p in self._pending.values()) + self.reply_timeout_s
+
+    @property
+    def probes_pending(self) -> int:
+        with self._lock:
+            return len(self._probes)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def wait_below(self, limit: int, timeout: float) -> bool:
+        """Block until fewer than ``limit`` offloads are pending (replies, timeouts free them)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._pending) < limit, timeout)
+
+    # -- helpers (lock held) ---------------------------------------------------------------------
+    def _fall_back(self, p: _Pending) -> None:
+        self.policy.cancel(p.decision)
+        block = self.blocks[p.decision.arm]
+        self._publish_result(
+            p.frame_id, p.exit_class, p.confidences[-1], block, block, "fallback", p.captured_at
+        )
+        self.counters.fallback += 1
+        self._lock.notify_all()
+
+    def _learn(self, decision: Decision, obs: Observation) -> None:
+        self.policy.observe(decision, obs)
+
+    def _reprice(self) -> None:
+        self.rewards = RewardModel(self.costs.cost_model(), self.rewards.alpha, self.rewards.mu)
+        self.policy.set_rewards(self.rewards)
+
+    def _publish_result(
+        self,
+        frame_id: int,
+        label: int,
+        conf: float,
+        exit_block: int,
+        split_block: int,
+        source: str,
+        captured_at: float,
+    ) -> None:
+        names = self.ckpt.meta.class_names
+        result = Result(
+            device_id=self.device_id,
+            frame_id=frame_id,
+            label=label,
+            class_name=names[label] if 0 <= label < len(names) else str(label),
+            confidence=round(conf, 6),
+            exit_block=exit_block,
+            split_block=split_block,
+            source=source,  # type: ignore[arg-type]
+            captured_at=iso_utc(captured_at),
+            latency_ms=round((time.time() - captured_at) * 1e3, 3),
+            model_hash=self.ckpt.hash,
+        )
+        self.out.publish(self._topic_result, encode_result(result))
+
+    # -- reporting -------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        with self._lock:
+            c = self.counters
+            n = max(c.frames, 1)
+            settled = max(c.edge + c.cloud + c.fallback, 1)
+            cost = self.rewards.cost
+            return {
+                "device_id": self.device_id,
+                "frames": c.frames,
+                "split": self.current_block,
+                "exit_rate": round(c.edge / settled, 4),
+                "offload_rate": round(c.offloads / n, 4),
+                "fallback_rate": round(c.fallback / settled, 4),
+                "bytes_sent": c.bytes_sent,
+                "pending": len(self._pending),
+                "late_replies": c.late_replies,
+                "errors": dict(c.errors),
+                "arms": self.policy.arm_stats(),
+                "costs": {
+                    "edge": [round(v, 4) for v in cost.edge],
+                    "offload": [round(v, 4) for v in cost.offload],
+                },
+                "model_hash": self.ckpt.hash,
+            }

@@ -1,0 +1,97 @@
+"""What the pipeline tests share: an independent result reader, workers, the device CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from cloud_worker.config import WorkerConfig
+from cloud_worker.service import Worker
+from shared.config import load_config
+from shared.mqtt import MqttLink
+
+
+class ResultReader:
+    """An independent subscriber, as another app would be: collects every result published."""
+
+    def __init__(self, broker_url: str, topic: str = "isplitee/+/result") -> None:
+        self.link = MqttLink(broker_url, f"reader-{time.monotonic_ns()}", subscriptions=[topic])
+        self.results: list[dict] = []
+        self.link.start(10)
+
+    def collect(self, expected: int, timeout: float = 30.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.results) < expected and time.monotonic() < deadline:
+            try:
+                msg = self.link.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.results.append(json.loads(msg.payload))
+        # Anything more than expected would be a duplicate: give it a moment to show up.
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            with contextlib.suppress(queue.Empty):
+                self.results.append(json.loads(self.link.inbox.get(timeout=0.1).payload))
+        return self.results
+
+    def close(self) -> None:
+        self.link.stop()
+
+
+class WorkerPool:
+    def __init__(self, broker_url: str, models: list[Path]) -> None:
+        self.broker_url = broker_url
+        self.models = models
+        self.running: list[tuple[Worker, threading.Event, threading.Thread]] = []
+
+    def start(self, worker_id: str, **over) -> Worker:
+        flags = {
+            "broker": self.broker_url,
+            "models": [str(m) for m in self.models],
+            "worker_id": worker_id,
+            **over,
+        }
+        w = Worker(load_config(WorkerConfig, None, flags))
+        w.start(timeout=10)
+        stop = threading.Event()
+        t = threading.Thread(target=w.run, args=(stop,), daemon=True)
+        t.start()
+        self.running.append((w, stop, t))
+        return w
+
+    def close(self) -> None:
+        for w, stop, t in self.running:
+            stop.set()
+            t.join(10)
+            w.close()
+
+
+def run_device_cli(broker_url: str, model: Path, source: Path, device_id: str, *extra: str):
+    """Start ``isplitee-device`` as a user would (``python -m device``)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "device",
+            "--broker",
+            broker_url,
+            "--model",
+            str(model),
+            "--source",
+            str(source),
+            "--device-id",
+            device_id,
+            "--threads",
+            "1",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -1,0 +1,63 @@
+"""Node config: defaults are the recommended setting; bad values name the key; examples current."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from device.config import RECOMMENDED_ALPHA, DeviceConfig
+from shared.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_device_defaults_are_the_recommended_setting() -> None:
+    cfg = load_config(DeviceConfig, None, {"model": "m.pt", "device_id": "cam1"})
+    assert cfg.alpha == RECOMMENDED_ALPHA != 0.5
+    assert (cfg.policy, cfg.cost, cfg.encoding) == ("isplitee", "measured", "fp16")
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        ({"policy": "greedy"}, "policy: .*fixed:BLOCK"),
+        ({"alpha": 1.5}, "alpha: .*less than or equal to 1"),
+        ({"device_id": "a/b"}, "device_id: .*wildcards"),
+        ({"broker": "http://x"}, "broker: .*mqtt://"),
+        ({"encoding": "bf16"}, "encoding: .*fp32"),
+    ],
+)
+def test_bad_values_name_the_key(flags: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(DeviceConfig, None, {"model": "m.pt", **flags})
+
+
+def test_env_overrides_file_and_flags_override_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = tmp_path / "device.toml"
+    toml.write_text('model = "m.pt"\nalpha = 0.6\nfps = 3.0\ndevice_id = "filecam"\n')
+    monkeypatch.setenv("ISPLITEE_ALPHA", "0.7")
+    monkeypatch.setenv("ISPLITEE_DEVICE_ID", "envcam")
+    cfg = load_config(DeviceConfig, toml, {"device_id": "flagcam"})
+    assert (cfg.alpha, cfg.fps, cfg.device_id) == (0.7, 3.0, "flagcam")
+
+
+def test_password_is_never_printed() -> None:
+    cfg = load_config(DeviceConfig, None, {"model": "m.pt", "password": "hunter2"})
+    assert "hunter2" not in repr(cfg) and "hunter2" not in cfg.model_dump_json()
+    assert cfg.password_value() == "hunter2"
+
+
+def test_example_configs_are_current_and_load() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "examples.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    cfg = load_config(DeviceConfig, ROOT / "deploy" / "device.example.toml", {})
+    assert cfg.model == Path("/var/lib/isplitee/model.pt")

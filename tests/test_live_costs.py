@@ -1,0 +1,61 @@
+"""The node's live cost tracker: paper units, smoothing, and a slow link made visible."""
+
+from __future__ import annotations
+
+import pytest
+
+from device.costs import LiveCosts
+
+BLOCKS = (3, 6, 19)
+EDGE = {3: 0.001, 6: 0.002, 19: 0.010}
+BYTES = {3: 10_000, 6: 5_000, 19: 1_000}
+
+
+def costs(**over) -> LiveCosts:
+    return LiveCosts(BLOCKS, EDGE, BYTES, link_mbit_per_s=10, rtt_ms=20, **over)
+
+
+def test_units_are_the_papers_whole_network_on_the_device_costs_1_9() -> None:
+    model = costs().cost_model()
+    assert model.edge == pytest.approx((0.19, 0.38, 1.9))
+    # Prior offload: 10 kB over 10 Mbit/s (8 ms) + 20 ms round trip = 28 ms = 5.32 units.
+    assert model.offload[0] == pytest.approx(0.028 / 0.010 * 1.9)
+
+
+def test_measured_round_trips_replace_the_prior_and_are_smoothed() -> None:
+    c = costs(smoothing=0.5)
+    c.observe_offload(0, 0.002)
+    assert c.offload_seconds(0) == pytest.approx(0.002)
+    assert c.offload_seconds(1) == pytest.approx(0.002)  # unmeasured arm: the link's figure
+    c.observe_offload(0, 0.004)
+    assert c.offload_seconds(0) == pytest.approx(0.003)
+
+
+def test_a_slow_link_makes_offloading_dearer_than_the_whole_network() -> None:
+    c = costs()
+    for _ in range(5):
+        c.observe_offload(0, 0.001)
+    cheap = c.cost_model()
+    assert cheap.edge[0] + cheap.offload[0] < cheap.edge[-1]
+    for _ in range(10):
+        c.observe_offload(0, 0.200)
+    slow = c.cost_model()
+    assert slow.edge[0] + slow.offload[0] > 10 * slow.edge[-1]
+
+
+def test_a_busier_device_makes_offloads_relatively_cheaper() -> None:
+    c = costs(smoothing=1.0)
+    c.observe_offload(0, 0.005)
+    before = c.cost_model()
+    c.observe_edge(0, 0.002)  # twice as slow as at start-up
+    after = c.cost_model()
+    assert c.edge_seconds(2) == pytest.approx(0.020)
+    assert after.edge == before.edge and after.edge[-1] == pytest.approx(1.9)
+    assert after.offload[0] == pytest.approx(before.offload[0] / 2)
+
+
+def test_bad_arguments_fail_early() -> None:
+    with pytest.raises(ValueError, match="smoothing"):
+        costs(smoothing=0)
+    with pytest.raises(ValueError, match="positive"):
+        LiveCosts(BLOCKS, {**EDGE, 3: 0.0}, BYTES, link_mbit_per_s=10, rtt_ms=20)

@@ -1,0 +1,280 @@
+"""The product end to end: camera nodes, cloud workers and an independent reader on Mosquitto."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.checkpoint import load_checkpoint
+from shared.lab.clips import whole_model_predictions, write_digit_clip
+from shared.mqtt import MqttLink
+from shared.protocol import decode_result
+
+from .pipeline_helpers import ResultReader, WorkerPool, run_device_cli
+
+N_FRAMES = 240
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_digit_clip(tmp_path_factory.mktemp("video") / "digits.avi", N_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def whole(tiny_checkpoint, video) -> np.ndarray:
+    return whole_model_predictions(load_checkpoint(tiny_checkpoint), video.frames)
+
+
+@pytest.fixture
+def reader(broker):
+    r = ResultReader(broker.url)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def workers(broker, tiny_checkpoint):
+    pool = WorkerPool(broker.url, [tiny_checkpoint])
+    yield pool
+    pool.close()
+
+
+def _finish(proc, timeout: float = 180) -> str:
+    _out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return err
+
+
+def test_one_device_one_worker_every_frame_one_result(
+    broker, tiny_checkpoint, video, whole, reader, workers
+) -> None:
+    workers.start("w1")
+    status = MqttLink(broker.url, f"st-{time.monotonic_ns()}", subscriptions=["isplitee/cam1/#"])
+    status.start(10)
+    # Paper costs: offloading at a shallow split is the best arm for this barely trained model,
+    # so the run surely offloads (the live-cost path has a test of its own below).
+    proc = run_device_cli(
+        broker.url, tiny_checkpoint, video.path, "cam1", "--cost", "paper", "--max-frames", "1000"
+    )
+    _finish(proc)
+    results = reader.collect(N_FRAMES)
+    assert sorted(r["frame_id"] for r in results) == list(range(N_FRAMES))
+    for r in results:
+        decode_result(json.dumps(r).encode())  # exactly the documented keys
+    by_source = {s: [r for r in results if r["source"] == s] for s in ("edge", "cloud", "fallback")}
+    assert by_source["cloud"], "nothing was offloaded: the check below would be empty"
+    for r in by_source["cloud"]:
+        assert r["label"] == whole[r["frame_id"]], r
+        assert r["exit_block"] == 19 and r["split_block"] < 19
+    assert not by_source["fallback"]
+    seen = []
+    while not status.inbox.empty():
+        seen.append(status.inbox.get())
+    statuses = [m.payload for m in seen if m.topic.endswith("/status")]
+    assert statuses[0] == b"online" and statuses[-1] == b"offline"
+    stats = [json.loads(m.payload) for m in seen if m.topic.endswith("/stats")]
+    assert stats and stats[-1]["frames"] == N_FRAMES and stats[-1]["pending"] == 0
+    status.stop()
+
+
+def test_forced_offloads_all_come_from_the_cloud(
+    broker, tiny_checkpoint, video, whole, reader, workers
+) -> None:
+    workers.start("w1")
+    proc = run_device_cli(
+        broker.url,
+        tiny_checkpoint,
+        video.path,
+        "camf",
+        "--policy",
+        "fixed:9",
+        "--alpha",
+        "1",
+        "--max-frames",
+        "80",
+    )
+    _finish(proc)
+    results = reader.collect(80)
+    assert sorted(r["frame_id"] for r in results) == list(range(80))
+    assert {r["source"] for r in results} == {"cloud"}
+    assert {r["split_block"] for r in results} == {9}
+    assert all(r["label"] == whole[r["frame_id"]] for r in results)
+
+
+def test_three_devices_two_workers_each_reply_reaches_its_device(
+    broker, tiny_checkpoint, video, reader, workers
+) -> None:
+    w1, w2 = workers.start("wa"), workers.start("wb")
+    procs = {
+        cam: run_device_cli(
+            broker.url,
+            tiny_checkpoint,
+            video.path,
+            cam,
+            "--policy",
+            "fixed:6",
+            "--alpha",
+            "1",
+            "--max-frames",
+            "60",
+        )
+        for cam in ("camx", "camy", "camz")
+    }
+    logs = {cam: _finish(proc) for cam, proc in procs.items()}
+    results = reader.collect(180)
+    assert len(results) == 180
+    for cam in procs:
+        mine = [r for r in results if r["device_id"] == cam]
+        assert sorted(r["frame_id"] for r in mine) == list(range(60))
+        assert {r["source"] for r in mine} == {"cloud"}, logs[cam][-2000:]
+    assert w1.served > 0 and w2.served > 0 and w1.served + w2.served == 180
+
+
+def test_bandit_state_is_restored_after_a_restart(
+    broker, tiny_checkpoint, video, reader, workers, tmp_path: Path
+) -> None:
+    workers.start("w1")
+    state = tmp_path / "state" / "cam-s.json"
+    for run in (1, 2):
+        proc = run_device_cli(
+            broker.url,
+            tiny_checkpoint,
+            video.path,
+            "cams",
+            "--state",
+            str(state),
+            "--max-frames",
+            "50",
+        )
+        err = _finish(proc)
+        body = json.loads(state.read_text())
+        assert body["model_hash"] == load_checkpoint(tiny_checkpoint).hash
+        assert body["policy"]["rounds"] == 50 * run
+        assert ("restored bandit state" in err) == (run == 2)
+    assert not list(state.parent.glob("*.tmp"))
+
+
+def test_a_state_file_for_another_model_is_not_trusted(
+    broker, tiny_checkpoint, video, reader, workers, tmp_path: Path
+) -> None:
+    workers.start("w1")
+    state = tmp_path / "cam.json"
+    state.write_text(
+        json.dumps(
+            {
+                "format": "isplitee.node-state/1",
+                "model_hash": "0" * 64,
+                "blocks": [3, 6, 9, 12, 15, 18, 19],
+                "policy_spec": "isplitee",
+                "policy": {},
+            }
+        )
+    )
+    proc = run_device_cli(
+        broker.url, tiny_checkpoint, video.path, "camo", "--state", str(state), "--max-frames", "5"
+    )
+    err = _finish(proc)
+    assert "starting afresh" in err
+    assert json.loads(state.read_text())["policy"]["rounds"] == 5
+    state.write_text("{half a file")
+    err = _finish(
+        run_device_cli(
+            broker.url,
+            tiny_checkpoint,
+            video.path,
+            "camo",
+            "--state",
+            str(state),
+            "--max-frames",
+            "5",
+        )
+    )
+    assert "moved it to" in err and list(tmp_path.glob("cam.json.bad-*"))
+
+
+def test_device_reports_a_missing_model_in_one_line(broker, video, tmp_path: Path) -> None:
+    proc = run_device_cli(broker.url, tmp_path / "nope.pt", video.path, "camm")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "nope.pt" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def wide_checkpoint(tmp_path_factory) -> Path:
+    """A full-width model at 160 px: its whole network costs the node several milliseconds,
+    so on loopback offloading a shallow split really is cheaper than computing everything
+    (with the 32 px test model a loopback round trip costs more than the whole network)."""
+    from shared.lab.cli import main
+
+    out = tmp_path_factory.mktemp("wide") / "wide.pt"
+    args = ["train", "--dataset", "digits", "--input-size", "160", "--width", "1.0"]
+    args += ["--epochs", "1", "--limit", "64", "--seed", "0", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    return out
+
+
+def test_a_slowed_link_moves_the_node_off_the_network(
+    broker, wide_checkpoint, tmp_path: Path
+) -> None:
+    """Default policy and measured costs: the node offloads while the link is fast; once a
+    proxy between node and broker adds 100 ms each way it stops offloading, no restart."""
+    import threading
+
+    import torch
+
+    from device.app import DeviceApp
+    from device.config import DeviceConfig
+    from shared.config import load_config
+
+    from .latency_proxy import LatencyProxy
+
+    n, switch = 600, 250
+    clip = write_digit_clip(tmp_path / "clip.avi", n, schedule=("clean",))
+    pool = WorkerPool(broker.url, [wide_checkpoint])
+    pool.start("w-slow")
+    reader = ResultReader(broker.url, "isplitee/slow/result")
+    torch.set_num_threads(1)
+    try:
+        with LatencyProxy(int(broker.url.rsplit(":", 1)[1])) as proxy:
+            config = load_config(
+                DeviceConfig,
+                None,
+                {
+                    "broker": proxy.url,
+                    "model": wide_checkpoint,
+                    "source": str(clip.path),
+                    "device_id": "slow",
+                    "probe_interval_s": 0.5,
+                    "reply_timeout_s": 5.0,
+                },
+            )
+            app = DeviceApp(config)
+            splits: list[tuple[int, bool]] = []  # (frame, offloaded) in decision order
+            process = app.node.process
+
+            def spy(frame_id, image, captured_at):
+                before = app.node.counters.offloads
+                process(frame_id, image, captured_at)
+                splits.append((frame_id, app.node.counters.offloads > before))
+                if frame_id == switch - 1:
+                    proxy.delay = 0.1
+
+            app.node.process = spy  # type: ignore[method-assign]
+            summary = app.run(threading.Event())
+    finally:
+        torch.set_num_threads(2)
+        pool.close()
+    results = reader.collect(n)
+    reader.close()
+    assert summary.results == n and len(results) == n
+    assert sorted(r["frame_id"] for r in results) == list(range(n))
+    fast = [off for i, off in splits if switch // 2 <= i < switch]
+    slow = [off for i, off in splits if i >= n - (n - switch) // 2]
+    fast_rate, slow_rate = sum(fast) / len(fast), sum(slow) / len(slow)
+    print(f"offload rate: fast link {fast_rate:.2f}, slowed link {slow_rate:.2f}")
+    assert fast_rate >= 0.5, f"the node hardly offloaded on a fast link ({fast_rate:.2f})"
+    assert slow_rate <= 0.1 and slow_rate < fast_rate / 4, (fast_rate, slow_rate)
