@@ -8,6 +8,7 @@ import torch
 
 from shared.lab.distortions import (
     BLUR_LEVELS,
+    FULL_WELL,
     NOISE_LEVELS,
     Distortion,
     blur_kernel_size,
@@ -81,7 +82,14 @@ def test_clean_is_identity_and_copies() -> None:
 
 
 def test_parse_and_str_round_trip() -> None:
-    for spec in ["clean", "gaussian_noise:2", "gaussian_blur:0.5", "gaussian_noise:1.5"]:
+    for spec in [
+        "clean",
+        "gaussian_noise:2",
+        "gaussian_blur:0.5",
+        "gaussian_noise:1.5",
+        "jpeg:10",
+        "low_light:0.2",
+    ]:
         assert str(Distortion.parse(spec)) == spec
     assert math.isclose(Distortion.parse("gaussian_blur:0.7").level, 0.7)
 
@@ -93,8 +101,73 @@ def test_parse_and_str_round_trip() -> None:
         ("gaussian_noise:x", "needs a numeric level"),
         ("gaussian_noise:0", r"level should be in \(0, 50\], got 0.0"),
         ("clean:1", "clean takes no level"),
+        ("jpeg:0", r"jpeg quality should be an integer in 1..100"),
+        ("jpeg:10.5", r"jpeg quality should be an integer in 1..100"),
+        ("jpeg:101", r"jpeg quality should be an integer in 1..100"),
+        ("low_light:0", r"low_light factor should be in \(0, 1\]"),
+        ("low_light:1.5", r"low_light factor should be in \(0, 1\]"),
+        ("fog:1", "jpeg:QUALITY or low_light:FACTOR"),
     ],
 )
 def test_bad_specs(spec: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Distortion.parse(spec)
+
+
+def _photo(size: int = 64) -> np.ndarray:
+    """A real photo (scikit-image's astronaut), shrunk: JPEG behaves on it as on camera frames."""
+    import cv2
+    from skimage import data
+
+    rgb = cv2.resize(data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb)
+
+
+def test_jpeg_on_tensors_and_frames_is_the_same_round_trip() -> None:
+    rgb = _photo()
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    out = Distortion.parse("jpeg:20").apply_tensor(x)
+    bgr = Distortion.parse("jpeg:20").apply_frame(np.ascontiguousarray(rgb[:, :, ::-1]))
+    from_frame = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)
+    assert torch.equal((out[0] * 255).round().to(torch.uint8), from_frame)
+    assert out.shape == x.shape and out.dtype == x.dtype
+
+
+def test_jpeg_error_grows_as_quality_falls() -> None:
+    x = torch.from_numpy(_photo()).permute(2, 0, 1)[None].float() / 255.0
+    err = {q: float((Distortion("jpeg", q).apply_tensor(x) - x).abs().mean()) for q in (95, 50, 10)}
+    assert err[95] < err[50] < err[10]
+    assert err[95] < 0.02 and err[10] > 0.03
+    grey = Distortion("jpeg", 10).apply_frame(_photo()[:, :, 0])
+    assert grey.shape == (64, 64) and grey.dtype == np.uint8
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.2, 0.05])
+def test_low_light_is_darker_with_shot_noise_on_the_8_bit_grid(factor: float) -> None:
+    level = 0.6
+    grey = torch.full((8, 3, 64, 64), level)
+    out = Distortion("low_light", factor).apply_tensor(
+        grey, generator=torch.Generator().manual_seed(0)
+    )
+    photons = level * factor * FULL_WELL
+    assert float(out.mean()) == pytest.approx(level * factor, rel=0.02)
+    # Poisson: variance = mean photon count; rounding to 8 bits adds 1/12 of a grey level^2.
+    expected_std = math.sqrt(photons + 1 / 12) / FULL_WELL
+    assert float(out.std()) == pytest.approx(expected_std, rel=0.05)
+    assert torch.equal(out * 255, (out * 255).round())
+    frame = np.full((128, 128, 3), round(level * 255), np.uint8)
+    f_out = Distortion("low_light", factor).apply_frame(frame, np.random.default_rng(0))
+    assert f_out.dtype == np.uint8
+    assert float(f_out.mean()) == pytest.approx(level * factor * 255, rel=0.02)
+    assert float(f_out.std()) == pytest.approx(expected_std * 255, rel=0.05)
+
+
+def test_new_kinds_work_in_schedules() -> None:
+    from shared.lab.simulate_cli import parse_schedule
+
+    got = parse_schedule("schedule:clean:100,jpeg:10:200,low_light:0.2:300", 0)
+    assert [(str(d), n) for d, n in got] == [
+        ("clean", 100),
+        ("jpeg:10", 200),
+        ("low_light:0.2", 300),
+    ]
