@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell printf '%s' "$(EXTRAS)" | tr ',' '-')
 .PHONY: help install mosquitto test test-slow lint demo model paper-model bench bench-pipeline results examples clean
 
 help:
-	@echo "make demo      set up, train the bundled digits model if missing, show it, simulate"
+	@echo "make demo      set up, then broker + cloud worker + 3 camera nodes live on this machine"
 	@echo "make test      set up, lint, run the default test suite"
 	@echo "make test-slow the long checks (marker 'slow')"
 	@echo "make bench     micro-benchmarks (bench/)"
@@ -42,10 +42,10 @@ test-slow: install
 	$(PY) -m pytest -m slow
 
 # The bundled digits model: trained with distortion augmentation (our remedy for over-confident
-# early exits); the paper-recipe model (clean images only) is kept for comparison.
+# early exits; the recipe is shared.lab.demo.DIGITS_RECIPE); the paper-recipe model (clean images
+# only) is kept for comparison.
 $(MODEL): | $(STAMP)
-	$(VENV)/bin/isplitee train --dataset digits --input-size 32 --epochs 30 --seed 0 \
-	  --augment 0.5 --calibrate-on distorted --out $(MODEL)
+	$(VENV)/bin/isplitee demo --train-only --model $(MODEL)
 
 $(PAPER_MODEL): | $(STAMP)
 	$(VENV)/bin/isplitee train --dataset digits --input-size 32 --epochs 30 --seed 0 \
@@ -54,15 +54,8 @@ $(PAPER_MODEL): | $(STAMP)
 model: $(MODEL)
 paper-model: $(PAPER_MODEL)
 
-demo: install $(MODEL)
-	$(VENV)/bin/isplitee info $(MODEL)
-	$(VENV)/bin/isplitee simulate --model $(MODEL) --alpha 0.8 --c 0.25 --runs 3 \
-	  --distortion gaussian_noise:2 --samples 2000 --json runs/demo/noise2.json --plots runs/demo/noise2
-	$(VENV)/bin/isplitee simulate --model $(MODEL) --alpha 0.8 --c 0.25 --cost measured \
-	  --distortion schedule:clean:2000,gaussian_noise:3:2000,gaussian_blur:1:2000 \
-	  --policies isplitee,isplitee-nonstationary,final,oracle \
-	  --json runs/demo/schedule.json --plots runs/demo/schedule
-	@echo "demo: plots and JSON in runs/demo/"
+demo: install
+	$(VENV)/bin/isplitee demo --model $(MODEL) --json runs/demo/summary.json
 
 bench: $(STAMP)
 	$(PY) bench/bench_bandit.py --out docs/benchmarks.md

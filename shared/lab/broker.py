@@ -81,6 +81,7 @@ def broker_from(template: Path, workdir: Path, port: int | None = None) -> Broke
         if line.strip().startswith("listener "):
             line = f"listener {port} 127.0.0.1"
         lines.append(line)
+    workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / f"mosquitto-{port}.conf"
     config.write_text("\n".join(lines) + "\n")
     return Broker(port=port, config=config, log=workdir / f"mosquitto-{port}.log")

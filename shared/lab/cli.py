@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.lab.demo import add_demo
 from shared.lab.simulate_cli import add_simulate
 
 __all__ = ["main"]
@@ -241,13 +242,14 @@ def _version() -> str:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="isplitee",
-        description="Split computing with early exits: train, inspect and simulate.",
+        description="Split computing with early exits: train, inspect, simulate; the live demo.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_info(sub)
     add_simulate(sub)
+    add_demo(sub)
     return parser
 
 

@@ -1,0 +1,71 @@
+"""``isplitee demo`` end to end: its own broker, a worker and three camera nodes as processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.lab.demo import DEFAULT_CAMERAS, RESULT_KEYS
+
+
+def _demo(model: Path, workdir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shared.lab.cli",
+            "demo",
+            "--model",
+            str(model),
+            "--workdir",
+            str(workdir),
+            "--no-live",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _left_running(workdir: Path) -> str:
+    """Processes whose command line names the demo's directory (broker, worker, nodes)."""
+    out = subprocess.run(["pgrep", "-af", str(workdir)], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def test_demo_runs_every_frame_to_a_result_and_cleans_up(tiny_checkpoint, tmp_path) -> None:
+    workdir, summary = tmp_path / "demo", tmp_path / "summary.json"
+    proc = _demo(tiny_checkpoint, workdir, "--frames", "20", "--fps", "20", "--json", str(summary))
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out + err[-3000:]
+    s = json.loads(summary.read_text())
+    assert set(RESULT_KEYS) <= set(s)
+    n = 20 * len(DEFAULT_CAMERAS)
+    assert s["frames"] == n and s["results"] == n and s["lost"] == 0 and s["duplicates"] == 0
+    assert s["edge_exit_rate"] + s["offload_rate"] == 1.0
+    assert 0 <= s["accuracy"] <= 1 and s["latency_ms_p50"] > 0
+    assert set(s["cameras"]) == set(DEFAULT_CAMERAS)
+    assert "lost" in out and (workdir / "demo.png").stat().st_size > 10_000
+    assert _left_running(workdir) == ""
+
+
+def test_ctrl_c_stops_every_process_the_demo_started(tiny_checkpoint, tmp_path) -> None:
+    workdir = tmp_path / "demo"
+    proc = _demo(tiny_checkpoint, workdir, "--frames", "2000", "--fps", "10")
+    log = workdir / "logs" / "porch.log"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "timing each split" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    time.sleep(1)
+    assert _left_running(workdir)  # broker, worker and nodes are up
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert _left_running(workdir) == ""
