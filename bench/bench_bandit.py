@@ -1,8 +1,9 @@
-"""Micro-benchmark: cost of one decide + update per policy (target: <= 20 us for I-SplitEE).
+"""Micro-benchmark: cost of one decide + observe per policy (target: <= 20 us for I-SplitEE).
 
 Run: ``make bench`` (or ``.venv/bin/python bench/bench_bandit.py``). Each policy is timed on the
-same pre-computed stream of revealed rewards, interleaved round-robin over repeats so machine
-noise hits all alike; the table reports the median and each policy's ratio to the fixed-split
+same pre-computed stream of observations (what a device reports: the exits it computed, C_L when
+it offloaded or ran the whole network), interleaved round-robin over repeats so machine noise
+hits all alike; the table reports the median and each policy's ratio to the fixed-split
 baseline (pure bookkeeping) measured in the same run.
 """
 
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.bandit import DiscountedUCB, FixedSplit, ISplitEE, RandomSplit
-from shared.cost import RewardModel, paper_cost
+from shared.bandit import build_policy
+from shared.cost import Observation, RewardModel, paper_cost
 from shared.lab.report import format_table
 
 BLOCKS = (3, 6, 9, 12, 15, 18, 19)
@@ -31,17 +32,16 @@ def _stream(n: int, seed: int = 0) -> list[list[float]]:
     return conf.tolist()
 
 
-def _time_policy(make, conf: list[list[float]], rm: RewardModel) -> float:
-    """Microseconds per decide + revealed-rewards + update, over the whole stream."""
-    policy = make()
-    last = rm.last
+def _time_policy(spec: str, conf: list[list[float]], rm: RewardModel) -> float:
+    """Microseconds per decide + building the observation + observe, over the whole stream."""
+    policy = build_policy(spec, rm)
+    last, alpha = rm.last, rm.alpha
     t0 = time.perf_counter()
     for c in conf:
         d = policy.decide()
         arm = d.arm
-        offload = arm != last and c[arm] < rm.alpha
-        final = c[last] if (offload or arm == last) else None
-        policy.update(d, rm.revealed(arm, c[: arm + 1], final))
+        final = c[last] if (arm == last or c[arm] < alpha) else None
+        policy.observe(d, Observation(tuple(c[: arm + 1]), final))
     return (time.perf_counter() - t0) / len(conf) * 1e6
 
 
@@ -54,15 +54,15 @@ def main() -> int:
     rm = RewardModel(paper_cost(BLOCKS))
     conf = _stream(args.samples)
     policies = {
-        "fixed (bookkeeping only)": lambda: FixedSplit(7, arm=3),
-        "random": lambda: RandomSplit(7, seed=0),
-        "isplitee": lambda: ISplitEE(7),
-        "isplitee-nonstationary": lambda: DiscountedUCB(7),
+        "fixed (bookkeeping only)": "fixed:12",
+        "random": "random",
+        "isplitee": "isplitee",
+        "isplitee-nonstationary": "isplitee-nonstationary",
     }
     times: dict[str, list[float]] = {name: [] for name in policies}
     for _ in range(args.repeats):
-        for name, make in policies.items():
-            times[name].append(_time_policy(make, conf, rm))
+        for name, spec in policies.items():
+            times[name].append(_time_policy(spec, conf, rm))
     base = statistics.median(times["fixed (bookkeeping only)"])
     rows = []
     for name, ts in times.items():
@@ -78,7 +78,7 @@ def main() -> int:
             ]
         )
     title = (
-        f"decide + update, {args.samples} samples x {args.repeats} repeats, "
+        f"decide + observe, {args.samples} samples x {args.repeats} repeats, "
         f"Python {sys.version.split()[0]}, {platform.machine()}"
     )
     table = format_table(["policy", "median us", "best us", "x fixed", "budget us"], rows)
@@ -88,12 +88,14 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             "# Benchmarks\n\n"
-            "## Bandit: one decide + update\n\n"
+            "## Bandit: one decide + observe\n\n"
             "Command: `make bench` (`python bench/bench_bandit.py --out docs/benchmarks.md`). "
             "Each policy runs the same stream of 7-arm confidences, paper reward model, side "
-            "observations included; policies are interleaved over the repeats so machine noise "
-            "hits all alike. `x fixed` is the ratio to the fixed-split baseline measured in the "
-            "same run (pure bookkeeping: decision ids, validation). Target: at most 20 us.\n\n"
+            "observations included (every policy keeps the statistics of what it observed); "
+            "policies are interleaved over the repeats so machine noise hits all alike. "
+            "`x fixed` is the ratio to the fixed-split baseline measured in the "
+            "same run (bookkeeping only: decision ids, validation, statistics; no index). "
+            "Target: at most 20 us.\n\n"
             f"{title}\n\n{table}\n"
         )
         print(f"wrote {args.out}")

@@ -1,16 +1,72 @@
-"""Split-selection policies: I-SplitEE (UCB1 with side observations), a discounted variant for
+"""Split-selection policies: I-SplitEE (UCB with side observations), a discounted variant for
 changing scenes, and the baselines they are judged against. Pure logic: no I/O, no torch.
 
 Arms are indices 0..K-1 into the model's exits, shallowest first; the last arm is the final
-classifier (the whole network on the device).
+classifier (the whole network on the device). Build a policy with :func:`build_policy`.
 
-Deciding and learning are two calls because on a device they happen at different times: the
-reward of an offloaded sample is known only when the cloud replies (or never, if it times out).
-Each :meth:`Policy.decide` hands out a :class:`Decision`; exactly one :meth:`Policy.update` or
-:meth:`Policy.cancel` may follow for it. An update carries the rewards that sample *revealed*:
-the chosen arm's and those of shallower arms whose exit the device computed on the way (see
-:func:`shared.cost.RewardModel.revealed`). A deeper arm can never be revealed by a shallower
-decision, and feeding one is an error, as is updating twice or for a decision never made.
+Deciding and learning are two calls because on a device they happen at different times: C_L
+of an offloaded sample is known only when the cloud replies (or never). Each
+:meth:`Policy.decide` hands out a :class:`Decision`; exactly one :meth:`Policy.observe` or
+:meth:`Policy.cancel` follows it. ``observe`` takes an :class:`~shared.cost.Observation`:
+the confidences of the exits the device computed (0..arm) and C_L when it was revealed.
+
+What is learnt is what was observed, never a reward: per arm, how often its exit is confident,
+its confidence when it is, and C_L when it is not (the statistics below). Each decision prices
+them with the *current* :class:`~shared.cost.RewardModel`, so :meth:`Policy.set_rewards` (a
+node that measured a slower link) changes the very next decision without forgetting anything.
+
+The estimate, and why it is consistent
+--------------------------------------
+For an arm j that is not the last, with p_j = P(C_j >= alpha)::
+
+    E[r_j] = E[C_j 1{C_j >= alpha}] + (1 - p_j) E[C_L | C_j < alpha]
+             - mu (edge_j + (1 - p_j) offload_j)
+
+``E[C_j 1{C_j >= alpha}]`` and ``p_j`` are averages over every sample that computed exit j
+(the chosen arm was j or deeper). Whether a sample computes exit j is decided before the sample
+is seen, so by Doob's optional-skipping theorem those samples are i.i.d. draws of the stream
+(in a stationary world) and the averages converge to the true values; ``s/n`` is unbiased for
+the first term at every n.
+
+``E[C_L | C_j < alpha]`` is averaged only over samples with C_j < alpha whose C_L was revealed
+by a rule that looked at nothing but the decision and C_j itself: the chosen arm was j (it
+offloaded *because* C_j < alpha), the last arm (C_L computed on the device), or an audit
+(offloaded regardless). Such samples are distributed as the stream given C_j < alpha, so the
+average converges to the conditional mean. A sample that chose a deeper arm i and offloaded
+revealed C_L because C_i < alpha too: it is drawn given *both* exits unsure — harder images,
+lower C_L — and is left out of arm j's censored part. (The paper's update did the converse
+mistake: it skipped arm j's would-be offloads when the deeper exit answered, and those are
+exactly arm j's worst outcomes, so arm j was overrated.) The plug-in of consistent parts is
+consistent; the last arm's mean is the average C_L over samples where C_L was revealed
+independently of the exits (last arm or audit).
+
+Two assumptions are the caller's: an audit is drawn without looking at the frame's
+confidences (e.g. every k-th frame, or at random), and whether the cloud's reply is lost does
+not depend on C_L. Under them the estimate of every arm converges to its true mean, whichever
+arms the policy happens to play; ``tests/test_bandit_properties.py`` checks it against the true
+means on random correlated tables.
+
+Exploration
+-----------
+The three means an arm's reward is made of are each observed values in [0, 1]: the offload
+share q_j = 1 - p_j (over the n samples that computed exit j), the confidence when exiting
+(over the exits) and C_L when unsure (over the m censored samples). Each gets an
+empirical-Bernstein upper bound (UCB-V, Audibert, Munos & Szepesvari 2009) with t the number
+of decisions::
+
+    mean +- c * (sqrt(2 V ln t / count) + 3 ln t / count)
+
+V the sample variance and count the samples the mean rests on (both discounted in the
+non-stationary variant); each interval is clipped to [0, 1]. The index of an arm is the highest reward the
+formula above gives with every mean inside its interval (the upper ends of the two confidences,
+the end of q's interval that favours the arm), minus the priced costs. The reward is the same
+function of the same intervals under any cost model, so ``c`` means the same confidence under
+the paper's costs and measured ones: an offload that costs 14 makes q's interval matter 14 times
+more, as it should (docs/results.md sweeps c under both).
+A mean with no sample yet has interval [0, 1]: an arm that never offloaded a sample with C_L
+revealed is optimistic about C_L, and is tried whenever it could be best. An arm never observed
+at all goes first, deepest first: the last arm reveals every exit and C_L at once, so one play
+of it gives every arm its first sample.
 """
 
 from __future__ import annotations
@@ -23,10 +79,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from shared.cost import Observation, RewardModel
 from shared.errors import IsplitEEError
 
 __all__ = [
-    "POLICY_NAMES",
+    "POLICY_SPECS",
     "BanditError",
     "Decision",
     "DiscountedUCB",
@@ -34,38 +91,98 @@ __all__ = [
     "ISplitEE",
     "Policy",
     "RandomSplit",
+    "build_policy",
     "policy_from_state",
 ]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+_DELETE_HINT = "delete the state file to start learning afresh"
+_STATS = ("n", "e", "s", "s2", "m", "f", "f2")
 
 
 class BanditError(IsplitEEError):
-    """A policy was misused: unknown or repeated decision, reward for an arm not revealed."""
+    """A policy was misused (unknown or settled decision, invalid observation) or its saved
+    state cannot be used."""
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One choice of split. ``id`` ties the later update to it."""
+    """One choice of split. ``id`` ties the later observation to it."""
 
     id: int
     arm: int
 
 
+def _is_index(x: object) -> bool:
+    return type(x) is int or (isinstance(x, numbers.Integral) and not isinstance(x, bool))
+
+
+def _is_unit(x: object) -> bool:
+    """A real number in [0, 1] (NaN fails the comparison; bools are not confidences)."""
+    if type(x) is not float and (isinstance(x, bool) or not isinstance(x, numbers.Real)):
+        return False
+    return 0.0 <= x <= 1.0  # type: ignore[operator]
+
+
 class Policy(ABC):
-    """Common bookkeeping: decision ids, pending decisions, validation, JSON state."""
+    """Common part: decisions, validation, the statistics of what was observed, JSON state.
+
+    Every policy keeps the statistics (cheap), so a fixed split or a random one can still
+    report what each arm would earn. Per arm j, weighted by the policy's discount (1 when
+    none): ``n`` samples that computed exit j, ``e`` of them with C_j >= alpha, ``s``/``s2``
+    the sum of C_j / C_j**2 over those, ``m`` samples with C_j < alpha whose C_L was revealed
+    independently of the deeper exits, ``f``/``f2`` the sum of C_L / C_L**2 over those. For the
+    last arm ``n = m`` counts the samples whose C_L was revealed independently of every exit.
+    """
 
     name: ClassVar[str]
 
-    def __init__(self, n_arms: int) -> None:
-        if n_arms < 1:
-            raise ValueError(f"n_arms should be at least 1, got {n_arms!r}")
-        self.n_arms = n_arms
+    def __init__(self, rewards: RewardModel) -> None:
+        if not isinstance(rewards, RewardModel):
+            raise TypeError(f"rewards should be a RewardModel, got {type(rewards).__name__}")
+        self.n_arms = rewards.n_arms
         self.rounds = 0
         self._next_id = 0
         self._pending: dict[int, int] = {}
+        k = self.n_arms
+        self._n, self._e, self._s, self._s2 = [0.0] * k, [0.0] * k, [0.0] * k, [0.0] * k
+        self._m, self._f, self._f2 = [0.0] * k, [0.0] * k, [0.0] * k
+        # Discounting without touching every statistic each round: stored values are the true
+        # ones times ``_w``, and a new observation is added with weight ``_w``.
+        self._w = 1.0
+        self._cache: list[tuple[float, ...] | None] = [None] * k
+        self._fresh = [False] * k
+        self._rewards = rewards
 
-    # -- the two calls -------------------------------------------------------------------------
+    # -- costs ------------------------------------------------------------------------------------
+    @property
+    def rewards(self) -> RewardModel:
+        """The cost model and reward rule decisions are priced with."""
+        return self._rewards
+
+    def set_rewards(self, rewards: RewardModel) -> None:
+        """Price the next decisions with new costs or mu; what was learnt is kept.
+
+        The statistics are about images, not costs, so they keep their meaning. alpha is not
+        a price: it decides which samples exit, so the statistics were gathered for one alpha
+        and a new one needs a new policy.
+        """
+        if not isinstance(rewards, RewardModel):
+            raise TypeError(f"rewards should be a RewardModel, got {type(rewards).__name__}")
+        if rewards.n_arms != self.n_arms:
+            raise BanditError(
+                f"the new cost model has {rewards.n_arms} arms, this policy {self.n_arms}"
+            )
+        if rewards.alpha != self._rewards.alpha:
+            raise BanditError(
+                f"alpha cannot change under a running policy ({self._rewards.alpha:g} -> "
+                f"{rewards.alpha:g}): what it learnt was split at the old threshold; build a "
+                "new policy"
+            )
+        self._rewards = rewards
+        self._fresh = [False] * self.n_arms
+
+    # -- the calls --------------------------------------------------------------------------------
     def decide(self) -> Decision:
         """Choose the split for the next sample."""
         self.rounds += 1
@@ -76,76 +193,274 @@ class Policy(ABC):
         self._pending[decision.id] = arm
         return decision
 
-    def update(self, decision: Decision | int, rewards: Mapping[int, float]) -> None:
-        """Learn from the rewards one decided sample revealed (arm index -> reward).
+    def observe(self, decision: Decision | int, obs: Observation) -> None:
+        """Settle a decision with what its sample revealed.
 
-        Invalid rewards raise before anything is learnt and leave the decision open.
+        The observation is checked first (one confidence per exit 0..arm, each in [0, 1]; C_L
+        given when the arm is the last, and then equal to its confidence; no C_L after a
+        confident exit unless it was an audit); a bad one raises :class:`BanditError`, learns
+        nothing and leaves the decision open. An offload whose reply never came can be observed
+        with ``final_confidence=None``: the exits it computed still count (better than
+        :meth:`cancel` when the exits were computed, as dropping only unanswered offloads
+        would favour images that exit).
         """
         did, arm = self._open(decision)
-        for j, r in rewards.items():
-            if not ((type(j) is int or isinstance(j, numbers.Integral)) and 0 <= j <= arm):
-                raise BanditError(
-                    f"decision {did} chose arm {arm}; it cannot reveal the reward of arm {j!r} "
-                    f"(only arms 0..{arm})"
-                )
-            if not math.isfinite(r):
-                raise BanditError(f"reward of arm {j} should be a finite number, got {r!r}")
+        conf, final = self._check(did, arm, obs)
         del self._pending[did]
-        for j, r in rewards.items():
-            self._learn(int(j), float(r))
+        self._learn(arm, conf, final, obs.audit)
 
     def cancel(self, decision: Decision | int) -> None:
-        """Drop a decision whose feedback will never come (e.g. the cloud timed out)."""
+        """Settle a decision learning nothing (e.g. the frame was dropped before the edge ran)."""
         did, _ = self._open(decision)
         del self._pending[did]
 
     @property
     def pending(self) -> int:
-        """Decisions handed out and neither updated nor cancelled."""
+        """Decisions handed out and neither observed nor cancelled."""
         return len(self._pending)
 
     def _open(self, decision: Decision | int) -> tuple[int, int]:
-        """The id and arm of a decision still waiting for its update."""
-        did = decision.id if isinstance(decision, Decision) else int(decision)
+        """The id and arm of a decision still waiting for its observation."""
+        if isinstance(decision, Decision):
+            did = decision.id
+        elif _is_index(decision):
+            did = int(decision)  # type: ignore[arg-type]
+        else:
+            raise BanditError(f"a decision is a Decision or its id, got {decision!r}")
         arm = self._pending.get(did)
         if arm is None:
             state = "was already settled" if 0 <= did < self._next_id else "was never made"
-            raise BanditError(f"decision {did} {state}: each decision is updated at most once")
+            raise BanditError(f"decision {did} {state}: each decision is settled once")
         if isinstance(decision, Decision) and decision.arm != arm:
             raise BanditError(f"decision {did} chose arm {arm}, not {decision.arm}")
         return did, arm
 
-    # -- what each policy defines ----------------------------------------------------------------
+    def _check(self, did: int, arm: int, obs: Observation) -> tuple[Any, float | None]:
+        if not isinstance(obs, Observation):
+            raise BanditError(
+                f"decision {did}: observe takes an Observation, got {type(obs).__name__}"
+            )
+        conf = obs.confidences
+        if not isinstance(conf, tuple | list) or len(conf) != arm + 1:
+            got = len(conf) if isinstance(conf, tuple | list) else repr(conf)
+            raise BanditError(
+                f"decision {did} chose arm {arm}: it computes {arm + 1} exit confidences "
+                f"(exits 0..{arm}), got {got}"
+            )
+        for j, x in enumerate(conf):
+            if not _is_unit(x):
+                raise BanditError(
+                    f"decision {did}: confidence of exit {j} should be a number in [0, 1], "
+                    f"got {x!r}"
+                )
+        final = obs.final_confidence
+        if final is not None and not _is_unit(final):
+            raise BanditError(
+                f"decision {did}: final_confidence should be a number in [0, 1] or None, "
+                f"got {final!r}"
+            )
+        last = self.n_arms - 1
+        if arm == last:
+            if final is None or not math.isclose(final, conf[-1], rel_tol=0, abs_tol=1e-9):
+                raise BanditError(
+                    f"decision {did} ran the whole network (arm {arm}): final_confidence is "
+                    f"its last exit's confidence {conf[-1]!r}, got {final!r}"
+                )
+        elif final is not None and conf[arm] >= self._rewards.alpha and not obs.audit:
+            raise BanditError(
+                f"decision {did}: exit {arm} was confident ({conf[arm]:g} >= alpha "
+                f"{self._rewards.alpha:g}), so nobody computed C_L; pass audit=True if the "
+                "frame was offloaded anyway"
+            )
+        if type(obs.audit) is not bool:
+            raise BanditError(f"decision {did}: audit should be a bool, got {obs.audit!r}")
+        return conf, None if final is None else float(final)
+
+    def _learn(self, arm: int, conf: Any, final: float | None, audit: bool) -> None:
+        last = self.n_arms - 1
+        alpha = self._rewards.alpha
+        w = self._w
+        independent = arm == last or audit
+        n, e, s, s2, m, f, f2 = self._n, self._e, self._s, self._s2, self._m, self._f, self._f2
+        fresh = self._fresh
+        for j in range(arm if arm < last else last):
+            x = conf[j]
+            n[j] += w
+            if x >= alpha:
+                e[j] += w
+                s[j] += w * x
+                s2[j] += w * x * x
+            elif final is not None and independent:
+                m[j] += w
+                f[j] += w * final
+                f2[j] += w * final * final
+            fresh[j] = False
+        if arm < last:  # the chosen arm: its own offload reveals C_L given C_j < alpha
+            x = conf[arm]
+            n[arm] += w
+            if x >= alpha:
+                e[arm] += w
+                s[arm] += w * x
+                s2[arm] += w * x * x
+            elif final is not None:
+                m[arm] += w
+                f[arm] += w * final
+                f2[arm] += w * final * final
+            fresh[arm] = False
+        if final is not None and independent:
+            n[last] += w
+            m[last] += w
+            f[last] += w * final
+            f2[last] += w * final * final
+            fresh[last] = False
+
+    # -- estimates --------------------------------------------------------------------------------
+    def _terms(self, j: int) -> tuple[float, ...] | None:
+        """What arm j's index needs, from the statistics and the current costs.
+
+        ``(q, e_mean, g, edge, off, aq, bq, ae, be, ag, bg)``: offload share, mean confidence
+        when exiting, mean C_L when unsure (-1: no sample yet), the priced edge and offload
+        costs, and for each of the three observed means the coefficients of its bonus (in
+        stored units, see ``_w``). None: never observed.
+        """
+        if self._fresh[j]:
+            return self._cache[j]
+        self._fresh[j] = True
+        n = self._n[j]
+        if n <= 0.0:
+            self._cache[j] = None
+            return None
+        rm = self._rewards
+        edge = rm.mu * rm.cost.edge[j]
+        m = self._m[j]
+        if m > 0.0:
+            g = self._f[j] / m
+            ag, bg = math.sqrt(2.0 * max(self._f2[j] / m - g * g, 0.0) / m), 3.0 / m
+        else:
+            g, ag, bg = -1.0, 0.0, 0.0
+        if j == rm.last:
+            terms = (1.0, 0.0, g, edge, 0.0, 0.0, 0.0, 0.0, 0.0, ag, bg)
+        else:
+            e = self._e[j]
+            q = (n - e) / n
+            aq, bq = math.sqrt(2.0 * q * (1.0 - q) / n), 3.0 / n
+            if e > 0.0:
+                e_mean = self._s[j] / e
+                ae = math.sqrt(2.0 * max(self._s2[j] / e - e_mean * e_mean, 0.0) / e)
+                be = 3.0 / e
+            else:
+                e_mean, ae, be = -1.0, 0.0, 0.0
+            off = rm.mu * rm.cost.offload[j]
+            terms = (q, e_mean, g, edge, off, aq, bq, ae, be, ag, bg)
+        self._cache[j] = terms
+        return terms
+
+    def _index(self, c: float, log_t: float) -> int:
+        """The arm with the highest optimistic reward (module docstring, Exploration).
+
+        Each observed mean gets an interval; the reward ``(1-q) e + q (g - off) - edge`` grows
+        with e and g and is linear in q, so its maximum over the intervals is at e and g's
+        upper ends and one of q's. Deepest first, so ties go to the arm that reveals more.
+        """
+        w = self._w
+        root = math.sqrt(w * log_t) * c  # the stored sums are scaled by w, see _on_round
+        lin = w * log_t * c
+        k = self.n_arms
+        best, best_index = k - 1, -math.inf
+        for j in range(k - 1, -1, -1):
+            t = self._terms(j)
+            if t is None:
+                return j
+            q, e_mean, g, edge, off, aq, bq, ae, be, ag, bg = t
+            g_hi = 1.0 if g < 0.0 else min(1.0, g + ag * root + bg * lin)
+            e_hi = 1.0 if e_mean < 0.0 else min(1.0, e_mean + ae * root + be * lin)
+            d = aq * root + bq * lin
+            slope = g_hi - off - e_hi  # d(reward)/dq at the upper ends
+            q_end = min(1.0, q + d) if slope > 0.0 else max(0.0, q - d)
+            u = e_hi + q_end * slope - edge
+            if u > best_index:
+                best, best_index = j, u
+        return best
+
+    def estimates(self) -> list[float | None]:
+        """Estimated mean reward of each arm under the current costs (None: not enough seen)."""
+        out: list[float | None] = []
+        for j in range(self.n_arms):
+            t = self._terms(j)
+            if t is None:
+                out.append(None)
+                continue
+            q, e_mean, g, edge, off = t[:5]
+            if (q > 0.0 and g < 0.0) or (q < 1.0 and e_mean < 0.0):
+                out.append(None)
+            else:
+                exit_part = (1.0 - q) * e_mean if q < 1.0 else 0.0
+                out.append(exit_part + (q * (g - off) if q > 0.0 else 0.0) - edge)
+        return out
+
+    def arm_stats(self) -> list[dict[str, Any]]:
+        """Per arm: block, count (discounted when the policy discounts), estimated mean reward
+        under the current costs, exit rate, mean confidence when exiting, and the censored
+        part (samples and mean C_L when the exit is unsure). JSON-ready."""
+        w = self._w
+        out = []
+        for j, (block, mean) in enumerate(
+            zip(self._rewards.cost.blocks, self.estimates(), strict=True)
+        ):
+            n, e, m = self._n[j], self._e[j], self._m[j]
+            last = j == self.n_arms - 1
+            out.append(
+                {
+                    "block": block,
+                    "count": n / w,
+                    "mean_reward": mean,
+                    "exit_rate": None if last or n <= 0 else e / n,
+                    "exit_confidence": self._s[j] / e if e > 0 else None,
+                    "censored_count": m / w,
+                    "final_confidence_when_unsure": self._f[j] / m if m > 0 else None,
+                }
+            )
+        return out
+
+    # -- what each policy defines -----------------------------------------------------------------
     @abstractmethod
     def _choose(self) -> int: ...
-
-    def _learn(self, arm: int, reward: float) -> None:  # noqa: B027 - baselines learn nothing
-        """Take one observed reward for one arm."""
 
     def _on_round(self) -> None:  # noqa: B027 - only the discounted policy needs it
         """Called once per decision, before choosing."""
 
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """The :func:`build_policy` spec of this policy."""
+
     def _params(self) -> dict[str, Any]:
         return {}
 
-    def _stats(self) -> dict[str, Any]:
+    def _extra_state(self) -> dict[str, Any]:
         return {}
 
-    def _load_stats(self, stats: Mapping[str, Any]) -> None:  # noqa: B027
+    def _load_extra(self, extra: Mapping[str, Any]) -> None:  # noqa: B027
         pass
 
     # -- persistence ------------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         """JSON-ready state; :func:`policy_from_state` restores a policy that decides the same."""
+        w = self._w
+        stats = {
+            key: [v / w for v in getattr(self, f"_{key}")] for key in _STATS
+        }  # true (discounted) values
         return {
             "version": STATE_VERSION,
             "policy": self.name,
             "n_arms": self.n_arms,
+            "alpha": self._rewards.alpha,
             "params": self._params(),
             "rounds": self.rounds,
             "next_id": self._next_id,
             "pending": [[i, a] for i, a in self._pending.items()],
-            "stats": self._stats(),
+            "stats": stats,
+            "extra": self._extra_state(),
         }
 
     def __repr__(self) -> str:
@@ -154,70 +469,54 @@ class Policy(ABC):
 
 
 class ISplitEE(Policy):
-    """UCB1 over the splits, with side observations (the paper's algorithm).
+    """I-SplitEE: UCB over the splits with side observations, on unbiased estimates.
 
-    Q(i) is the mean of every reward observed for arm i, N(i) their count; arm i's index is
-    ``Q(i) + c * sqrt(ln t / N(i))`` with t the round. Arms never observed are tried first, in
-    order. Rewards lie in about [-1.4, 1] with the paper's constants, so ``c = 1`` explores a lot;
-    smaller ``c`` settles faster on a clear winner and risks sticking to a near-best arm.
+    Every sample updates every exit it computed (see the module docstring for what feeds which
+    part); each decision takes the arm with the highest upper confidence bound with horizon
+    t = the number of decisions. ``c`` scales the exploration bonus, which is in reward units
+    (empirical Bernstein), so one value serves every cost model; ``c = 0`` is greedy on the
+    estimates.
     """
 
     name = "isplitee"
-    DEFAULT_C: ClassVar[float] = 1.0
-    """The paper's exploration constant."""
+    DEFAULT_C: ClassVar[float] = 0.25
+    """Recommended exploration (docs/results.md sweeps it under both cost models)."""
 
-    def __init__(self, n_arms: int, *, c: float = DEFAULT_C) -> None:
-        super().__init__(n_arms)
-        if not c >= 0:
-            raise ValueError(f"exploration c should be >= 0, got {c!r}")
+    def __init__(self, rewards: RewardModel, *, c: float | None = None) -> None:
+        super().__init__(rewards)
+        c = self.DEFAULT_C if c is None else c
+        if not (isinstance(c, numbers.Real) and 0 <= c < math.inf):
+            raise ValueError(f"exploration c should be a finite number >= 0, got {c!r}")
         self.c = float(c)
-        self.counts = [0.0] * n_arms
-        self.values = [0.0] * n_arms
+
+    @property
+    def spec(self) -> str:
+        return self.name
 
     def _choose(self) -> int:
-        counts, values = self.counts, self.values
-        for i in range(self.n_arms):
-            if counts[i] <= 0:
-                return i
-        log_t = math.log(self._horizon())
-        best, best_index = 0, -math.inf
-        for i in range(self.n_arms):
-            index = values[i] + self.c * math.sqrt(log_t / counts[i])
-            if index > best_index:
-                best, best_index = i, index
-        return best
+        return self._index(self.c, math.log(self._horizon()))
 
     def _horizon(self) -> float:
         return max(self.rounds, 1)
 
-    def _learn(self, arm: int, reward: float) -> None:
-        self.counts[arm] += 1.0
-        self.values[arm] += (reward - self.values[arm]) / self.counts[arm]
-
     def _params(self) -> dict[str, Any]:
         return {"c": self.c}
-
-    def _stats(self) -> dict[str, Any]:
-        return {"counts": list(self.counts), "values": list(self.values)}
-
-    def _load_stats(self, stats: Mapping[str, Any]) -> None:
-        self.counts = [float(x) for x in stats["counts"]]
-        self.values = [float(x) for x in stats["values"]]
 
 
 class DiscountedUCB(ISplitEE):
     """I-SplitEE with discounting (D-UCB, Garivier & Moulines 2011) for scenes that change.
 
-    Every round all counts and reward sums shrink by ``discount``, so an observation made k
-    rounds ago weighs ``discount**k``: the policy remembers about ``1 / (1 - discount)`` rounds.
-    Chosen over a sliding window because it needs O(arms) state, which keeps the JSON state
-    small for the device, and because side observations and late (offload) rewards simply add
-    weight where a window would have to place them in its history. An arm left alone sees its
-    count decay and its exploration bonus grow, so it is re-tried after a change.
+    Every round all statistics shrink by ``discount``, so an observation made k rounds ago
+    weighs ``discount**k``: the policy remembers about ``1 / (1 - discount)`` rounds, and its
+    horizon is that discounted number of rounds. Chosen over a sliding window because it needs
+    O(arms) state (the same seven sums per arm as I-SplitEE, discounted alike), which keeps the
+    device's JSON state small, and because late (offload) observations simply add weight where
+    a window would have to place them in its history. An arm left alone sees its counts decay
+    and its bonus grow, so it is re-tried after a change.
 
-    Its counts never grow past about ``1 / (1 - discount)``, so its exploration bonus never
-    fades as UCB1's does; with the paper's c = 1 it keeps spending about a quarter of the
-    rounds off the best arm. Hence the default c = 0.25 (docs/results.md measures the choice).
+    Its counts never grow past about ``1 / (1 - discount)``, so its bonus never fades as
+    UCB's does. Its default c is I-SplitEE's recommended one; docs/results.md sweeps c for
+    I-SplitEE only, and reports this variant at the default on its schedules.
     """
 
     name = "isplitee-nonstationary"
@@ -225,20 +524,24 @@ class DiscountedUCB(ISplitEE):
     DEFAULT_DISCOUNT: ClassVar[float] = 0.995
 
     def __init__(
-        self, n_arms: int, *, c: float = DEFAULT_C, discount: float = DEFAULT_DISCOUNT
+        self, rewards: RewardModel, *, c: float | None = None, discount: float | None = None
     ) -> None:
-        super().__init__(n_arms, c=c)
-        if not 0.0 < discount < 1.0:
+        super().__init__(rewards, c=c)
+        discount = self.DEFAULT_DISCOUNT if discount is None else discount
+        if not (isinstance(discount, numbers.Real) and 0.0 < discount < 1.0):
             raise ValueError(f"discount should be in (0, 1), got {discount!r}")
         self.discount = float(discount)
         self._total = 0.0  # discounted number of rounds: sum of discount**k
 
     def _on_round(self) -> None:
-        # Shrinking a count leaves the running mean as it is (sum and count shrink alike), so
-        # the discounted mean is kept by the same incremental update as UCB1's.
-        d = self.discount
-        self._total = self._total * d + 1.0
-        self.counts = [n * d for n in self.counts]
+        self._total = self._total * self.discount + 1.0
+        self._w /= self.discount
+        if self._w > 1e100:  # renormalise before the stored sums overflow
+            for key in _STATS:
+                stored = getattr(self, f"_{key}")
+                stored[:] = [v / self._w for v in stored]
+            self._w = 1.0
+            self._fresh = [False] * self.n_arms
 
     def _horizon(self) -> float:
         return max(self._total, 1.0)
@@ -246,12 +549,14 @@ class DiscountedUCB(ISplitEE):
     def _params(self) -> dict[str, Any]:
         return {"c": self.c, "discount": self.discount}
 
-    def _stats(self) -> dict[str, Any]:
-        return {**super()._stats(), "total": self._total}
+    def _extra_state(self) -> dict[str, Any]:
+        return {"total": self._total}
 
-    def _load_stats(self, stats: Mapping[str, Any]) -> None:
-        super()._load_stats(stats)
-        self._total = float(stats["total"])
+    def _load_extra(self, extra: Mapping[str, Any]) -> None:
+        total = extra["total"]
+        if not (isinstance(total, numbers.Real) and 0 <= total < math.inf):
+            raise ValueError(f"total should be a finite number >= 0, got {total!r}")
+        self._total = float(total)
 
 
 class FixedSplit(Policy):
@@ -259,12 +564,16 @@ class FixedSplit(Policy):
 
     name = "fixed"
 
-    def __init__(self, n_arms: int, *, arm: int, label: str | None = None) -> None:
-        super().__init__(n_arms)
-        if not 0 <= arm < n_arms:
-            raise ValueError(f"arm should be in 0..{n_arms - 1}, got {arm!r}")
-        self.arm = arm
+    def __init__(self, rewards: RewardModel, *, arm: int, label: str | None = None) -> None:
+        super().__init__(rewards)
+        if not (_is_index(arm) and 0 <= arm < self.n_arms):
+            raise ValueError(f"arm should be in 0..{self.n_arms - 1}, got {arm!r}")
+        self.arm = int(arm)
         self.label = label
+
+    @property
+    def spec(self) -> str:
+        return self.label or f"fixed:{self._rewards.cost.blocks[self.arm]}"
 
     def _choose(self) -> int:
         return self.arm
@@ -278,10 +587,16 @@ class RandomSplit(Policy):
 
     name = "random"
 
-    def __init__(self, n_arms: int, *, seed: int = 0) -> None:
-        super().__init__(n_arms)
-        self.seed = seed
-        self._rng = random.Random(seed)
+    def __init__(self, rewards: RewardModel, *, seed: int = 0) -> None:
+        super().__init__(rewards)
+        if not _is_index(seed):
+            raise ValueError(f"seed should be an integer, got {seed!r}")
+        self.seed = int(seed)
+        self._rng = random.Random(self.seed)
+
+    @property
+    def spec(self) -> str:
+        return self.name
 
     def _choose(self) -> int:
         return self._rng.randrange(self.n_arms)
@@ -289,38 +604,129 @@ class RandomSplit(Policy):
     def _params(self) -> dict[str, Any]:
         return {"seed": self.seed}
 
-    def _stats(self) -> dict[str, Any]:
+    def _extra_state(self) -> dict[str, Any]:
         version, internal, gauss = self._rng.getstate()
         return {"rng": [version, list(internal), gauss]}
 
-    def _load_stats(self, stats: Mapping[str, Any]) -> None:
-        version, internal, gauss = stats["rng"]
+    def _load_extra(self, extra: Mapping[str, Any]) -> None:
+        version, internal, gauss = extra["rng"]
         self._rng.setstate((version, tuple(internal), gauss))
 
 
 _REGISTRY: dict[str, type[Policy]] = {
     cls.name: cls for cls in (ISplitEE, DiscountedUCB, FixedSplit, RandomSplit)
 }
-POLICY_NAMES = tuple(_REGISTRY)
+POLICY_SPECS = ("isplitee", "isplitee-nonstationary", "fixed:BLOCK", "final", "random")
 
 
-def policy_from_state(state: Mapping[str, Any]) -> Policy:
-    """Rebuild a policy from :meth:`Policy.to_state` output (e.g. read back from JSON)."""
-    try:
-        if state["version"] != STATE_VERSION:
-            raise BanditError(
-                f"bandit state version {state['version']!r} is not supported "
-                f"(expected {STATE_VERSION}); delete the state file to start learning afresh"
-            )
-        cls = _REGISTRY[state["policy"]]
-        policy = cls(int(state["n_arms"]), **state["params"])
-        policy.rounds = int(state["rounds"])
-        policy._next_id = int(state["next_id"])
-        policy._pending = {int(i): int(a) for i, a in state["pending"]}
-        policy._load_stats(state["stats"])
-    except (KeyError, TypeError, ValueError) as exc:
+def build_policy(
+    spec: str,
+    rewards: RewardModel,
+    *,
+    c: float | None = None,
+    discount: float | None = None,
+    seed: int = 0,
+) -> Policy:
+    """The policy named by ``spec`` for a reward model.
+
+    ``spec``: ``isplitee`` | ``isplitee-nonstationary`` | ``fixed:BLOCK`` (BLOCK one of the
+    cost model's blocks) | ``final`` | ``random``. ``c`` and ``discount`` default to the
+    policy's own; giving one to a policy that has no such setting is an error, not ignored.
+    """
+    blocks = rewards.cost.blocks
+    explores = spec in ("isplitee", "isplitee-nonstationary")
+    if c is not None and not explores:
+        raise ValueError(f"policy {spec!r} does not explore: c applies to isplitee policies only")
+    if discount is not None and spec != "isplitee-nonstationary":
+        raise ValueError(
+            f"policy {spec!r} does not discount: discount applies to isplitee-nonstationary only"
+        )
+    if spec == "isplitee":
+        return ISplitEE(rewards, c=c)
+    if spec == "isplitee-nonstationary":
+        return DiscountedUCB(rewards, c=c, discount=discount)
+    if spec == "final":
+        return FixedSplit(rewards, arm=rewards.last, label="final")
+    if spec == "random":
+        return RandomSplit(rewards, seed=seed)
+    if isinstance(spec, str) and spec.startswith("fixed:"):
+        text = spec.partition(":")[2]
+        if text.strip().isdigit() and int(text) in blocks:
+            return FixedSplit(rewards, arm=blocks.index(int(text)), label=spec)
+        raise ValueError(
+            f"policy {spec!r}: BLOCK should be one of the model's blocks {list(blocks)}"
+        )
+    raise ValueError(f"unknown policy {spec!r}: use one of {', '.join(POLICY_SPECS)}")
+
+
+def _load(state: Mapping[str, Any], rewards: RewardModel) -> Policy:
+    if not isinstance(state, Mapping):
+        raise ValueError(f"state should be a mapping, got {type(state).__name__}")
+    if state["version"] != STATE_VERSION:
         raise BanditError(
-            f"invalid bandit state ({type(exc).__name__}: {exc}); delete the state file to "
-            "start learning afresh"
-        ) from exc
+            f"bandit state version {state['version']!r} is not supported "
+            f"(expected {STATE_VERSION}); {_DELETE_HINT}"
+        )
+    cls = _REGISTRY.get(state["policy"])
+    if cls is None:
+        raise ValueError(f"unknown policy {state['policy']!r}")
+    k = state["n_arms"]
+    if k != rewards.n_arms:
+        raise ValueError(f"the state has {k!r} arms, the model {rewards.n_arms}")
+    if state["alpha"] != rewards.alpha:
+        raise ValueError(
+            f"the state was learnt with alpha {state['alpha']!r}, the node uses {rewards.alpha!r}"
+        )
+    params = state["params"]
+    if not isinstance(params, Mapping):
+        raise ValueError("params should be a mapping")
+    policy = cls(rewards, **params)
+    rounds, next_id = state["rounds"], state["next_id"]
+    if not (_is_index(rounds) and _is_index(next_id) and rounds >= 0 and next_id >= 0):
+        raise ValueError(f"rounds and next_id should be integers >= 0, got {rounds!r}, {next_id!r}")
+    pending: dict[int, int] = {}
+    for item in state["pending"]:
+        did, arm = item
+        if not (_is_index(did) and 0 <= did < next_id and _is_index(arm) and 0 <= arm < k):
+            raise ValueError(
+                f"pending decision {item!r} is outside ids 0..{next_id - 1} / arms 0..{k - 1}"
+            )
+        if int(did) in pending:
+            raise ValueError(f"pending decision {did!r} appears twice")
+        pending[int(did)] = int(arm)
+    stats = state["stats"]
+    for key in _STATS:
+        values = stats[key]
+        if not (
+            isinstance(values, list)
+            and len(values) == k
+            and all(_is_number(v) and 0 <= v < math.inf for v in values)
+        ):
+            raise ValueError(f"stats.{key} should be {k} finite numbers >= 0, got {values!r}")
+    policy.rounds, policy._next_id, policy._pending = int(rounds), int(next_id), pending
+    for key in _STATS:
+        setattr(policy, f"_{key}", [float(v) for v in stats[key]])
+    for j in range(k):
+        n, e, m = policy._n[j], policy._e[j], policy._m[j]
+        if e > n * (1 + 1e-9) or m > n * (1 + 1e-9):
+            raise ValueError(f"stats of arm {j} are inconsistent: n {n}, e {e}, m {m}")
+    policy._load_extra(state["extra"])
     return policy
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def policy_from_state(state: Mapping[str, Any], rewards: RewardModel) -> Policy:
+    """Rebuild a policy from :meth:`Policy.to_state` output (e.g. read back from JSON), priced
+    with ``rewards``. Anything wrong with the state is a :class:`BanditError`, raised here
+    rather than at a later decision."""
+    try:
+        return _load(state, rewards)
+    except BanditError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise BanditError(
+            f"invalid bandit state ({type(exc).__name__}: {exc}); {_DELETE_HINT}"
+        ) from exc

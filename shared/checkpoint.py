@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ __all__ = [
 
 FORMAT = "isplitee.checkpoint"
 FORMAT_VERSION = 1
+MIN_HASH_PREFIX = 12
+"""Shortest hash prefix ``expected_hash`` may be: as many hex digits as the short hash shows."""
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 class CheckpointError(IsplitEEError):
@@ -74,6 +78,14 @@ class ModelMeta(BaseModel):
             )
         if self.arch != "mobilenet_v2":
             raise ValueError(f"arch should be 'mobilenet_v2', got {self.arch!r}")
+        # The model's constructor would refuse these later, without naming the file.
+        blocks = self.exit_blocks
+        steps = zip((0, *blocks), (*blocks, NUM_BLOCKS), strict=True)
+        if not blocks or not all(a < b for a, b in steps):
+            raise ValueError(
+                "exit_blocks should be strictly increasing block numbers in "
+                f"1..{NUM_BLOCKS - 1}, got {list(blocks)!r}"
+            )
         return self
 
     @property
@@ -162,12 +174,39 @@ def load_checkpoint(path: str | Path, *, expected_hash: str | None = None) -> Ch
             f"{path}: checkpoint format version {payload.get('format_version')!r} is not "
             f"supported (this isplitee reads version {FORMAT_VERSION}); retrain or upgrade"
         )
+    if expected_hash is not None and not (
+        isinstance(expected_hash, str)
+        and MIN_HASH_PREFIX <= len(expected_hash) <= 64
+        and _HEX.fullmatch(expected_hash)
+    ):
+        # A short or empty prefix would accept any model: "" is a prefix of every hash.
+        raise CheckpointError(
+            f"{path}: expected hash should be {MIN_HASH_PREFIX} to 64 lower-case hex digits "
+            f"(the model's hash or its prefix), got {expected_hash!r}"
+        )
     try:
         meta = ModelMeta.model_validate_json(payload["meta"])
         state = payload["state_dict"]
         stored_hash = str(payload["content_hash"])
     except (KeyError, ValidationError) as exc:
         raise CheckpointError(f"{path}: invalid checkpoint metadata: {exc}") from exc
+    if not (
+        isinstance(state, dict)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        bad = (
+            type(state).__name__
+            if not isinstance(state, dict)
+            else next(
+                f"{k!r}: {type(v).__name__}"
+                for k, v in state.items()
+                if not (isinstance(k, str) and isinstance(v, torch.Tensor))
+            )
+        )
+        raise CheckpointError(
+            f"{path}: state_dict should map parameter names to tensors, got {bad}; the file is "
+            "corrupted or not an isplitee checkpoint"
+        )
     digest = content_hash(meta, state)
     if digest != stored_hash:
         raise CheckpointError(

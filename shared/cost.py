@@ -1,4 +1,4 @@
-"""What a split costs, and the reward a sample reveals for each arm. Pure logic, no I/O.
+"""What a split costs, what one sample reveals, and the reward rule. Pure logic, no I/O.
 
 Per sample with split arm i (block l_i, L = 19), following the paper:
 
@@ -11,13 +11,19 @@ i = last               edge(last)                       C_L - mu * edge(last)
 =====================  ===============================  =======================================
 
 The paper's cost model charges ``edge(i) = gamma * l_i`` and a flat ``offload(i) = o``. The
-measured model charges each block its multiply-accumulates and each offload the time its
-payload takes on the link, both in the paper's units (the whole network on the device costs
-``gamma * L`` in both) so mu keeps its meaning. Cloud compute is not charged, as in the paper.
+measured model charges the device's work to reach arm i (the backbone and every exit head on
+the way, since side observations need them all) and each offload the time its payload takes
+on the link, both in the paper's units (the whole network on the device costs ``gamma * L`` in
+both) so mu keeps its meaning. Cloud compute is not charged, as in the paper.
+
+A policy does not learn rewards: it learns from :class:`Observation` (what one sample showed)
+and prices those observations with the :class:`RewardModel` in force when it decides, so a
+node whose costs change keeps what it learnt about its images (see :mod:`shared.bandit`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,6 +36,7 @@ if TYPE_CHECKING:  # only for the signature: this module stays free of torch
 __all__ = [
     "BYTES_PER_ELEMENT",
     "CostModel",
+    "Observation",
     "Outcome",
     "RewardModel",
     "measured_cost",
@@ -70,8 +77,11 @@ class CostModel:
                 f"cost model {self.name!r}: blocks, edge and offload should have one value per "
                 f"arm, got {len(self.blocks)}, {len(self.edge)}, {len(self.offload)}"
             )
-        if any(c < 0 for c in (*self.edge, *self.offload)):
-            raise ValueError(f"cost model {self.name!r}: costs should be >= 0")
+        if not all(0 <= c < math.inf for c in (*self.edge, *self.offload)):
+            raise ValueError(
+                f"cost model {self.name!r}: costs should be finite and >= 0, got edge "
+                f"{self.edge}, offload {self.offload}"
+            )
 
     @property
     def full_cost(self) -> float:
@@ -108,7 +118,9 @@ def measured_cost(
 ) -> CostModel:
     """Latency-based costs from the model's FLOPs and payload sizes.
 
-    Edge time of arm i = MACs up to its exit / device throughput; offload time = (activation
+    Edge time of arm i = MACs the device spends on that split (backbone up to block l_i and
+    every exit head on the way: the device computes them all, they are the side observations)
+    / device throughput; offload time = (activation
     bytes in ``encoding`` + message header) * 8 / link rate + one round trip. Both are divided by
     the device time of the whole network and multiplied by ``gamma * 19``, so the last arm costs
     the same as in the paper model and mu means the same in both.
@@ -135,7 +147,7 @@ def measured_cost(
             )
         edge_s = [float(edge_seconds[b]) for b in blocks]
     else:
-        edge_s = [profile.macs_to_exit(b) / (edge_gmacs_per_s * 1e9) for b in blocks]
+        edge_s = [profile.macs_to_split(b) / (edge_gmacs_per_s * 1e9) for b in blocks]
     send_s = [
         (profile.block(b).payload_bytes(encoding) + header_bytes) * 8 / (link_mbit_per_s * 1e6)
         + rtt_ms / 1e3
@@ -159,6 +171,22 @@ class Outcome:
     cost: float
 
 
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one sample revealed, whatever the costs: a policy learns from this, not from rewards.
+
+    ``confidences`` are exits 0..arm as computed on the device (temperature-scaled max softmax),
+    the chosen arm's last. ``final_confidence`` is C_L when it is known: the arm is the last
+    one (then it equals ``confidences[-1]``), or the cloud answered an offload or an audit.
+    ``audit``: the frame was offloaded whatever its exit's confidence (a referee sample), so C_L
+    was revealed independently of how the exits came out.
+    """
+
+    confidences: tuple[float, ...]
+    final_confidence: float | None
+    audit: bool = False
+
+
 @dataclass(frozen=True)
 class RewardModel:
     """The decision rule and reward of the paper for a given cost model."""
@@ -170,7 +198,7 @@ class RewardModel:
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha should be in [0, 1], got {self.alpha!r}")
-        if self.mu < 0:
+        if not self.mu >= 0:
             raise ValueError(f"mu should be >= 0, got {self.mu!r}")
 
     @property
@@ -181,6 +209,35 @@ class RewardModel:
     def last(self) -> int:
         return self.n_arms - 1
 
+    def offload_cost(self, arm: int) -> float:
+        """What an offload from ``arm`` costs; the last arm never offloads."""
+        return 0.0 if arm == self.last else self.cost.offload[arm]
+
+    def arm_bounds(self, arm: int) -> tuple[float, float]:
+        """Lowest and highest reward ``arm`` can earn, confidences anywhere in [0, 1].
+
+        Highest: exit (or final layer) with confidence 1. Lowest: offload with C_L = 0, or for
+        the last arm C_L = 0; with alpha = 0 nothing offloads and an exit earns at least 0.
+        """
+        edge = self.mu * self.cost.edge[arm]
+        if arm == self.last:
+            return -edge, 1.0 - edge
+        if self.alpha > 0:
+            return -edge - self.mu * self.cost.offload[arm], 1.0 - edge
+        return -edge, 1.0 - edge
+
+    @property
+    def reward_bounds(self) -> tuple[float, float]:
+        """The span of possible rewards over all arms under this cost model."""
+        bounds = [self.arm_bounds(a) for a in range(self.n_arms)]
+        return min(lo for lo, _ in bounds), max(hi for _, hi in bounds)
+
+    @property
+    def reward_range(self) -> float:
+        """Highest minus lowest possible reward: the scale exploration is measured in."""
+        lo, hi = self.reward_bounds
+        return hi - lo
+
     def outcome(self, arm: int, confidence: float) -> Outcome:
         """Exit or offload at ``arm`` given its exit's confidence."""
         if arm == self.last:
@@ -189,37 +246,11 @@ class RewardModel:
             return Outcome(False, True, self.cost.edge[arm])
         return Outcome(True, False, self.cost.edge[arm] + self.cost.offload[arm])
 
-    def revealed(
-        self, arm: int, confidences: Sequence[float], final_confidence: float | None
-    ) -> dict[int, float]:
-        """Rewards one sample reveals: the chosen arm's and the side observations.
-
-        ``confidences`` are the exits the device computed, arms 0..arm. ``final_confidence`` is
-        C_L when known: the last arm was run on the device, or the cloud answered an offload.
-        A shallower arm whose exit would have offloaded needs C_L for its reward, so when the
-        sample exited early (C_L never computed) that arm is skipped, not guessed.
-        """
-        if len(confidences) != arm + 1:
-            raise ValueError(
-                f"arm {arm} computes {arm + 1} exit confidences, got {len(confidences)}"
-            )
-        if arm == self.last:
-            final_confidence = confidences[-1]
-        mu, edge, off, alpha = self.mu, self.cost.edge, self.cost.offload, self.alpha
-        rewards: dict[int, float] = {}
-        for j in range(arm + 1):
-            if j == self.last:
-                rewards[j] = final_confidence - mu * edge[j]  # type: ignore[operator]
-            elif confidences[j] >= alpha:
-                rewards[j] = confidences[j] - mu * edge[j]
-            elif final_confidence is not None:
-                rewards[j] = final_confidence - mu * (edge[j] + off[j])
-        return rewards
-
     def reward_matrix(self, confidences: np.ndarray) -> np.ndarray:
         """Full-information rewards (samples, arms) from every exit's confidence.
 
-        Offline only (every exit and C_L known): the oracle and the regret use it.
+        Offline only (every exit and C_L known): the oracle, the regret and the true means the
+        tests compare a policy's estimates with.
         """
         conf = np.asarray(confidences, dtype=np.float64)
         if conf.ndim != 2 or conf.shape[1] != self.n_arms:

@@ -69,8 +69,14 @@ class ModelProfile:
         return self.blocks[block - 1]
 
     def macs_to_exit(self, block: int) -> int:
-        """Backbone up to ``block`` plus the head there: the device's cost to answer at it."""
+        """Backbone up to ``block`` plus the head there: one exit's answer on its own."""
         return self.block(block).cumulative_macs + self.exit_macs[block]
+
+    def macs_to_split(self, block: int) -> int:
+        """What the device computes for a split at ``block``: the backbone up to it and every
+        exit head on the way (each exit's confidence is observed, see ``model.edge``)."""
+        heads = sum(m for b, m in self.exit_macs.items() if b <= block)
+        return self.block(block).cumulative_macs + heads
 
     @property
     def total_macs(self) -> int:
@@ -150,7 +156,8 @@ def profile_model(model: MultiExitMobileNetV2, input_size: int) -> ModelProfile:
 def measure_exit_latency(
     model: MultiExitMobileNetV2, input_size: int, *, repeats: int = 30, warmup: int = 5
 ) -> dict[int, float]:
-    """Seconds this machine takes to answer one image at each arm (backbone + that head).
+    """Seconds this machine takes for a split at each arm: the backbone up to it and every exit
+    head on the way, as ``model.edge`` computes them (side observations need every exit).
 
     Timed piece by piece on one image, median over ``repeats`` after ``warmup`` passes, then
     summed along the path to each arm. Run it on the device itself (a Pi) to get its real
@@ -170,4 +177,4 @@ def measure_exit_latency(
             head_s[b] = statistics.median(samples)
         else:
             block_s.append(statistics.median(samples))
-    return {b: sum(block_s[:b]) + head_s[b] for b in head_s}
+    return {b: sum(block_s[:b]) + sum(s for e, s in head_s.items() if e <= b) for b in head_s}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,42 @@ def test_metadata_is_validated() -> None:
         _meta(temperatures=(1.0, 1.0))
     with pytest.raises(ValueError, match=r"Extra inputs are not permitted"):
         _meta(colour="blue")
+
+
+# -- review findings (issue 10, section 2): each failed before its fix -----------------------------
+def _rewrite(path: Path, **changes) -> None:
+    """Re-save a checkpoint's payload with some entries replaced (a damaged or forged file)."""
+    payload = torch.load(path, weights_only=True)
+    payload.update(changes)
+    torch.save(payload, path)
+
+
+def test_a_state_dict_that_is_not_tensors_is_a_checkpoint_error(saved) -> None:
+    path, _, _ = saved
+    _rewrite(path, state_dict={"classifier.1.weight": [1.0, 2.0]})
+    with pytest.raises(CheckpointError, match=r"m\.pt: state_dict should map parameter names to "):
+        load_checkpoint(path)
+    _rewrite(path, state_dict=[1, 2])
+    with pytest.raises(CheckpointError, match=r"state_dict should map .* got list"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("blocks", [[], [3, 3], [9, 6], [0, 3], [3, 19], [3, 25]])
+def test_invalid_exit_blocks_are_refused_naming_the_file(saved, blocks) -> None:
+    path, _, _ = saved
+    meta = json.loads(torch.load(path, weights_only=True)["meta"])
+    _rewrite(path, meta=json.dumps({**meta, "exit_blocks": blocks, "temperatures": None}))
+    with pytest.raises(
+        CheckpointError, match=r"(?s)m\.pt: invalid checkpoint metadata.*exit_blocks"
+    ):
+        load_checkpoint(path)
+    with pytest.raises(ValueError, match=r"exit_blocks should be strictly increasing"):
+        _meta(exit_blocks=tuple(blocks))
+
+
+@pytest.mark.parametrize("prefix", ["", "0", "2ad3c480", "xyz" * 5, "A" * 12, "0" * 65])
+def test_expected_hash_must_be_a_real_prefix(saved, prefix) -> None:
+    path, _, digest = saved
+    with pytest.raises(CheckpointError, match=r"expected hash should be 12 to 64 lower-case hex"):
+        load_checkpoint(path, expected_hash=prefix)
+    assert load_checkpoint(path, expected_hash=digest).hash == digest

@@ -37,8 +37,8 @@ def test_measured_cost_follows_flops_and_payload() -> None:
     prof = profile_model(MultiExitMobileNetV2(num_classes=10), 224)
     cost = measured_cost(prof, BLOCKS, edge_gmacs_per_s=2.0, link_mbit_per_s=10.0, rtt_ms=20.0)
     assert cost.full_cost == pytest.approx(1.9)  # same units as the paper model
-    unit = 1.9 / (prof.total_macs / 2e9)
-    assert cost.edge[0] == pytest.approx(prof.macs_to_exit(3) / 2e9 * unit)
+    unit = 1.9 / (prof.macs_to_split(19) / 2e9)
+    assert cost.edge[0] == pytest.approx(prof.macs_to_exit(3) / 2e9 * unit)  # one head so far
     # block 3 sends 24x56x56 fp16 values, block 15 160x7x7: the early split costs more to send
     send3 = ((24 * 56 * 56 * 2 + 64) * 8 / 10e6 + 0.02) * unit
     assert cost.offload[0] == pytest.approx(send3)
@@ -70,8 +70,37 @@ def test_reward_model_rejects_bad_settings() -> None:
         RewardModel(paper_cost(BLOCKS), mu=-1)
     with pytest.raises(ValueError, match="last arm should be block 19"):
         paper_cost((3, 6))
-    with pytest.raises(ValueError, match="arm 2 computes 3 exit confidences, got 2"):
-        RewardModel(paper_cost(BLOCKS)).revealed(2, [0.1, 0.2], None)
+    with pytest.raises(ValueError, match=r"costs should be finite and >= 0"):
+        paper_cost(BLOCKS, offload=float("inf"))
+    with pytest.raises(ValueError, match="mu should be >= 0, got nan"):
+        RewardModel(paper_cost(BLOCKS), mu=float("nan"))
+
+
+def test_measured_cost_charges_every_exit_head_on_the_way() -> None:
+    """Issue 10, section 4: the device computes every exit up to its split (side observations
+    need them), so a split at block 12 pays the heads at 3, 6, 9 and 12, not only its own."""
+    prof = profile_model(MultiExitMobileNetV2(num_classes=10), 224)
+    cost = measured_cost(prof, BLOCKS, edge_gmacs_per_s=2.0)
+    heads = sum(prof.exit_macs[b] for b in (3, 6, 9, 12))
+    assert prof.macs_to_split(12) == prof.block(12).cumulative_macs + heads
+    assert prof.macs_to_split(12) > prof.macs_to_exit(12)
+    unit = 1.9 / (prof.macs_to_split(19) / 2e9)
+    for i, b in enumerate(BLOCKS):
+        assert cost.edge[i] == pytest.approx(prof.macs_to_split(b) / 2e9 * unit)
+    # the last arm pays every head too, and still costs the paper's gamma * 19
+    assert prof.macs_to_split(19) == prof.block(19).cumulative_macs + sum(prof.exit_macs.values())
+    assert cost.edge[-1] == pytest.approx(1.9)
+
+
+def test_reward_bounds_span_every_outcome() -> None:
+    rm = RewardModel(paper_cost(BLOCKS))
+    assert rm.arm_bounds(0) == pytest.approx((-0.8, 0.7))  # offload with C_L 0, exit with 1
+    assert rm.arm_bounds(6) == pytest.approx((-1.9, -0.9))
+    assert rm.reward_bounds == pytest.approx((-2.3, 0.7))  # block 18 offloading: -1.8 - 0.5
+    assert rm.reward_range == pytest.approx(3.0)
+    assert rm.offload_cost(6) == 0.0 and rm.offload_cost(0) == 0.5
+    nothing_offloads = RewardModel(paper_cost(BLOCKS), alpha=0.0)
+    assert nothing_offloads.arm_bounds(0) == pytest.approx((-0.3, 0.7))
 
 
 def test_timed_edge_costs_come_from_this_machine() -> None:

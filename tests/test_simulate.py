@@ -34,9 +34,10 @@ POLICY_KEYS = {
 
 def test_summary_of_known_policies() -> None:
     rm = RewardModel(paper_cost(BLOCKS))
-    stream = synthetic_stream(1, 1500, seed=3)
+    streams = [synthetic_stream(1, 1500, seed=s) for s in (3, 4)]
     names = default_policy_names(BLOCKS)
-    res = simulate(stream, rm, {n: make_policy_factory(n, BLOCKS) for n in names}, runs=2)
+    res = simulate(streams, rm, {n: make_policy_factory(n, rm) for n in names})
+    assert res.runs == 2
     assert res.oracle_arm == 1
     p = res.policies
     assert p["oracle"].regret == pytest.approx(0.0)
@@ -46,7 +47,7 @@ def test_summary_of_known_policies() -> None:
     assert p["fixed:3"].offload_rate == 1.0  # its exit is never confident in this table
     assert p["fixed:6"].cost == pytest.approx(0.6)
     assert p["fixed:6"].cost_reduction == pytest.approx(1 - 0.6 / 1.9)
-    assert p["oracle"].reward_gap == 0.0
+    assert p["oracle"].reward_gap == pytest.approx(0.0, abs=1e-12)
     assert 0 < p["isplitee"].reward_gap < 0.1
     assert p["random"].reward_gap > p["isplitee"].reward_gap
     for s in p.values():
@@ -73,10 +74,23 @@ def test_schedule_parsing() -> None:
     assert parse_schedule("gaussian_blur:0.5", 99) == [(Distortion("gaussian_blur", 0.5), 99)]
     with pytest.raises(ValueError, match="should be DISTORTION:COUNT"):
         parse_schedule("schedule:clean:2000,gaussian_noise:2", 1)
+    rm = RewardModel(paper_cost(BLOCKS))
     with pytest.raises(ValueError, match="unknown policy 'ts'"):
-        make_policy_factory("ts", BLOCKS)
-    with pytest.raises(ValueError, match=r"fixed needs one of the model's blocks"):
-        make_policy_factory("fixed:4", BLOCKS)
+        make_policy_factory("ts", rm)
+    with pytest.raises(ValueError, match=r"BLOCK should be one of the model's blocks"):
+        make_policy_factory("fixed:4", rm)
+    with pytest.raises(ValueError, match=r"exploration c should be a finite number >= 0"):
+        make_policy_factory("isplitee", rm, c=-1.0)
+
+
+def test_runs_are_independent_draws_and_reshuffles_are_the_callers_choice() -> None:
+    rm = RewardModel(paper_cost(BLOCKS))
+    stream = synthetic_stream(1, 500, seed=3)
+    rng = np.random.default_rng(0)
+    res = simulate([stream, stream.shuffled(rng)], rm, {"final": make_policy_factory("final", rm)})
+    assert res.runs == 2 and res.policies["final"].accuracy_std == 0.0  # same images, reordered
+    with pytest.raises(ValueError, match="at least one stream"):
+        simulate([], rm, {})
 
 
 def test_simulate_cli_writes_json_and_plots_and_reuses_the_table(
@@ -153,3 +167,47 @@ def test_simulate_cli_bad_arguments(tiny_checkpoint: Path, capsys) -> None:
     assert "unknown distortion 'fog:2'" in capsys.readouterr().err
     assert main([*base, "--policies", "isplitee,greedy"]) == 2
     assert "unknown policy 'greedy'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--runs", "0"], "--runs should be at least 1, got 0"),
+        (["--c", "-1"], "--c should be a finite number >= 0, got -1.0"),
+        (["--c", "nan"], "--c should be a finite number >= 0, got nan"),
+        (["--discount", "1"], r"--discount should be in (0, 1), got 1.0"),
+        (["--alpha", "1.5"], "--alpha should be in [0, 1], got 1.5"),
+        (["--samples", "0"], "--samples should be at least 1, got 0"),
+        (["--policies", ",,"], "--policies ',,' names no policy"),
+        (["--policies", "isplitee,greedy"], "unknown policy 'greedy'"),
+        (["--policies", "fixed:4"], "BLOCK should be one of the model's blocks"),
+        (["--edge-timing", "measure"], "--edge-timing applies to --cost measured only"),
+        (["--link-mbps", "5", "--rtt-ms", "3"], "--link-mbps, --rtt-ms apply to --cost measured"),
+        (["--cost", "measured", "--offload", "1"], "--offload applies to --cost paper only"),
+        (
+            ["--cost", "measured", "--edge-timing", "measure", "--edge-gmacs", "3"],
+            "--edge-gmacs does not apply with --edge-timing measure",
+        ),
+        (
+            ["--distortion", "schedule:clean:300,gaussian_noise:3:300", "--samples", "500"],
+            "--samples does not apply to a schedule",
+        ),
+        (["--policies", "final,random", "--c", "0.5"], "--c applies to the isplitee policy"),
+        (["--policies", "isplitee", "--discount", "0.9"], "--discount applies to isplitee-non"),
+    ],
+)
+def test_simulate_cli_refuses_bad_or_idle_flags_before_building_a_table(
+    tiny_checkpoint: Path, monkeypatch, capsys, flags: list[str], message: str
+) -> None:
+    """Issue 10, section 2: each of these used to build the confidence table first (minutes on
+    CIFAR-10) or to be silently ignored."""
+    import shared.lab.confidence
+
+    def no_table(*args, **kwargs):
+        raise AssertionError("the confidence table was built before the flags were checked")
+
+    monkeypatch.setattr(shared.lab.confidence, "build_table", no_table)
+    monkeypatch.setattr(shared.lab.confidence, "build_stream", no_table)
+    assert main(["simulate", "--model", str(tiny_checkpoint), *flags, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err

@@ -9,13 +9,13 @@ for scoring, for the oracle (best fixed split in hindsight) and for regret.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.bandit import DiscountedUCB, FixedSplit, ISplitEE, Policy, RandomSplit
-from shared.cost import RewardModel
+from shared.bandit import FixedSplit, Policy, build_policy
+from shared.cost import Observation, RewardModel
 
 __all__ = [
     "PolicyFactory",
@@ -76,14 +76,21 @@ class Trace:
     offloaded: np.ndarray
 
 
-def run_policy(policy: Policy, stream: Stream, rewards: RewardModel) -> Trace:
-    """Feed the stream to ``policy`` one sample at a time, with immediate feedback."""
+def run_policy(policy: Policy, stream: Stream) -> Trace:
+    """Feed the stream to ``policy`` one sample at a time, with immediate feedback.
+
+    The policy sees what a device would: the exits up to its split, and C_L when it offloads
+    or runs the whole network. Rewards are scored with the policy's own reward model.
+    """
+    rewards = policy.rewards
     n = len(stream)
     conf = stream.confidences.tolist()
+    full = rewards.reward_matrix(stream.confidences)
     correct = stream.correct
-    last = rewards.last
+    last, alpha = rewards.last, rewards.alpha
+    cost_exit = rewards.cost.edge
+    cost_offload = [e + o for e, o in zip(rewards.cost.edge, rewards.cost.offload, strict=True)]
     arms = np.empty(n, np.int64)
-    got = np.empty(n)
     costs = np.empty(n)
     right = np.empty(n, bool)
     offloaded = np.empty(n, bool)
@@ -91,15 +98,14 @@ def run_policy(policy: Policy, stream: Stream, rewards: RewardModel) -> Trace:
         decision = policy.decide()
         arm = decision.arm
         c = conf[t]
-        outcome = rewards.outcome(arm, c[arm])
-        final = c[last] if (outcome.offloaded or arm == last) else None
-        revealed = rewards.revealed(arm, c[: arm + 1], final)
-        policy.update(decision, revealed)
+        offload = arm != last and c[arm] < alpha
+        final = c[last] if (offload or arm == last) else None
+        policy.observe(decision, Observation(tuple(c[: arm + 1]), final))
         arms[t] = arm
-        got[t] = revealed[arm]
-        costs[t] = outcome.cost
-        right[t] = correct[t, arm] if outcome.exited_early else correct[t, last]
-        offloaded[t] = outcome.offloaded
+        costs[t] = cost_offload[arm] if offload else cost_exit[arm]
+        right[t] = correct[t, last] if (offload or arm == last) else correct[t, arm]
+        offloaded[t] = offload
+    got = full[np.arange(n), arms]
     return Trace(arms, got, costs, right, offloaded)
 
 
@@ -120,36 +126,25 @@ def default_policy_names(blocks: Sequence[int]) -> list[str]:
 
 def make_policy_factory(
     name: str,
-    blocks: Sequence[int],
+    rewards: RewardModel,
     *,
-    c: float = ISplitEE.DEFAULT_C,
-    c_nonstationary: float = DiscountedUCB.DEFAULT_C,
-    discount: float = DiscountedUCB.DEFAULT_DISCOUNT,
+    c: float | None = None,
+    c_nonstationary: float | None = None,
+    discount: float | None = None,
 ) -> PolicyFactory | None:
-    """A factory for a policy name; ``oracle`` returns None (it is built from the table)."""
-    k = len(blocks)
-    if name == "isplitee":
-        return lambda r: ISplitEE(k, c=c)
-    if name == "isplitee-nonstationary":
-        return lambda r: DiscountedUCB(k, c=c_nonstationary, discount=discount)
-    if name == "final":
-        return lambda r: FixedSplit(k, arm=k - 1, label="final")
-    if name == "random":
-        return lambda r: RandomSplit(k, seed=r)
+    """A factory for a policy name (a :func:`shared.bandit.build_policy` spec, or ``oracle``,
+    which returns None: it is built from the table). ``c`` is I-SplitEE's exploration,
+    ``c_nonstationary`` and ``discount`` the discounted variant's; None: the policy's default.
+    """
     if name == "oracle":
         return None
-    if name.startswith("fixed:"):
-        try:
-            arm = list(blocks).index(int(name.partition(":")[2]))
-        except ValueError:
-            raise ValueError(
-                f"{name!r}: fixed needs one of the model's blocks {list(blocks)}"
-            ) from None
-        return lambda r: FixedSplit(k, arm=arm, label=name)
-    raise ValueError(
-        f"unknown policy {name!r}: use isplitee, isplitee-nonstationary, final, random, oracle "
-        "or fixed:BLOCK"
-    )
+    options: dict = {}
+    if name == "isplitee":
+        options = {"c": c}
+    elif name == "isplitee-nonstationary":
+        options = {"c": c_nonstationary, "discount": discount}
+    build_policy(name, rewards, **options)  # a bad name or setting fails here, not in a run
+    return lambda r: build_policy(name, rewards, seed=r, **options)
 
 
 @dataclass
@@ -198,33 +193,39 @@ class SimulationResult:
 
 
 def simulate(
-    stream: Stream,
+    streams: Stream | Sequence[Stream],
     rewards: RewardModel,
-    factories: dict[str, PolicyFactory | None],
+    factories: Mapping[str, PolicyFactory | None],
     *,
-    runs: int = 1,
-    seed: int = 0,
     settle_tolerance: float = 0.01,
 ) -> SimulationResult:
-    """Run every policy ``runs`` times on reshuffled copies of the stream and summarise."""
-    if runs < 1:
-        raise ValueError(f"runs should be at least 1, got {runs!r}")
-    rng = np.random.default_rng(seed)
-    streams = [stream] + [stream.shuffled(rng) for _ in range(runs - 1)]
+    """Run every policy once on each stream (one run per stream) and summarise.
+
+    Give independent draws (the CLI draws a fresh stream per run) for spreads that cover the
+    sampling of images, or reshuffles of one stream (:meth:`Stream.shuffled`) for spreads of
+    the policies' order effects only. Each run's regret is against the best fixed split in
+    hindsight on that run's stream (the ``oracle`` row); ``oracle_arm`` is the best on all
+    runs together.
+    """
+    streams = [streams] if isinstance(streams, Stream) else list(streams)
+    if not streams:
+        raise ValueError("simulate needs at least one stream")
+    if any(s.segments != streams[0].segments for s in streams):
+        raise ValueError("every run's stream should have the same segments")
     matrices = [rewards.reward_matrix(s.confidences) for s in streams]
-    full = matrices[0]
-    oracle_arm = int(np.argmax(full.sum(axis=0)))
-    k = rewards.n_arms
+    oracle_arms = [int(np.argmax(m.sum(axis=0))) for m in matrices]
+    pooled = np.concatenate(matrices)
+    oracle_arm = int(np.argmax(pooled.sum(axis=0)))
     traces: dict[str, list[Trace]] = {name: [] for name in factories}
-    oracle_curves = [np.cumsum(m[:, oracle_arm]) for m in matrices]
-    for r, s in enumerate(streams):
+    oracle_curves = [np.cumsum(m[:, a]) for m, a in zip(matrices, oracle_arms, strict=True)]
+    for r, (s, best) in enumerate(zip(streams, oracle_arms, strict=True)):
         for name, factory in factories.items():
             policy = (
-                FixedSplit(k, arm=oracle_arm, label="oracle") if factory is None else factory(r)
+                FixedSplit(rewards, arm=best, label="oracle") if factory is None else factory(r)
             )
-            traces[name].append(run_policy(policy, s, rewards))
+            traces[name].append(run_policy(policy, s))
     full_cost = rewards.cost.full_cost
-    oracle_mean = float(full[:, oracle_arm].mean())
+    oracle_mean = float(np.mean([c[-1] / len(c) for c in oracle_curves]))
     summaries = {}
     for name, ts in traces.items():
         accs = np.array([t.correct.mean() for t in ts])
@@ -248,18 +249,18 @@ def simulate(
             arms_first_run=ts[0].arms,
         )
     best_arms = []
-    for seg in stream.segments:
-        seg_means = full[seg.start : seg.stop].mean(axis=0)
+    for seg in streams[0].segments:
+        seg_means = np.mean([m[seg.start : seg.stop].mean(axis=0) for m in matrices], axis=0)
         best_arms.append(
             [int(a) for a in np.flatnonzero(seg_means >= seg_means.max() - settle_tolerance)]
         )
     return SimulationResult(
-        n_samples=len(stream),
-        runs=runs,
+        n_samples=len(streams[0]),
+        runs=len(streams),
         cost_model=rewards.cost.name,
         oracle_arm=oracle_arm,
         blocks=tuple(rewards.cost.blocks),
-        segments=stream.segments,
+        segments=streams[0].segments,
         policies=summaries,
         segment_best_arms=best_arms,
     )

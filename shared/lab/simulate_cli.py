@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared import cost as costs
 from shared.bandit import DiscountedUCB, ISplitEE
 from shared.lab.distortions import Distortion
+from shared.lab.simulate import default_policy_names
 
 if TYPE_CHECKING:
     from shared.checkpoint import Checkpoint
     from shared.cost import CostModel
     from shared.lab.confidence import ConfidenceTable
 
-__all__ = ["add_simulate", "cost_model", "parse_schedule", "run_simulate"]
+__all__ = ["DEFAULT_SAMPLES", "add_simulate", "cost_model", "parse_schedule", "run_simulate"]
+
+DEFAULT_SAMPLES = 2000
+MEASURED_FLAGS = ("edge_gmacs", "edge_timing", "link_mbps", "rtt_ms", "encoding")
 
 
 def parse_schedule(spec: str, samples: int) -> list[tuple[Distortion, int]]:
@@ -58,43 +63,60 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--distortion",
         default="clean",
-        help="clean | gaussian_noise:LEVEL | gaussian_blur:SIGMA | schedule:D:N,D:N,...",
+        help="clean | gaussian_noise:LEVEL | gaussian_blur:SIGMA | jpeg:QUALITY | "
+        "low_light:FACTOR | schedule:D:N,D:N,...",
     )
-    p.add_argument("--samples", type=int, default=2000, help="stream length (plain distortion)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        help=f"stream length of a plain distortion (default {DEFAULT_SAMPLES}); a schedule gives "
+        "its own counts",
+    )
     p.add_argument("--policies", help="comma list; default: all policies and every fixed split")
     p.add_argument("--cost", choices=("paper", "measured"), default="paper")
     p.add_argument("--alpha", type=float, default=costs.PAPER_ALPHA, help="exit threshold")
     p.add_argument("--mu", type=float, default=costs.PAPER_MU, help="cost weight in the reward")
-    p.add_argument("--gamma", type=float, default=costs.PAPER_GAMMA, help="paper cost per block")
-    p.add_argument("--offload", type=float, default=costs.PAPER_OFFLOAD, help="paper offload cost")
-    p.add_argument("--c", type=float, default=ISplitEE.DEFAULT_C, help="I-SplitEE exploration")
+    p.add_argument(
+        "--gamma",
+        type=float,
+        default=costs.PAPER_GAMMA,
+        help="cost per block (paper); the whole network costs gamma * 19 in both cost models",
+    )
+    p.add_argument("--offload", type=float, help=f"paper: offload cost ({costs.PAPER_OFFLOAD:g})")
+    p.add_argument(
+        "--c",
+        type=float,
+        help=f"I-SplitEE exploration (default {ISplitEE.DEFAULT_C:g}, the recommended setting)",
+    )
     p.add_argument(
         "--c-nonstationary",
         type=float,
-        default=DiscountedUCB.DEFAULT_C,
-        help="exploration of the discounted variant",
+        help=f"exploration of the discounted variant (default {DiscountedUCB.DEFAULT_C:g})",
     )
     p.add_argument(
-        "--discount", type=float, default=DiscountedUCB.DEFAULT_DISCOUNT, help="discounted variant"
+        "--discount",
+        type=float,
+        help=f"discount of the discounted variant (default {DiscountedUCB.DEFAULT_DISCOUNT:g})",
     )
     p.add_argument(
-        "--edge-gmacs", type=float, default=costs.DEFAULT_EDGE_GMACS, help="measured: device GMAC/s"
+        "--edge-gmacs", type=float, help=f"measured: device GMAC/s ({costs.DEFAULT_EDGE_GMACS:g})"
     )
     p.add_argument(
         "--edge-timing",
         choices=("flops", "measure"),
-        default="flops",
-        help="measured: edge cost from MACs at --edge-gmacs, or timed on this machine "
+        help="measured: edge cost from MACs at --edge-gmacs (default), or timed on this machine "
         "(run on the device itself)",
     )
     p.add_argument(
-        "--link-mbps", type=float, default=costs.DEFAULT_LINK_MBIT, help="measured: uplink Mbit/s"
+        "--link-mbps", type=float, help=f"measured: uplink Mbit/s ({costs.DEFAULT_LINK_MBIT:g})"
     )
     p.add_argument(
-        "--rtt-ms", type=float, default=costs.DEFAULT_RTT_MS, help="measured: round trip ms"
+        "--rtt-ms", type=float, help=f"measured: round trip ms ({costs.DEFAULT_RTT_MS:g})"
     )
     p.add_argument(
-        "--encoding", choices=sorted(costs.BYTES_PER_ELEMENT), default=costs.DEFAULT_ENCODING
+        "--encoding",
+        choices=sorted(costs.BYTES_PER_ELEMENT),
+        help=f"measured: activation encoding ({costs.DEFAULT_ENCODING})",
     )
     p.add_argument(
         "--calibration",
@@ -103,8 +125,14 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
         help="raw max-softmax confidences (the paper), or scaled by the checkpoint's per-exit "
         "temperatures",
     )
-    p.add_argument("--runs", type=int, default=1, help="repeats on reshuffled streams")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="independent runs, each on a fresh draw of images and distortions (seeds SEED, "
+        "SEED+1, ...): the ± covers the sampling of images as well as the policies' luck",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the first run's draw")
     p.add_argument("--json", type=Path, help="write the summary as JSON here")
     p.add_argument("--plots", type=Path, help="write PNG plots into this folder")
     p.add_argument("--cache-dir", type=Path, help="confidence tables (default ~/.cache/isplitee)")
@@ -154,26 +182,95 @@ def _report_table(table: ConfidenceTable) -> None:
     )
 
 
+def _finite(name: str, value: float | None, *, low: float = 0.0) -> None:
+    if value is not None and not low <= value < math.inf:
+        raise ValueError(f"{name} should be a finite number >= {low:g}, got {value!r}")
+
+
+def policy_names(spec: str | None, blocks: tuple[int, ...]) -> list[str]:
+    """``--policies`` as a list (default: every policy and fixed split); empty is an error."""
+    if spec is None:
+        return default_policy_names(blocks)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--policies {spec!r} names no policy")
+    return names
+
+
+def check_args(args: argparse.Namespace) -> list[tuple[Distortion, int]]:
+    """Refuse bad values and flags that would be ignored, before anything slow runs.
+
+    Returns the stream's segments. Checks that need the checkpoint (policy names against its
+    blocks) come after loading it, still before any confidence table is built.
+    """
+    if args.runs < 1:
+        raise ValueError(f"--runs should be at least 1, got {args.runs}")
+    schedule = args.distortion.startswith("schedule:")
+    if args.samples is not None:
+        if schedule:
+            raise ValueError(
+                "--samples does not apply to a schedule: each item gives its own count "
+                "(schedule:clean:2000,...)"
+            )
+        if args.samples < 1:
+            raise ValueError(f"--samples should be at least 1, got {args.samples}")
+    parts = parse_schedule(args.distortion, args.samples or DEFAULT_SAMPLES)
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha should be in [0, 1], got {args.alpha!r}")
+    _finite("--mu", args.mu)
+    _finite("--gamma", args.gamma)
+    if not args.gamma > 0:
+        raise ValueError(f"--gamma should be positive, got {args.gamma!r}")
+    _finite("--offload", args.offload)
+    _finite("--c", args.c)
+    _finite("--c-nonstationary", args.c_nonstationary)
+    if args.discount is not None and not 0.0 < args.discount < 1.0:
+        raise ValueError(f"--discount should be in (0, 1), got {args.discount!r}")
+    for flag in ("edge_gmacs", "link_mbps"):
+        value = getattr(args, flag)
+        if value is not None and not 0 < value < math.inf:
+            raise ValueError(f"--{flag.replace('_', '-')} should be positive, got {value!r}")
+    _finite("--rtt-ms", args.rtt_ms)
+    if args.cost == "paper":
+        given = [f"--{f.replace('_', '-')}" for f in MEASURED_FLAGS if getattr(args, f) is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --cost "
+                "measured only; the paper cost model charges gamma per block"
+            )
+    else:
+        if args.offload is not None:
+            raise ValueError(
+                "--offload applies to --cost paper only; the measured model prices each "
+                "offload from its payload, --link-mbps and --rtt-ms"
+            )
+        if args.edge_timing == "measure" and args.edge_gmacs is not None:
+            raise ValueError("--edge-gmacs does not apply with --edge-timing measure")
+    if args.policies is not None:
+        names = policy_names(args.policies, ())
+        if args.c is not None and "isplitee" not in names:
+            raise ValueError("--c applies to the isplitee policy, which --policies leaves out")
+        for flag, value in (
+            ("--c-nonstationary", args.c_nonstationary),
+            ("--discount", args.discount),
+        ):
+            if value is not None and "isplitee-nonstationary" not in names:
+                raise ValueError(
+                    f"{flag} applies to isplitee-nonstationary, which --policies leaves out"
+                )
+    return parts
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     from shared.checkpoint import load_checkpoint
     from shared.cost import RewardModel
     from shared.lab.confidence import build_stream
-    from shared.lab.simulate import default_policy_names, make_policy_factory, simulate
+    from shared.lab.simulate import make_policy_factory, simulate
 
-    parts = parse_schedule(args.distortion, args.samples)
+    parts = check_args(args)
     ckpt = load_checkpoint(args.model)
     blocks = ckpt.meta.arm_blocks
-    names = (
-        [n.strip() for n in args.policies.split(",") if n.strip()]
-        if args.policies
-        else default_policy_names(blocks)
-    )
-    factories = {
-        n: make_policy_factory(
-            n, blocks, c=args.c, c_nonstationary=args.c_nonstationary, discount=args.discount
-        )
-        for n in names
-    }
+    names = policy_names(args.policies, blocks)
     measured = {
         "time_edge": args.edge_timing == "measure",
         "edge_gmacs_per_s": args.edge_gmacs,
@@ -181,38 +278,56 @@ def run_simulate(args: argparse.Namespace) -> int:
         "rtt_ms": args.rtt_ms,
         "encoding": args.encoding,
     }
+    measured = {k: v for k, v in measured.items() if v is not None}
+    offload = costs.PAPER_OFFLOAD if args.offload is None else args.offload
     cost = cost_model(
         ckpt,
         args.cost,
         gamma=args.gamma,
-        offload=args.offload,
+        offload=offload,
         **(measured if args.cost == "measured" else {}),
     )
     rewards = RewardModel(cost, alpha=args.alpha, mu=args.mu)
-    stream = build_stream(
-        ckpt,
-        parts,
-        calibrated=args.calibration == "temperature",
-        seed=args.seed,
-        on_table=_report_table,
-        dataset=args.dataset,
-        cache_dir=args.cache_dir,
-        use_cache=not args.no_cache,
-        progress=not args.no_progress,
-    )
-    result = simulate(stream, rewards, factories, runs=args.runs, seed=args.seed)
+    factories = {  # a bad policy name or setting fails here, before the slow part
+        n: make_policy_factory(
+            n, rewards, c=args.c, c_nonstationary=args.c_nonstationary, discount=args.discount
+        )
+        for n in names
+    }
+    c = ISplitEE.DEFAULT_C if args.c is None else args.c
+    c_ns = DiscountedUCB.DEFAULT_C if args.c_nonstationary is None else args.c_nonstationary
+    discount = DiscountedUCB.DEFAULT_DISCOUNT if args.discount is None else args.discount
+    streams = [
+        build_stream(
+            ckpt,
+            parts,
+            calibrated=args.calibration == "temperature",
+            seed=args.seed + r,
+            on_table=_report_table if r == 0 else None,
+            dataset=args.dataset,
+            cache_dir=args.cache_dir,
+            use_cache=not args.no_cache,
+            progress=not args.no_progress,
+        )
+        for r in range(args.runs)
+    ]
+    if args.runs > 1:
+        print(
+            f"... and {args.runs - 1} more run(s), each on a fresh draw (seeds {args.seed + 1}..)"
+        )
+    result = simulate(streams, rewards, factories)
 
     from shared.lab.report import simulation_table
 
     print()
     print(
         f"{result.n_samples} samples, {result.runs} run(s), cost model {result.cost_model}, "
-        f"alpha {args.alpha:g}, mu {args.mu:g}, c {args.c:g}, calibration {args.calibration}; "
+        f"alpha {args.alpha:g}, mu {args.mu:g}, c {c:g}, calibration {args.calibration}; "
         f"oracle split: block {blocks[result.oracle_arm]}"
     )
     print(simulation_table(result))
     settle = None
-    if len(stream.segments) > 1:
+    if len(streams[0].segments) > 1:
         from shared.lab.report import settle_table
 
         text, settle = settle_table(result)
@@ -229,9 +344,9 @@ def run_simulate(args: argparse.Namespace) -> int:
             "params": {
                 "alpha": args.alpha,
                 "mu": args.mu,
-                "c": args.c,
-                "c_nonstationary": args.c_nonstationary,
-                "discount": args.discount,
+                "c": c,
+                "c_nonstationary": c_ns,
+                "discount": discount,
             },
             "oracle_block": blocks[result.oracle_arm],
             "policies": {n: s.as_json() for n, s in result.policies.items()},
