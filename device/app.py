@@ -8,6 +8,7 @@ thread between frames.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import queue
@@ -21,7 +22,9 @@ import torch
 from device.camera import FrameSource, open_source
 from device.config import DeviceConfig
 from device.costs import LiveCosts
+from device.discovery import discovery_messages
 from device.node import Node
+from device.settings import SettingError, parse_setting, validate_policy
 from device.state import load_state, save_state
 from shared.bandit import Policy, build_policy
 from shared.checkpoint import Checkpoint, load_checkpoint
@@ -35,6 +38,13 @@ __all__ = ["DeviceApp", "RunSummary"]
 log = logging.getLogger(__name__)
 
 _HEADER_BYTES = 200  # msgpack keys, ids and hash around the tensor
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("isplitee")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def time_splits(model, input_size: int, repeats: int = 9) -> dict[int, float]:
@@ -70,24 +80,22 @@ class DeviceApp:
         self.ckpt = checkpoint or load_checkpoint(config.model)
         self.topics = Topics(config.prefix)
         blocks = self.ckpt.meta.arm_blocks
-        if config.policy.startswith("fixed:") and int(config.policy[6:]) not in blocks[:-1]:
-            raise ValueError(
-                f"policy {config.policy}: block should be one of the model's exits "
-                f"{list(blocks[:-1])}"
-            )
+        validate_policy(config.policy, blocks)
         self._probe_bytes: dict[int, int] = {}  # arm -> bytes of its offload message
         self._probe_turn = 0
         self.costs = self._live_costs() if config.cost == "measured" else None
         cost = self.costs.cost_model() if self.costs else paper_cost(blocks)
         rewards = RewardModel(cost, alpha=config.alpha, mu=config.mu)
-        self.policy = self._policy(rewards)
+        policy = self._policy(rewards)
         self._status = self.topics.status(config.device_id)
+        self._settings_prefix = self.topics.settings(config.device_id)[:-1]
         self.link = MqttLink(
             config.broker,
             f"isplitee-node-{config.device_id}",
             subscriptions=[
                 self.topics.reply(config.device_id),
                 self.topics.probe(config.device_id),
+                self.topics.settings(config.device_id),
             ],
             will=(self._status, b"offline"),
             username=config.username,
@@ -96,7 +104,7 @@ class DeviceApp:
         )
         self.node = Node(
             checkpoint=self.ckpt,
-            policy=self.policy,
+            policy=policy,
             costs=self.costs,
             rewards=rewards,
             publisher=self.link,
@@ -105,6 +113,7 @@ class DeviceApp:
             encoding=config.encoding,
             reply_timeout_s=config.reply_timeout_s,
             max_pending=config.max_pending,
+            make_policy=self._new_policy,
         )
         self._replies_done = threading.Event()
         self._started = time.monotonic()
@@ -146,7 +155,19 @@ class DeviceApp:
             )
             if restored is not None:
                 return restored
-        return build_policy(cfg.policy, rewards, c=cfg.c, discount=cfg.discount, seed=cfg.seed)
+        return self._new_policy(cfg.policy, rewards)
+
+    def _new_policy(self, spec: str, rewards: RewardModel) -> Policy:
+        """A fresh policy: the configured exploration where the policy explores."""
+        cfg = self.config
+        explores = spec.startswith("isplitee")
+        return build_policy(
+            spec,
+            rewards,
+            c=cfg.c if explores else None,
+            discount=cfg.discount if spec == "isplitee-nonstationary" else None,
+            seed=cfg.seed,
+        )
 
     def save_state(self) -> None:
         if self.config.state is None:
@@ -154,10 +175,10 @@ class DeviceApp:
         with self.node._lock:
             save_state(
                 self.config.state,
-                self.policy,
+                self.node.policy,
                 model_hash=self.ckpt.hash,
                 blocks=self.ckpt.meta.arm_blocks,
-                spec=self.config.policy,
+                spec=self.node.policy.spec,
             )
 
     # -- running -------------------------------------------------------------------------------
@@ -179,12 +200,34 @@ class DeviceApp:
             deadline = self.node.next_deadline()
             wait = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
             try:
-                self.node.on_reply(inbox.get(timeout=wait))
+                msg = inbox.get(timeout=wait)
+                if msg.topic.startswith(self._settings_prefix):
+                    self._on_setting(msg)
+                else:
+                    self.node.on_reply(msg)
             except queue.Empty:
                 pass
             except Exception:  # one bad reply must not stop replies for every later frame
                 log.exception("could not handle a reply")
             self.node.expire()
+
+    def _on_setting(self, msg) -> None:
+        key = msg.topic[len(self._settings_prefix) :]
+        try:
+            setting = parse_setting(key, msg.payload, blocks=self.ckpt.meta.arm_blocks)
+        except SettingError as exc:
+            log.warning("refused a runtime setting: %s", exc)
+            self.node.refuse(str(exc))
+            self.publish_stats()  # the refusal shows on the stats topic at once
+            return
+        settings = self.node.apply(setting)
+        log.info("runtime setting %s = %r applied", key, setting.value)
+        self.publish_config(settings)
+
+    def publish_config(self, settings: dict | None = None) -> None:
+        """The effective settings, retained, so a dashboard shows them whenever it connects."""
+        body = json.dumps(settings or self.node.settings())
+        self.link.publish(self.topics.config(self.config.device_id), body, retain=True)
 
     def publish_stats(self) -> dict:
         stats = self.node.stats()
@@ -200,6 +243,16 @@ class DeviceApp:
         cfg = self.config
         self.link.start(connect_timeout)
         self.link.publish(self._status, b"online", retain=True)
+        self.publish_config()
+        if cfg.ha_discovery:
+            for topic, body in discovery_messages(
+                self.topics,
+                cfg.device_id,
+                ha_prefix=cfg.ha_prefix,
+                model_hash=self.ckpt.hash,
+                sw_version=_version(),
+            ):
+                self.link.publish(topic, body, retain=True)
         replies = threading.Thread(target=self._reply_loop, name="replies", daemon=True)
         replies.start()
         if self.costs is not None:  # measure the link before the first decision

@@ -88,6 +88,12 @@ class DeviceConfig(MqttSettings):
     stats_interval_s: float = Field(5.0, gt=0, description="How often stats are published.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's).")
     seed: int = Field(0, description="Seed of the random policy.")
+    ha_discovery: bool = Field(
+        False,
+        description="Publish Home Assistant MQTT discovery configs (retained) at start, so the "
+        "camera shows up as a device with its label, confidence, split and offload rate.",
+    )
+    ha_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix.")
 
     @field_validator("device_id")
     @classmethod

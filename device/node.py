@@ -22,13 +22,15 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from device.costs import LiveCosts
+from device.settings import Setting
 from shared.bandit import Decision, Policy
 from shared.checkpoint import Checkpoint
 from shared.cost import Observation, RewardModel
@@ -65,6 +67,7 @@ class Publisher(Protocol):
 
 @dataclass
 class _Pending:
+    policy: Policy  # the one that decided: a runtime setting may have replaced it since
     decision: Decision
     frame_id: int
     captured_at: float
@@ -84,6 +87,7 @@ class NodeCounters:
     late_replies: int = 0
     foreign_replies: int = 0
     errors: Counter = field(default_factory=Counter)
+    settings_refused: int = 0
 
 
 class Node:
@@ -100,9 +104,12 @@ class Node:
         encoding: str = "fp16",
         reply_timeout_s: float = 2.0,
         max_pending: int = 8,
+        make_policy: Callable[[str, RewardModel], Policy] | None = None,
     ) -> None:
         self.ckpt = checkpoint
         self.policy = policy
+        self.make_policy = make_policy
+        self.last_settings_error: str | None = None
         self.costs = costs
         self.rewards = rewards
         self.out = publisher
@@ -148,7 +155,7 @@ class Node:
             last = arm == len(self.blocks) - 1
             if last or confs[arm] >= self.rewards.alpha:
                 final = confs[arm] if last else None
-                self._learn(decision, Observation(tuple(confs), final))
+                self.policy.observe(decision, Observation(tuple(confs), final))
                 self._publish_result(
                     frame_id, classes[arm], confs[arm], block, block, "edge", captured_at
                 )
@@ -166,7 +173,13 @@ class Node:
                 encoding=self.encoding,
             )
             self._pending[frame_id] = _Pending(
-                decision, frame_id, captured_at, time.monotonic(), tuple(confs), classes[arm]
+                self.policy,
+                decision,
+                frame_id,
+                captured_at,
+                time.monotonic(),
+                tuple(confs),
+                classes[arm],
             )
             self.counters.offloads += 1
             self.counters.bytes_sent += len(payload)
@@ -244,7 +257,9 @@ class Node:
                 rtt = received - pending.sent - reply.cloud_ms / 1e3
                 self.costs.observe_offload(arm, rtt)
                 self._reprice()
-            self._learn(pending.decision, Observation(pending.confidences, reply.confidence))
+            pending.policy.observe(
+                pending.decision, Observation(pending.confidences, reply.confidence)
+            )
             block = self.blocks[arm]
             self._publish_result(
                 frame_id,
@@ -292,16 +307,13 @@ class Node:
 
     # -- helpers (lock held) ---------------------------------------------------------------------
     def _fall_back(self, p: _Pending) -> None:
-        self.policy.cancel(p.decision)
+        p.policy.cancel(p.decision)
         block = self.blocks[p.decision.arm]
         self._publish_result(
             p.frame_id, p.exit_class, p.confidences[-1], block, block, "fallback", p.captured_at
         )
         self.counters.fallback += 1
         self._lock.notify_all()
-
-    def _learn(self, decision: Decision, obs: Observation) -> None:
-        self.policy.observe(decision, obs)
 
     def _reprice(self) -> None:
         self.rewards = RewardModel(self.costs.cost_model(), self.rewards.alpha, self.rewards.mu)
@@ -333,6 +345,45 @@ class Node:
         )
         self.out.publish(self._topic_result, encode_result(result))
 
+    # -- runtime settings ------------------------------------------------------------------------
+    def apply(self, setting: Setting) -> dict[str, Any]:
+        """Apply a validated runtime setting (see :mod:`device.settings`); returns the effective
+        settings. Offloads in flight are settled with the policy that sent them."""
+        with self._lock:
+            key, value = setting.key, setting.value
+            if key == "encoding":
+                self.encoding = value
+            elif key == "mu":
+                self.rewards = RewardModel(self.rewards.cost, self.rewards.alpha, value)
+                self.policy.set_rewards(self.rewards)
+            else:
+                if self.make_policy is None:
+                    raise RuntimeError("this node was built without a policy factory")
+                spec = value if key == "policy" else self.policy.spec
+                if key == "alpha":
+                    self.rewards = RewardModel(self.rewards.cost, value, self.rewards.mu)
+                self.policy = self.make_policy(spec, self.rewards)
+            self.last_settings_error = None
+            return self.settings()
+
+    def refuse(self, message: str) -> None:
+        with self._lock:
+            self.counters.settings_refused += 1
+            self.last_settings_error = message
+
+    def settings(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "alpha": self.rewards.alpha,
+                "mu": self.rewards.mu,
+                "policy": self.policy.spec,
+                "encoding": self.encoding,
+                "cost": "paper" if self.costs is None else "measured",
+                "reply_timeout_s": self.reply_timeout_s,
+                "max_pending": self.max_pending,
+                "model_hash": self.ckpt.hash,
+            }
+
     # -- reporting -------------------------------------------------------------------------------
     def stats(self) -> dict:
         with self._lock:
@@ -351,6 +402,8 @@ class Node:
                 "pending": len(self._pending),
                 "late_replies": c.late_replies,
                 "errors": dict(c.errors),
+                "settings_refused": c.settings_refused,
+                "settings_error": self.last_settings_error,
                 "arms": self.policy.arm_stats(),
                 "costs": {
                     "edge": [round(v, 4) for v in cost.edge],

@@ -123,6 +123,17 @@ class Topics:
         """The node's own echo topic: it times round trips through the broker on it."""
         return f"{self.prefix}/{device_id}/probe"
 
+    def settings(self, device_id: str) -> str:
+        """What a node listens on for runtime settings: ``<prefix>/<device>/set/<key>``."""
+        return f"{self.prefix}/{device_id}/set/+"
+
+    def setting(self, device_id: str, key: str) -> str:
+        return f"{self.prefix}/{device_id}/set/{key}"
+
+    def config(self, device_id: str) -> str:
+        """The node's effective settings (retained JSON), echoed after every change."""
+        return f"{self.prefix}/{device_id}/config"
+
     def worker_status(self, worker_id: str) -> str:
         return f"{self.prefix}/workers/{worker_id}/status"
 

@@ -1,0 +1,109 @@
+"""Settings a node takes at run time over MQTT (``<prefix>/<device>/set/<key>``). Pure logic.
+
+An operator (or Home Assistant, or Node-RED) changes a camera without restarting it: publish the
+new value as the payload, plain text (``0.7``, ``fp16``, ``fixed:6``; JSON strings and numbers
+are accepted too). Every value is validated here, with a message that names the key and the
+fix; the node applies a valid one at once and echoes its effective settings, retained, on
+``<prefix>/<device>/config``. Changes last until the node restarts: put them in its
+``device.toml`` to keep them.
+
+What each key does to the bandit:
+
+* ``alpha``: which frames exit changes, so what the bandit learnt no longer applies: it starts
+  afresh with the new threshold.
+* ``mu``: only the price of cost against confidence: the bandit keeps what it learnt.
+* ``policy``: a new policy, learning from scratch.
+* ``encoding``: the next offloads use it (the bandit measures the new payload's round trips).
+* ``reset``: forget what the bandit learnt (any payload).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import IsplitEEError
+from shared.protocol import ENCODINGS
+
+__all__ = ["SETTABLE", "Setting", "SettingError", "parse_setting", "validate_policy"]
+
+SETTABLE = ("alpha", "mu", "policy", "encoding", "reset")
+_SPECS = ("isplitee", "isplitee-nonstationary", "final", "random")
+
+
+class SettingError(IsplitEEError):
+    """A runtime setting was refused; the message says which key and what would be accepted."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    value: Any
+
+
+def validate_policy(spec: str, blocks: tuple[int, ...]) -> str:
+    """A policy spec this model can run (``fixed:BLOCK`` must name one of its exits)."""
+    if spec in _SPECS:
+        return spec
+    exits = list(blocks[:-1])
+    if spec.startswith("fixed:"):
+        text = spec[len("fixed:") :]
+        if text.isdigit() and int(text) in exits:
+            return spec
+        raise SettingError(f"policy {spec!r}: BLOCK should be one of the model's exits {exits}")
+    raise SettingError(
+        f"policy should be one of {', '.join(_SPECS)} or fixed:BLOCK (BLOCK in {exits}), "
+        f"got {spec!r}"
+    )
+
+
+def _text(key: str, payload: bytes) -> str:
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise SettingError(f"{key}: the payload should be UTF-8 text") from None
+    if text.startswith('"'):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise SettingError(f"{key}: {text!r} is not a valid JSON string") from None
+        if not isinstance(value, str):
+            raise SettingError(f"{key}: expected text, got {text!r}")
+        return value.strip()
+    return text
+
+
+def _number(key: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingError(f"{key} should be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise SettingError(f"{key} should be a finite number, got {text!r}")
+    return value
+
+
+def parse_setting(key: str, payload: bytes, *, blocks: tuple[int, ...]) -> Setting:
+    """Validate one ``set/<key>`` message for a model with exits at ``blocks``."""
+    if key not in SETTABLE:
+        raise SettingError(f"unknown setting {key!r}: use one of {', '.join(SETTABLE)}")
+    if key == "reset":
+        return Setting("reset", True)
+    text = _text(key, payload)
+    if key == "alpha":
+        value = _number(key, text)
+        if not 0.0 <= value <= 1.0:
+            raise SettingError(f"alpha should be in [0, 1], got {text!r}")
+        return Setting(key, value)
+    if key == "mu":
+        value = _number(key, text)
+        if value < 0:
+            raise SettingError(f"mu should be >= 0, got {text!r}")
+        return Setting(key, value)
+    if key == "encoding":
+        if text not in ENCODINGS:
+            raise SettingError(f"encoding should be one of {', '.join(ENCODINGS)}, got {text!r}")
+        return Setting(key, text)
+    return Setting(key, validate_policy(text, blocks))

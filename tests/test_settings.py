@@ -1,0 +1,184 @@
+"""Runtime settings over MQTT and Home Assistant discovery: the pure parts, then a live node."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+import pytest
+
+from device.discovery import discovery_messages
+from device.settings import SettingError, parse_setting
+from shared.protocol import Topics
+
+BLOCKS = (3, 6, 9, 12, 15, 18, 19)
+
+
+@pytest.mark.parametrize(
+    ("key", "payload", "value"),
+    [
+        ("alpha", b"0.7", 0.7),
+        ("alpha", b" 1 ", 1.0),
+        ("mu", b"0.25", 0.25),
+        ("policy", b"fixed:6", "fixed:6"),
+        ("policy", b'"isplitee-nonstationary"', "isplitee-nonstationary"),
+        ("encoding", b"int8", "int8"),
+        ("reset", b"", True),
+    ],
+)
+def test_valid_settings(key: str, payload: bytes, value) -> None:
+    s = parse_setting(key, payload, blocks=BLOCKS)
+    assert (s.key, s.value) == (key, value)
+
+
+@pytest.mark.parametrize(
+    ("key", "payload", "match"),
+    [
+        ("alpha", b"abc", r"alpha should be a number, got 'abc'"),
+        ("alpha", b"1.5", r"alpha should be in \[0, 1\]"),
+        ("alpha", b"nan", "alpha should be a finite number"),
+        ("mu", b"-1", "mu should be >= 0"),
+        ("policy", b"fixed:7", r"BLOCK should be one of the model's exits \[3, 6, 9, 12, 15, 18\]"),
+        ("policy", b"fixed:19", "BLOCK should be one of the model's exits"),
+        ("policy", b"greedy", "policy should be one of isplitee"),
+        ("encoding", b"bf16", "encoding should be one of fp32, fp16, int8"),
+        ("alpha", b"\xff\xfe", "UTF-8"),
+        ("colour", b"red", "unknown setting 'colour'"),
+    ],
+)
+def test_bad_settings_name_the_key_and_the_fix(key: str, payload: bytes, match: str) -> None:
+    with pytest.raises(SettingError, match=match):
+        parse_setting(key, payload, blocks=BLOCKS)
+
+
+def test_discovery_binds_every_entity_to_the_status_topic() -> None:
+    msgs = discovery_messages(Topics("isplitee"), "cam.1", model_hash="ab" * 32)
+    topics = [t for t, _ in msgs]
+    assert "homeassistant/sensor/isplitee_cam_1/label/config" in topics
+    assert "homeassistant/number/isplitee_cam_1/alpha/config" in topics
+    bodies = [json.loads(b) for _, b in msgs]
+    assert {b["availability_topic"] for b in bodies} == {"isplitee/cam.1/status"}
+    assert len({b["unique_id"] for b in bodies}) == len(bodies)
+    alpha = bodies[topics.index("homeassistant/number/isplitee_cam_1/alpha/config")]
+    assert alpha["command_topic"] == "isplitee/cam.1/set/alpha"
+
+
+class _Watcher:
+    """A subscriber that keeps the newest message per topic."""
+
+    def __init__(self, url: str, topics: list[str]) -> None:
+        from shared.mqtt import MqttLink
+
+        self.link = MqttLink(url, f"watch-{time.monotonic_ns()}", subscriptions=topics)
+        self.link.start(10)
+        self.latest: dict[str, bytes] = {}
+        self.all: list[tuple[str, bytes]] = []
+
+    def wait(self, predicate, timeout: float = 15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                m = self.link.inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.latest[m.topic] = m.payload
+            self.all.append((m.topic, m.payload))
+            got = predicate(m.topic, m.payload)
+            if got:
+                return got
+        raise AssertionError("timed out waiting for a message")
+
+    def close(self) -> None:
+        self.link.stop()
+
+
+def test_settings_over_mqtt_apply_live_and_bad_ones_are_refused(
+    broker, tiny_checkpoint, tmp_path
+) -> None:
+    from device.app import DeviceApp
+    from device.config import DeviceConfig
+    from shared.config import load_config
+    from shared.lab.clips import write_digit_clip
+    from shared.mqtt import MqttLink
+
+    from .pipeline_helpers import WorkerPool
+
+    clip = write_digit_clip(tmp_path / "clip.avi", 400)
+    pool = WorkerPool(broker.url, [tiny_checkpoint])
+    pool.start("w-set")
+    watch = _Watcher(broker.url, ["isplitee/camset/#", "homeassistant/#"])
+    cfg = load_config(
+        DeviceConfig,
+        None,
+        {
+            "broker": broker.url,
+            "model": tiny_checkpoint,
+            "source": str(clip.path),
+            "device_id": "camset",
+            "fps": 40,
+            "cost": "paper",
+            "ha_discovery": True,
+            "stats_interval_s": 0.5,
+        },
+    )
+    app = DeviceApp(cfg)
+    stop = threading.Event()
+    runner = threading.Thread(target=app.run, args=(stop,), daemon=True)
+    runner.start()
+    ctl = MqttLink(broker.url, "ctl", subscriptions=[])
+    ctl.start(10)
+
+    def config_is(key, value):
+        return lambda t, p: t == "isplitee/camset/config" and json.loads(p)[key] == value
+
+    try:
+        watch.wait(config_is("alpha", 0.8))
+        ha = {t for t, _ in watch.all if t.startswith("homeassistant/")}
+        if len(ha) < 5:
+            watch.wait(lambda t, p: t.startswith("homeassistant/") and (ha.add(t) or len(ha) >= 5))
+        ctl.publish("isplitee/camset/set/alpha", b"0.5")
+        watch.wait(config_is("alpha", 0.5))
+        ctl.publish("isplitee/camset/set/alpha", b"abc")
+        refused = watch.wait(
+            lambda t, p: (
+                t == "isplitee/camset/stats" and json.loads(p)["settings_error"] and json.loads(p)
+            )
+        )
+        assert "alpha should be a number" in refused["settings_error"]
+        assert refused["settings_refused"] == 1
+        ctl.publish("isplitee/camset/set/policy", b"fixed:6")
+        watch.wait(config_is("policy", "fixed:6"))
+        # Every frame decided after the echo splits at block 6.
+        sixes = watch.wait(
+            lambda t, p: (
+                t == "isplitee/camset/result"
+                and json.loads(p)["split_block"] == 6
+                and json.loads(p)
+            )
+        )
+        later = []
+        watch.wait(
+            lambda t, p: (
+                t == "isplitee/camset/result"
+                and json.loads(p)["frame_id"] > sixes["frame_id"] + 2
+                and (later.append(json.loads(p)["split_block"]) or len(later) >= 10)
+            )
+        )
+        assert set(later) == {6}
+        ctl.publish("isplitee/camset/set/encoding", b"int8")
+        watch.wait(config_is("encoding", "int8"))
+        ctl.publish("isplitee/camset/set/mu", b"0.5")
+        watch.wait(config_is("mu", 0.5))
+        assert runner.is_alive(), "the node stopped"
+    finally:
+        stop.set()
+        runner.join(30)
+        ctl.stop()
+        watch.close()
+        pool.close()
+    assert not runner.is_alive()
+    topics = {t for t, _ in watch.all}
+    assert "homeassistant/sensor/isplitee_camset/label/config" in topics
+    assert "homeassistant/number/isplitee_camset/alpha/config" in topics
