@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from cloud_worker.batcher import Batcher
 from cloud_worker.config import WorkerConfig
 from cloud_worker.engine import ModelBank
-from cloud_worker.metrics import MetricsServer, WorkerMetrics
+from cloud_worker.metrics import WorkerMetrics
+from shared.metrics_http import MetricsServer
 from shared.mqtt import Message, MqttLink
 from shared.protocol import (
     Activation,
@@ -71,7 +72,7 @@ class Worker:
     def start(self, timeout: float = 30.0) -> None:
         if self.config.metrics_port is not None:
             self._server = MetricsServer(
-                self.metrics,
+                self.metrics.render,
                 self.link.connected.is_set,
                 self.config.metrics_host,
                 self.config.metrics_port,

@@ -1,4 +1,5 @@
-"""Regenerate deploy/device.example.toml and deploy/cloud.example.toml from the config models.
+"""Regenerate deploy/device.example.toml, deploy/cloud.example.toml and docs/configuration.md
+from the config models.
 
     python deploy/examples.py          # write them
     python deploy/examples.py --check  # exit 1 when they are stale (the tests run this)
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from cloud_worker.config import WorkerConfig
 from device.config import DeviceConfig
-from shared.config import render_example
+from shared.config import render_example, render_reference
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,10 +30,34 @@ EXAMPLES = {
 }
 
 
+REFERENCE = HERE.parent / "docs" / "configuration.md"
+
+
+def _reference() -> str:
+    parts = [
+        "# Configuration reference",
+        "",
+        "Generated from the config models by `python deploy/examples.py`; do not edit by hand.",
+        "Each program reads a TOML file (`--config`), then `ISPLITEE_<KEY>` environment",
+        "variables, then its flags, each overriding the one before. An unknown key or a bad value",
+        "is one error naming the key. Commented example files with the same keys:",
+        "`deploy/device.example.toml`, `deploy/cloud.example.toml`.",
+        "",
+    ]
+    for path, (cls, _title, required) in EXAMPLES.items():
+        program = "isplitee-device" if cls is DeviceConfig else "isplitee-cloud"
+        parts += [f"## {program} (`{path.name}`)", "", render_reference(cls, required)]
+    return "\n".join(parts)
+
+
 def main(argv: list[str]) -> int:
     stale = []
-    for path, (cls, title, required) in EXAMPLES.items():
-        text = render_example(cls, title, required)
+    outputs = {
+        path: render_example(cls, title, required)
+        for path, (cls, title, required) in EXAMPLES.items()
+    }
+    outputs[REFERENCE] = _reference()
+    for path, text in outputs.items():
         if "--check" in argv:
             if not path.exists() or path.read_text() != text:
                 stale.append(path.name)

@@ -118,6 +118,7 @@ class DeviceApp:
         self._replies_done = threading.Event()
         self._started = time.monotonic()
         self._source: FrameSource | None = None
+        self._metrics = None
 
     # -- set-up --------------------------------------------------------------------------------
     def _live_costs(self) -> LiveCosts:
@@ -229,12 +230,16 @@ class DeviceApp:
         body = json.dumps(settings or self.node.settings())
         self.link.publish(self.topics.config(self.config.device_id), body, retain=True)
 
-    def publish_stats(self) -> dict:
+    def _stats(self) -> dict:
         stats = self.node.stats()
         elapsed = max(time.monotonic() - self._started, 1e-9)
         stats["fps"] = round(stats["frames"] / elapsed, 3)
         stats["dropped"] = self._source.dropped if self._source is not None else 0
         stats["uptime_s"] = round(elapsed, 1)
+        return stats
+
+    def publish_stats(self) -> dict:
+        stats = self._stats()
         self.link.publish(self.topics.stats(self.config.device_id), json.dumps(stats))
         return stats
 
@@ -242,6 +247,15 @@ class DeviceApp:
         """Process frames until the source ends, ``max_frames`` or ``stop``; then settle all."""
         cfg = self.config
         self.link.start(connect_timeout)
+        if cfg.metrics_port is not None:
+            from device.metrics import NodeMetrics
+            from shared.metrics_http import MetricsServer
+
+            metrics = NodeMetrics(self._stats)
+            self._metrics = MetricsServer(
+                metrics.render, self.link.connected.is_set, cfg.metrics_host, cfg.metrics_port
+            )
+            log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self._metrics.port)
         self.link.publish(self._status, b"online", retain=True)
         self.publish_config()
         if cfg.ha_discovery:
@@ -293,5 +307,7 @@ class DeviceApp:
             self.save_state()
             self.publish_stats()
             self.link.stop(final=(self._status, b"offline"))
+            if self._metrics is not None:
+                self._metrics.close()
         c = self.node.counters
         return RunSummary(c.frames, c.edge + c.cloud + c.fallback, c.edge, c.cloud, c.fallback)

@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", choices=("measured", "paper"), help="cost model (default measured)")
     p.add_argument("--prefix", help="topic prefix (default isplitee)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics and /healthz")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument(
         "--check-config", action="store_true", help="print the effective settings and exit"
@@ -53,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     keys = [
         *("broker", "model", "source", "device_id", "max_frames", "fps", "policy", "alpha"),
-        *("encoding", "state", "cost", "prefix", "threads"),
+        *("encoding", "state", "cost", "prefix", "threads", "metrics_port"),
     ]
     flags = {k: getattr(args, k) for k in keys}
     try:

@@ -88,6 +88,10 @@ class DeviceConfig(MqttSettings):
     stats_interval_s: float = Field(5.0, gt=0, description="How often stats are published.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's).")
     seed: int = Field(0, description="Seed of the random policy.")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve Prometheus /metrics and /healthz on this port."
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds.")
     ha_discovery: bool = Field(
         False,
         description="Publish Home Assistant MQTT discovery configs (retained) at start, so the "

@@ -395,6 +395,7 @@ class Node:
                 "device_id": self.device_id,
                 "frames": c.frames,
                 "split": self.current_block,
+                "results": {"edge": c.edge, "cloud": c.cloud, "fallback": c.fallback},
                 "exit_rate": round(c.edge / settled, 4),
                 "offload_rate": round(c.offloads / n, 4),
                 "fallback_rate": round(c.fallback / settled, 4),

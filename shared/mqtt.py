@@ -219,12 +219,21 @@ class MqttLink:
         return info
 
     def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 5.0) -> None:
-        """Publish ``final`` (retained, e.g. the ``offline`` status), then disconnect."""
+        """Publish ``final`` (retained, e.g. the ``offline`` status), then disconnect and end
+        the session.
+
+        The session outlives a lost connection (so a short outage loses nothing), but a client
+        that stops on purpose ends it: a stopped worker's session would otherwise stay a
+        member of the shared subscription for ``SESSION_EXPIRY_S``, and the broker would keep
+        queueing activations for it that nobody answers.
+        """
         self._stopping = True
         if final is not None and self.connected.is_set():
             info = self._client.publish(final[0], final[1], qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
-        self._client.disconnect()
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+        self._client.disconnect(properties=props)
         self._client.loop_stop()
         self.connected.clear()

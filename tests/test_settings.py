@@ -121,6 +121,7 @@ def test_settings_over_mqtt_apply_live_and_bad_ones_are_refused(
             "cost": "paper",
             "ha_discovery": True,
             "stats_interval_s": 0.5,
+            "metrics_port": 0,
         },
     )
     app = DeviceApp(cfg)
@@ -172,6 +173,13 @@ def test_settings_over_mqtt_apply_live_and_bad_ones_are_refused(
         ctl.publish("isplitee/camset/set/mu", b"0.5")
         watch.wait(config_is("mu", 0.5))
         assert runner.is_alive(), "the node stopped"
+        import urllib.request
+
+        base = f"http://127.0.0.1:{app._metrics.port}"
+        scrape = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        assert 'isplitee_node_frames_total{device="camset"}' in scrape
+        assert 'isplitee_node_results_total{device="camset",source="edge"}' in scrape
+        assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
     finally:
         stop.set()
         runner.join(30)

@@ -218,3 +218,52 @@ def test_cli_reports_a_bad_config_in_one_message(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "max_batch" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_stopped_worker_leaves_the_shared_subscription(broker, tiny_checkpoint) -> None:
+    """A worker that stops on purpose ends its MQTT session: otherwise the broker keeps it in
+    the shared group for the session's lifetime and queues activations nobody answers."""
+    ckpt = load_checkpoint(tiny_checkpoint)
+
+    def start(worker_id: str) -> tuple[Worker, threading.Event, threading.Thread]:
+        flags = {"broker": broker.url, "models": [str(tiny_checkpoint)], "worker_id": worker_id}
+        w = Worker(load_config(WorkerConfig, None, flags))
+        w.start(timeout=10)
+        stop = threading.Event()
+        t = threading.Thread(target=w.run, args=(stop,), daemon=True)
+        t.start()
+        return w, stop, t
+
+    old = start("w-leaving")
+    old[1].set()
+    old[2].join(10)
+    old[0].close()
+    new = start("w-staying")
+    dev = _client(broker, "camleave")
+    try:
+        with torch.inference_mode():
+            edge = ckpt.model.edge(torch.rand(1, 3, 32, 32), 6)
+        for i in range(20):
+            dev.publish(
+                T.activation("camleave"),
+                encode_activation(
+                    device_id="camleave",
+                    frame_id=i,
+                    captured_at=time.time(),
+                    split_block=6,
+                    model_hash=ckpt.hash,
+                    exit_confidence=0.1,
+                    exit_class=0,
+                    tensor=edge.activation[0].numpy(),
+                    encoding="fp16",
+                ),
+                response_topic=T.reply("camleave"),
+                correlation=i.to_bytes(4, "big"),
+            )
+        got = {int.from_bytes(dev.inbox.get(timeout=5).correlation, "big") for _ in range(20)}
+        assert got == set(range(20))
+    finally:
+        dev.stop()
+        new[1].set()
+        new[2].join(10)
+        new[0].close()
