@@ -51,22 +51,35 @@ Exploration
 The three means an arm's reward is made of are each observed values in [0, 1]: the offload
 share q_j = 1 - p_j (over the n samples that computed exit j), the confidence when exiting
 (over the exits) and C_L when unsure (over the m censored samples). Each gets an
-empirical-Bernstein upper bound (UCB-V, Audibert, Munos & Szepesvari 2009) with t the number
-of decisions::
+empirical-Bernstein interval (UCB-V, Audibert, Munos & Szepesvari 2009) with t the number of
+decisions::
 
     mean +- c * (sqrt(2 V ln t / count) + 3 ln t / count)
 
 V the sample variance and count the samples the mean rests on (both discounted in the
-non-stationary variant); each interval is clipped to [0, 1]. The index of an arm is the highest reward the
-formula above gives with every mean inside its interval (the upper ends of the two confidences,
-the end of q's interval that favours the arm), minus the priced costs. The reward is the same
-function of the same intervals under any cost model, so ``c`` means the same confidence under
-the paper's costs and measured ones: an offload that costs 14 makes q's interval matter 14 times
-more, as it should (docs/results.md sweeps c under both).
-A mean with no sample yet has interval [0, 1]: an arm that never offloaded a sample with C_L
-revealed is optimistic about C_L, and is tried whenever it could be best. An arm never observed
-at all goes first, deepest first: the last arm reveals every exit and C_L at once, so one play
-of it gives every arm its first sample.
+non-stationary variant); each interval is clipped to [0, 1]. An arm's upper bound is the highest
+reward the formula above gives with every mean inside its interval (the upper ends of the two
+confidences, the end of q's interval that favours the arm), minus the priced costs. The reward is
+the same function of the same intervals under any cost model, so ``c`` means the same confidence
+under the paper's costs and measured ones: an offload that costs 14 makes q's interval matter 14
+times more, as it should (docs/results.md sweeps c under both). A mean with no sample yet has
+interval [0, 1].
+
+The arm with the highest upper bound, j, is the one worth learning about; what is played is the
+cheapest arm that teaches it, because side observations make deeper arms informative too:
+
+1. j is the last arm: play it.
+2. Optimism about C_L is what puts j on top (its bound with C_L at its estimate, 0 when unseen,
+   falls below the runner-up's bound): only j itself reveals C_L given C_j < alpha, so play j.
+3. Otherwise j's uncertainty is in its exit statistics, which every arm from j on reveals: play
+   the one among j..K-1 whose reward has the highest posterior mean (uniform priors, so a split
+   seen once does not look as if it never offloads; ties to the deeper).
+
+Under the measured cost, where an offload costs several times the whole network, this is what
+keeps the policy from trying a shallow split on live frames to learn its exit rate when a deeper
+one (often the best) shows the same. An arm never observed at all goes first, deepest first:
+the last arm reveals every exit and C_L at once, so one play of it gives every arm its first
+sample. Which arm is played never changes what a sample feeds, so the estimates stay consistent.
 """
 
 from __future__ import annotations
@@ -356,16 +369,18 @@ class Policy(ABC):
         return terms
 
     def _index(self, c: float, log_t: float) -> int:
-        """The arm with the highest optimistic reward (module docstring, Exploration).
+        """The arm to play: which statistic to learn, then the cheapest arm that reveals it
+        (module docstring, Exploration).
 
         Each observed mean gets an interval; the reward ``(1-q) e + q (g - off) - edge`` grows
         with e and g and is linear in q, so its maximum over the intervals is at e and g's
-        upper ends and one of q's. Deepest first, so ties go to the arm that reveals more.
+        upper ends and one of q's.
         """
         w = self._w
         root = math.sqrt(w * log_t) * c  # the stored sums are scaled by w, see _on_round
         lin = w * log_t * c
         k = self.n_arms
+        upper, upper_at_g, score = [0.0] * k, [0.0] * k, [0.0] * k
         best, best_index = k - 1, -math.inf
         for j in range(k - 1, -1, -1):
             t = self._terms(j)
@@ -376,11 +391,36 @@ class Policy(ABC):
             e_hi = 1.0 if e_mean < 0.0 else min(1.0, e_mean + ae * root + be * lin)
             d = aq * root + bq * lin
             slope = g_hi - off - e_hi  # d(reward)/dq at the upper ends
+            upper[j] = e_hi + (min(1.0, q + d) if slope > 0.0 else max(0.0, q - d)) * slope - edge
+            slope = max(g, 0.0) - off - e_hi  # the same with C_L at its estimate (0: unseen)
             q_end = min(1.0, q + d) if slope > 0.0 else max(0.0, q - d)
-            u = e_hi + q_end * slope - edge
-            if u > best_index:
-                best, best_index = j, u
-        return best
+            upper_at_g[j] = e_hi + q_end * slope - edge
+            score[j] = self._posterior_mean(j, edge, off)
+            if upper[j] > best_index:
+                best, best_index = j, upper[j]
+        if best == k - 1:
+            return best
+        runner_up = max(u for i, u in enumerate(upper) if i != best)
+        if upper_at_g[best] < runner_up:
+            return best  # C_L when exit `best` is unsure: only `best` itself reveals it
+        pick, top = best, -math.inf
+        for i in range(k - 1, best - 1, -1):  # exits 0..i: every deeper arm reveals best's
+            if score[i] > top:
+                pick, top = i, score[i]
+        return pick
+
+    def _posterior_mean(self, j: int, edge: float, off: float) -> float:
+        """Arm j's reward with each observed mean replaced by its posterior mean under a
+        uniform prior (one pseudo-sample at 1/2, two for the offload share): a split seen on
+        a single confident sample must not look as if it never offloads."""
+        w = self._w
+        g = (self._f[j] + 0.5 * w) / (self._m[j] + w)
+        if j == self.n_arms - 1:
+            return g - edge
+        n, e = self._n[j], self._e[j]
+        q = (n - e + w) / (n + 2.0 * w)
+        e_mean = (self._s[j] + 0.5 * w) / (e + w)
+        return (1.0 - q) * e_mean + q * (g - off) - edge
 
     def estimates(self) -> list[float | None]:
         """Estimated mean reward of each arm under the current costs (None: not enough seen)."""
@@ -469,13 +509,14 @@ class Policy(ABC):
 
 
 class ISplitEE(Policy):
-    """I-SplitEE: UCB over the splits with side observations, on unbiased estimates.
+    """I-SplitEE: UCB over the splits with side observations, on consistent estimates.
 
     Every sample updates every exit it computed (see the module docstring for what feeds which
-    part); each decision takes the arm with the highest upper confidence bound with horizon
-    t = the number of decisions. ``c`` scales the exploration bonus, which is in reward units
-    (empirical Bernstein), so one value serves every cost model; ``c = 0`` is greedy on the
-    estimates.
+    part); each decision finds the arm with the highest upper confidence bound with horizon
+    t = the number of decisions, and plays it or the cheapest arm that reveals the same
+    statistics (module docstring, Exploration). ``c`` scales the intervals (empirical
+    Bernstein), which enter the index priced like the reward; ``c = 0`` exploits the
+    estimates, except that a split seen on few samples is judged by its posterior mean.
     """
 
     name = "isplitee"
