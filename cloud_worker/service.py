@@ -61,6 +61,9 @@ class Worker:
             password=config.password_value(),
             ca_file=str(config.ca_file) if config.ca_file else None,
             inbox_size=config.queue_size,
+            # No session beyond the connection: when a worker dies the broker drops it from
+            # the shared group at once, and nodes re-offload what it held.
+            session_expiry_s=0,
         )
         self._server: MetricsServer | None = None
         self.served = 0

@@ -113,6 +113,7 @@ class DeviceApp:
             encoding=config.encoding,
             reply_timeout_s=config.reply_timeout_s,
             max_pending=config.max_pending,
+            reoffloads=config.reoffloads,
             make_policy=self._new_policy,
         )
         self._replies_done = threading.Event()
@@ -299,11 +300,11 @@ class DeviceApp:
                         self.save_state()
                         next_state = now + cfg.state_interval_s
             # Every frame gets its result: wait for outstanding replies (or their timeouts).
-            self.node.wait_below(1, cfg.reply_timeout_s + 5.0)
+            self.node.wait_below(1, cfg.reply_timeout_s * (cfg.reoffloads + 1) + 5.0)
         finally:
             self._replies_done.set()
             replies.join(5)
-            self.node.expire(now=float("inf"))  # anything still pending falls back now
+            self.node.expire(final=True)  # anything still pending falls back now
             self.save_state()
             self.publish_stats()
             self.link.stop(final=(self._status, b"offline"))

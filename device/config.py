@@ -78,7 +78,16 @@ class DeviceConfig(MqttSettings):
         "it is not offloading.",
     )
     reply_timeout_s: float = Field(
-        2.0, gt=0, description="Wait for the cloud this long, then publish the exit's answer."
+        2.0,
+        gt=0,
+        description="Wait this long for the cloud's reply before re-offloading or falling back.",
+    )
+    reoffloads: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Times an unanswered offload is sent again (a worker may have died "
+        "holding it) before the node falls back on its exit's answer.",
     )
     max_pending: int = Field(
         8, ge=1, le=1000, description="Offloads awaiting a reply before the node waits."

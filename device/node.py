@@ -74,6 +74,8 @@ class _Pending:
     sent: float
     confidences: tuple[float, ...]
     exit_class: int
+    payload: bytes
+    attempts: int = 1
 
 
 @dataclass
@@ -85,6 +87,7 @@ class NodeCounters:
     offloads: int = 0
     bytes_sent: int = 0
     late_replies: int = 0
+    reoffloads: int = 0
     foreign_replies: int = 0
     errors: Counter = field(default_factory=Counter)
     settings_refused: int = 0
@@ -104,6 +107,7 @@ class Node:
         encoding: str = "fp16",
         reply_timeout_s: float = 2.0,
         max_pending: int = 8,
+        reoffloads: int = 1,
         make_policy: Callable[[str, RewardModel], Policy] | None = None,
     ) -> None:
         self.ckpt = checkpoint
@@ -117,6 +121,7 @@ class Node:
         self.encoding = encoding
         self.reply_timeout_s = reply_timeout_s
         self.max_pending = max_pending
+        self.reoffloads = reoffloads
         self.blocks = checkpoint.meta.arm_blocks
         self.temperatures = checkpoint.meta.arm_temperatures()
         meta = checkpoint.meta
@@ -180,15 +185,19 @@ class Node:
                 time.monotonic(),
                 tuple(confs),
                 classes[arm],
+                payload,
             )
             self.counters.offloads += 1
             self.counters.bytes_sent += len(payload)
-            self.out.publish(
-                self._topic_activation,
-                payload,
-                response_topic=self._topic_reply,
-                correlation=self._run_id + frame_id.to_bytes(8, "big"),
-            )
+            self._send(frame_id, payload)
+
+    def _send(self, frame_id: int, payload: bytes) -> None:
+        self.out.publish(
+            self._topic_activation,
+            payload,
+            response_topic=self._topic_reply,
+            correlation=self._run_id + frame_id.to_bytes(8, "big"),
+        )
 
     # -- link probes ---------------------------------------------------------------------------
     def probe(self, arm: int, payload_bytes: int) -> None:
@@ -253,7 +262,7 @@ class Node:
                 self._fall_back(pending)
                 return
             arm = pending.decision.arm
-            if self.costs is not None:
+            if self.costs is not None and pending.attempts == 1:  # a re-sent one: whose reply?
                 rtt = received - pending.sent - reply.cloud_ms / 1e3
                 self.costs.observe_offload(arm, rtt)
                 self._reprice()
@@ -273,16 +282,29 @@ class Node:
             self.counters.cloud += 1
             self._lock.notify_all()
 
-    def expire(self, now: float | None = None) -> int:
-        """Fall back on every offload older than the reply timeout; returns how many."""
+    def expire(self, now: float | None = None, *, final: bool = False) -> int:
+        """Settle every offload older than the reply timeout: send it again while it has
+        re-offloads left (a worker may have died holding it; the frame id makes the retry
+        idempotent, and a second reply is dropped as late), then fall back. ``final``: fall
+        back on everything pending now (the node is stopping). Returns how many fell back."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            late = [p for p in self._pending.values() if now - p.sent >= self.reply_timeout_s]
+            late = [
+                p for p in self._pending.values() if final or now - p.sent >= self.reply_timeout_s
+            ]
+            fell = 0
             for p in late:
+                if not final and p.attempts <= self.reoffloads:
+                    p.attempts += 1
+                    p.sent = now
+                    self.counters.reoffloads += 1
+                    self._send(p.frame_id, p.payload)
+                    continue
                 del self._pending[p.frame_id]
                 self.counters.errors["timeout"] += 1
                 self._fall_back(p)
-            return len(late)
+                fell += 1
+            return fell
 
     def next_deadline(self) -> float | None:
         with self._lock:
@@ -402,6 +424,7 @@ class Node:
                 "bytes_sent": c.bytes_sent,
                 "pending": len(self._pending),
                 "late_replies": c.late_replies,
+                "reoffloads": c.reoffloads,
                 "errors": dict(c.errors),
                 "settings_refused": c.settings_refused,
                 "settings_error": self.last_settings_error,

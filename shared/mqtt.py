@@ -98,6 +98,9 @@ class MqttLink:
         subscriptions: topic filters, (re)subscribed at QoS 1 on every connect.
         will: (topic, payload) published retained by the broker if we vanish.
         inbox_size: bound of the inbox; past it messages are dropped and counted.
+        session_expiry_s: how long the broker keeps the session (subscriptions, queued QoS 1
+            messages) after the connection drops. 0 for a cloud worker: a dead worker's
+            session would stay in the shared group and swallow its share of activations.
     """
 
     def __init__(
@@ -111,9 +114,11 @@ class MqttLink:
         password: str | None = None,
         ca_file: str | None = None,
         inbox_size: int = 1000,
+        session_expiry_s: int = SESSION_EXPIRY_S,
     ) -> None:
         self.address = BrokerAddress.parse(broker)
         self.client_id = client_id
+        self.session_expiry_s = session_expiry_s
         self.subscriptions = tuple(subscriptions)
         self.inbox: queue.Queue[Message] = queue.Queue(maxsize=inbox_size)
         self.inbox_dropped = 0
@@ -181,7 +186,7 @@ class MqttLink:
     def start(self, timeout: float = 30.0) -> None:
         """Connect (retrying in the background) and wait up to ``timeout`` for the broker."""
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = self.session_expiry_s
         self._client.connect_async(
             self.address.host,
             self.address.port,

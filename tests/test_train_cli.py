@@ -132,6 +132,12 @@ def test_console_script_help_runs() -> None:
         [sys.executable, "-m", "shared.lab.cli", "--version"], capture_output=True, text=True
     )
     assert version.returncode == 0 and version.stdout.startswith("isplitee 0.")
-    for module in ("device.cli", "cloud_worker.cli"):
+    for module, key in (("device.cli", "model"), ("cloud_worker.cli", "models")):
+        res = subprocess.run(
+            [sys.executable, "-m", module, "--help"], capture_output=True, text=True
+        )
+        assert res.returncode == 0 and "usage:" in res.stdout and "--broker" in res.stdout
+        # Without a model: one clear line naming the missing key, exit 2, no traceback.
         res = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True)
-        assert res.returncode == 0 and "usage:" in res.stdout
+        assert res.returncode == 2 and f"{key}: required" in res.stderr
+        assert "Traceback" not in res.stderr

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,14 +74,26 @@ class Broker:
         self.proc = None
 
 
-def broker_from(template: Path, workdir: Path, port: int | None = None) -> Broker:
-    """A broker whose config is ``template`` with its listener moved to a free loopback port."""
+def broker_from(
+    template: Path,
+    workdir: Path,
+    port: int | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Broker:
+    """A broker whose config is ``template`` with its listener moved to a free loopback port
+    (or ``port``: a broker restarted where its clients expect it) and each key of
+    ``overrides`` set to its value (e.g. ``{"persistence": "true"}``)."""
     port = port or free_port()
+    todo = dict(overrides or {})
     lines = []
     for line in template.read_text().splitlines():
-        if line.strip().startswith("listener "):
+        key = line.strip().split(" ", 1)[0]
+        if key == "listener":
             line = f"listener {port} 127.0.0.1"
+        elif key in todo:
+            line = f"{key} {todo.pop(key)}"
         lines.append(line)
+    lines += [f"{key} {value}" for key, value in todo.items()]
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / f"mosquitto-{port}.conf"
     config.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,385 @@
+"""What a fleet meets unattended, on the real thing: a broker killed and restarted, a worker
+killed mid-run, a node killed mid-run, and garbage published to a running worker.
+
+Each test prints its figures (``RELIABILITY`` lines, picked up by ``bench/reliability.py``
+for docs/reliability.md): frames without a result, recovery seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.lab.broker import DEV_CONFIG, broker_from
+from shared.lab.clips import write_digit_clip
+
+from .pipeline_helpers import ResultReader, run_device_cli
+
+
+def report(scenario: str, **figures) -> None:
+    print(f"RELIABILITY {scenario} {json.dumps(figures)}")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return write_digit_clip(tmp_path_factory.mktemp("rel") / "clip.avi", 200)
+
+
+def _worker(url: str, model: Path, worker_id: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cloud_worker",
+            "--broker",
+            url,
+            "--model",
+            str(model),
+            "--worker-id",
+            worker_id,
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_online(url: str, worker_ids: list[str], timeout: float = 60) -> None:
+    from shared.mqtt import MqttLink
+
+    link = MqttLink(url, f"wait-{time.monotonic_ns()}", subscriptions=["isplitee/workers/+/status"])
+    link.start(10)
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while not set(worker_ids) <= seen:
+            assert time.monotonic() < deadline, f"workers online: {seen}"
+            try:
+                m = link.inbox.get(timeout=0.2)
+            except Exception:
+                continue
+            if m.payload == b"online":
+                seen.add(m.topic.split("/")[2])
+    finally:
+        link.stop()
+
+
+def _unique(results: list[dict]) -> tuple[dict[int, dict], int]:
+    by_frame: dict[int, dict] = {}
+    for r in results:
+        by_frame.setdefault(r["frame_id"], r)
+    return by_frame, len(results) - len(by_frame)
+
+
+def _env(**settings) -> dict[str, str]:
+    return {**os.environ, **{f"ISPLITEE_{k.upper()}": str(v) for k, v in settings.items()}}
+
+
+def test_a_killed_worker_loses_no_frame(broker, tiny_checkpoint, clip) -> None:
+    """Two workers, one killed with SIGKILL mid-run: every frame still gets exactly one result;
+    what the dead worker held is re-offloaded to the other."""
+    workers = {w: _worker(broker.url, tiny_checkpoint, w) for w in ("wk-a", "wk-b")}
+    reader = ResultReader(broker.url, "isplitee/camk/result")
+    try:
+        _wait_online(broker.url, list(workers))
+        n = 160
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "device",
+                "--broker",
+                broker.url,
+                "--model",
+                str(tiny_checkpoint),
+                "--source",
+                str(clip.path),
+                "--device-id",
+                "camk",
+                "--policy",
+                "fixed:6",
+                "--alpha",
+                "1",
+                "--max-frames",
+                str(n),
+                "--fps",
+                "25",
+                "--threads",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(reply_timeout_s=1.0),
+        )
+        reader.collect(40, timeout=60)
+        workers["wk-a"].send_signal(signal.SIGKILL)
+        killed_at = len(reader.results)
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        by_frame, dup = _unique(reader.collect(n, timeout=30))
+    finally:
+        for w in workers.values():
+            if w.poll() is None:
+                w.terminate()
+            w.wait(15)
+        reader.close()
+    sources = [r["source"] for r in by_frame.values()]
+    lost = n - len(by_frame)
+    report(
+        "worker_kill",
+        frames=n,
+        lost=lost,
+        duplicates=dup,
+        killed_after=killed_at,
+        cloud=sources.count("cloud"),
+        fallback=sources.count("fallback"),
+    )
+    assert lost == 0 and dup == 0
+    assert sources.count("fallback") <= 2, sources.count("fallback")
+
+
+def test_broker_killed_and_restarted_loses_no_frame(tiny_checkpoint, clip, tmp_path) -> None:
+    """Mosquitto with persistence, SIGKILLed mid-run and restarted on the same port 1 s later:
+    node, worker and reader reconnect by themselves; every frame gets a result (offloads the
+    broker lost fall back or are re-offloaded), counted once per frame id."""
+    store = tmp_path / "store"
+    store.mkdir()
+    store.chmod(0o777)  # Mosquitto started as root drops to its own user before writing here
+    overrides = {
+        "persistence": "true",
+        "persistence_location": f"{store}/",
+        "autosave_interval": "1",
+    }
+    b = broker_from(DEV_CONFIG, tmp_path, overrides=overrides).start()
+    worker = _worker(b.url, tiny_checkpoint, "wb-1")
+    reader = ResultReader(b.url, "isplitee/camb/result")
+    try:
+        _wait_online(b.url, ["wb-1"])
+        n = 200
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "device",
+                "--broker",
+                b.url,
+                "--model",
+                str(tiny_checkpoint),
+                "--source",
+                str(clip.path),
+                "--device-id",
+                "camb",
+                "--policy",
+                "fixed:6",
+                "--alpha",
+                "1",
+                "--max-frames",
+                str(n),
+                "--fps",
+                "20",
+                "--threads",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(reply_timeout_s=1.0),
+        )
+        reader.collect(50, timeout=60)
+        b.stop(signal.SIGKILL)
+        time.sleep(1.0)
+        b = broker_from(DEV_CONFIG, tmp_path, port=b.port, overrides=overrides).start()
+        restarted = time.monotonic()
+        before = len(reader.results)
+        while len(reader.results) == before:
+            assert time.monotonic() - restarted < 30, "no result after the broker came back"
+            reader.collect(before + 1, timeout=0.5)
+        recovery_s = time.monotonic() - restarted
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        by_frame, dup = _unique(reader.collect(n, timeout=30))
+    finally:
+        if worker.poll() is None:
+            worker.terminate()
+        worker.wait(15)
+        reader.close()
+        b.stop()
+    sources = [r["source"] for r in by_frame.values()]
+    lost = n - len(by_frame)
+    report(
+        "broker_kill",
+        frames=n,
+        lost=lost,
+        duplicates_suppressed=dup,
+        recovery_s=round(recovery_s, 2),
+        cloud=sources.count("cloud"),
+        fallback=sources.count("fallback"),
+    )
+    logs = "\n".join(p.read_text()[-1500:] for p in tmp_path.glob("mosquitto-*.log"))
+    assert lost == 0, (sorted(set(range(n)) - set(by_frame)), err[-3000:], logs)
+    assert recovery_s < 10
+
+
+def test_a_killed_node_restarts_from_its_last_saved_state(broker, tiny_checkpoint, clip, tmp_path):
+    state = tmp_path / "camn.json"
+    args = ["--policy", "isplitee", "--state", str(state), "--fps", "40", "--cost", "paper"]
+    env = _env(state_interval_s=0.2)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "device",
+            "--broker",
+            broker.url,
+            "--model",
+            str(tiny_checkpoint),
+            "--source",
+            str(clip.path),
+            "--device-id",
+            "camn",
+            "--threads",
+            "1",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while not state.exists() or json.loads(state.read_text())["policy"]["rounds"] < 40:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    saved = json.loads(state.read_text())  # complete JSON: never half-written
+    rounds = saved["policy"]["rounds"]
+    assert rounds >= 40
+    again = run_device_cli(
+        broker.url, tiny_checkpoint, clip.path, "camn", *args, "--max-frames", "10"
+    )
+    _out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err[-2000:]
+    assert "restored bandit state" in err
+    assert json.loads(state.read_text())["policy"]["rounds"] == rounds + 10
+    report("node_kill", rounds_saved=rounds, rounds_after_restart=rounds + 10)
+
+
+def test_a_thousand_malformed_messages_do_not_stop_a_worker(broker, tiny_checkpoint) -> None:
+    """1,000 malformed activations of every kind, interleaved with valid ones, on a running
+    worker: it stays up, counts each by kind, answers each with an error, and still answers
+    every valid request."""
+    import msgpack
+    import numpy as np
+    import torch
+
+    from cloud_worker.config import WorkerConfig
+    from cloud_worker.service import Worker
+    from shared.checkpoint import load_checkpoint
+    from shared.config import load_config
+    from shared.mqtt import MqttLink
+    from shared.protocol import Topics, decode_reply, encode_activation
+
+    T = Topics()
+    ckpt = load_checkpoint(tiny_checkpoint)
+    w = Worker(
+        load_config(
+            WorkerConfig,
+            None,
+            {"broker": broker.url, "models": [str(tiny_checkpoint)], "worker_id": "w-fuzz"},
+        )
+    )
+    w.start(timeout=10)
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=w.run, args=(stop,), daemon=True)
+    t.start()
+    dev = MqttLink(broker.url, "fuzz-dev", subscriptions=[T.reply("camz")], inbox_size=5000)
+    dev.start(10)
+    with torch.inference_mode():
+        act = ckpt.model.edge(torch.rand(1, 3, 32, 32), 6).activation[0].numpy()
+    good = encode_activation(
+        device_id="camz",
+        frame_id=0,
+        captured_at=time.time(),
+        split_block=6,
+        model_hash=ckpt.hash,
+        exit_confidence=0.1,
+        exit_class=0,
+        tensor=act,
+        encoding="fp16",
+    )
+    body = msgpack.unpackb(good, raw=False)
+    rng = np.random.default_rng(0)
+
+    def bad(i: int) -> tuple[bytes, str]:
+        kind = i % 6
+        if kind == 0:
+            return rng.bytes(int(rng.integers(0, 300))), "decode"
+        if kind == 1:
+            return good[: int(rng.integers(1, len(good) - 1))], "decode"
+        if kind == 2:
+            return msgpack.packb({**body, "v": 99}), "version"
+        if kind == 3:
+            return msgpack.packb({**body, "model_hash": "ef" * 32}), "unknown_model"
+        if kind == 4:
+            return msgpack.packb({**body, "split_block": 9}), "shape"
+        return msgpack.packb({**body, "device_id": "other"}), "device_mismatch"
+
+    expected: dict[str, int] = {}
+    try:
+        for i in range(1000):
+            payload, kind = bad(i)
+            expected[kind] = expected.get(kind, 0) + 1
+            dev.publish(
+                T.activation("camz"),
+                payload,
+                response_topic=T.reply("camz"),
+                correlation=(10_000 + i).to_bytes(4, "big"),
+            )
+            if i % 10 == 0:
+                dev.publish(
+                    T.activation("camz"),
+                    good,
+                    response_topic=T.reply("camz"),
+                    correlation=i.to_bytes(4, "big"),
+                )
+        answers = {}
+        deadline = time.monotonic() + 60
+        while len(answers) < 1100 and time.monotonic() < deadline:
+            try:
+                m = dev.inbox.get(timeout=0.5)
+            except Exception:
+                continue
+            answers[int.from_bytes(m.correlation, "big")] = decode_reply(m.payload)
+    finally:
+        dev.stop()
+        stop.set()
+        t.join(10)
+        alive = t.is_alive()
+        w.close()
+    valid = [answers.get(i) for i in range(0, 1000, 10)]
+    errors = [answers.get(10_000 + i) for i in range(1000)]
+    report(
+        "malformed",
+        sent=1000,
+        answered_errors=sum(e is not None for e in errors),
+        valid_answered=sum(v is not None and v.ok for v in valid),
+        counted=w.metrics.error_counts,
+    )
+    assert not alive
+    assert all(v is not None and v.ok for v in valid)
+    assert all(e is not None and not e.ok for e in errors)
+    assert w.metrics.error_counts == expected
