@@ -7,7 +7,7 @@ MODEL  ?= models/digits.pt
 PAPER_MODEL ?= models/digits-paper.pt
 STAMP  := $(VENV)/.installed-$(shell printf '%s' "$(EXTRAS)" | tr ',' '-')
 
-.PHONY: help install mosquitto test test-slow lint demo model paper-model bench bench-pipeline results examples clean
+.PHONY: help install mosquitto test test-slow lint demo model paper-model bench bench-pipeline bench-reliability results examples clean
 
 help:
 	@echo "make demo      set up, then broker + cloud worker + 3 camera nodes live on this machine"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench     micro-benchmarks (bench/)"
 	@echo "make bench-pipeline  1 node + 1 worker end to end on a private Mosquitto"
 	@echo "make results   regenerate docs/results.md from the digits checkpoint"
+	@echo "make bench-reliability  every failure scenario + the 60 s load run -> docs/reliability.md"
 	@echo "make install   virtualenv in $(VENV) with extras [$(EXTRAS)], plus Mosquitto"
 
 $(STAMP): pyproject.toml
@@ -62,6 +63,9 @@ bench: $(STAMP)
 
 bench-pipeline: install $(MODEL)
 	$(PY) bench/bench_pipeline.py --model $(MODEL) --json runs/bench/pipeline.json
+
+bench-reliability: install $(MODEL)
+	$(PY) bench/reliability.py --model $(MODEL)
 
 examples: $(STAMP)
 	$(PY) deploy/examples.py

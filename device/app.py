@@ -17,8 +17,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
+from device.backend import EdgeBackend, make_backend
 from device.camera import FrameSource, open_source
 from device.config import DeviceConfig
 from device.costs import LiveCosts
@@ -47,21 +48,22 @@ def _version() -> str:
         return "unknown"
 
 
-def time_splits(model, input_size: int, repeats: int = 9) -> dict[int, float]:
-    """Median seconds of the node's own ``edge()`` call at each split, as frames will run it.
+def time_splits(
+    edge: EdgeBackend, blocks: tuple[int, ...], input_size: int, repeats: int = 9
+) -> dict[int, float]:
+    """Median seconds of the node's own edge backend at each split, as frames will run it.
 
     Rounds go over all splits in turn, so a burst of load elsewhere on the machine spreads
     over every split instead of inflating one.
     """
-    x = torch.zeros(1, 3, input_size, input_size)
-    samples: dict[int, list[float]] = {b: [] for b in model.arm_blocks}
-    with torch.inference_mode():
-        for round_ in range(repeats + 2):
-            for b in model.arm_blocks:
-                t0 = time.perf_counter()
-                model.edge(x, b)
-                if round_ >= 2:  # the first rounds warm up allocators and caches
-                    samples[b].append(time.perf_counter() - t0)
+    x = np.zeros((1, 3, input_size, input_size), np.float32)
+    samples: dict[int, list[float]] = {b: [] for b in blocks}
+    for round_ in range(repeats + 2):
+        for b in blocks:
+            t0 = time.perf_counter()
+            edge(x, b)
+            if round_ >= 2:  # the first rounds warm up allocators and caches
+                samples[b].append(time.perf_counter() - t0)
     return {b: statistics.median(v) for b, v in samples.items()}
 
 
@@ -81,6 +83,7 @@ class DeviceApp:
         self.topics = Topics(config.prefix)
         blocks = self.ckpt.meta.arm_blocks
         validate_policy(config.policy, blocks)
+        self.edge = make_backend(config.backend, self.ckpt, config.cache_dir_path(), config.threads)
         self._probe_bytes: dict[int, int] = {}  # arm -> bytes of its offload message
         self._probe_turn = 0
         self.costs = self._live_costs() if config.cost == "measured" else None
@@ -115,6 +118,7 @@ class DeviceApp:
             max_pending=config.max_pending,
             reoffloads=config.reoffloads,
             make_policy=self._new_policy,
+            edge=self.edge,
         )
         self._replies_done = threading.Event()
         self._started = time.monotonic()
@@ -125,7 +129,7 @@ class DeviceApp:
     def _live_costs(self) -> LiveCosts:
         meta = self.ckpt.meta
         log.info("timing each split on this device ...")
-        edge_s = time_splits(self.ckpt.model, meta.input_size)
+        edge_s = time_splits(self.edge, meta.arm_blocks, meta.input_size)
         prof = profile_model(self.ckpt.model, meta.input_size)
         payload = {
             b: prof.block(b).payload_bytes(self.config.encoding) + _HEADER_BYTES

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
+from device.backend import EdgeBackend, TorchEdge
 from device.costs import LiveCosts
 from device.settings import Setting
 from shared.bandit import Decision, Policy
@@ -109,8 +109,10 @@ class Node:
         max_pending: int = 8,
         reoffloads: int = 1,
         make_policy: Callable[[str, RewardModel], Policy] | None = None,
+        edge: EdgeBackend | None = None,
     ) -> None:
         self.ckpt = checkpoint
+        self.edge = edge or TorchEdge(checkpoint)
         self.policy = policy
         self.make_policy = make_policy
         self.last_settings_error: str | None = None
@@ -141,19 +143,18 @@ class Node:
     # -- frames --------------------------------------------------------------------------------
     def process(self, frame_id: int, image: np.ndarray, captured_at: float) -> None:
         """Decide, run the edge half, and answer or offload one frame."""
-        x = self.preprocess(image)
+        x = self.preprocess(image).numpy()
         with self._lock:
             decision = self.policy.decide()
             arm, block = decision.arm, self.blocks[decision.arm]
             self.current_block = block
             self.counters.frames += 1
             started = time.perf_counter()
-            with torch.inference_mode():
-                edge = self.ckpt.model.edge(x, block)
+            activation, exit_logits = self.edge(x, block)
             if self.costs is not None:
                 self.costs.observe_edge(arm, time.perf_counter() - started)
             confs, classes = [], []
-            for i, logits in enumerate(edge.logits):
+            for i, logits in enumerate(exit_logits):
                 c, k = confidence(logits, self.temperatures[i])
                 confs.append(float(c[0]))
                 classes.append(int(k[0]))
@@ -174,7 +175,7 @@ class Node:
                 model_hash=self.ckpt.hash,
                 exit_confidence=confs[arm],
                 exit_class=classes[arm],
-                tensor=edge.activation[0].numpy(),
+                tensor=activation[0],
                 encoding=self.encoding,
             )
             self._pending[frame_id] = _Pending(

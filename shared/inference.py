@@ -16,8 +16,12 @@ from torch import Tensor
 __all__ = ["confidence"]
 
 
-def confidence(logits: Tensor, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(max softmax probability, arg max) per row of ``logits`` (N, classes)."""
+def confidence(
+    logits: Tensor | np.ndarray, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(max softmax probability, arg max) per row of ``logits`` (N, classes): a tensor, or
+    the NumPy array another runtime returned."""
+    logits = torch.as_tensor(logits)
     probs = torch.softmax(logits.detach().to(torch.float64) / temperature, dim=-1)
     conf, cls = probs.max(dim=-1)
     return conf.cpu().numpy(), cls.cpu().numpy()

@@ -27,6 +27,15 @@ TINY_TRAIN_ARGS = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Caches (exported ONNX edge halves, confidence tables) go to the run's temporary tree,
+    for this process and the nodes it starts, not to the user's home."""
+    import os
+
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (if barely trained) digits checkpoint, made through the CLI like a user would."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -152,9 +154,10 @@ def test_broker_killed_and_restarted_loses_no_frame(tiny_checkpoint, clip, tmp_p
     """Mosquitto with persistence, SIGKILLed mid-run and restarted on the same port 1 s later:
     node, worker and reader reconnect by themselves; every frame gets a result (offloads the
     broker lost fall back or are re-offloaded), counted once per frame id."""
-    store = tmp_path / "store"
-    store.mkdir()
-    store.chmod(0o777)  # Mosquitto started as root drops to its own user before writing here
+    # Mosquitto started as root drops to its own user before writing its store, and that
+    # user cannot enter pytest's private temporary tree: keep the store where it can.
+    store = Path(tempfile.mkdtemp(prefix="isplitee-store-"))
+    store.chmod(0o777)
     overrides = {
         "persistence": "true",
         "persistence_location": f"{store}/",
@@ -214,6 +217,7 @@ def test_broker_killed_and_restarted_loses_no_frame(tiny_checkpoint, clip, tmp_p
         worker.wait(15)
         reader.close()
         b.stop()
+        shutil.rmtree(store, ignore_errors=True)
     sources = [r["source"] for r in by_frame.values()]
     lost = n - len(by_frame)
     report(
