@@ -13,7 +13,7 @@ help:
 	@echo "make demo      set up, then broker + cloud worker + 3 camera nodes live on this machine"
 	@echo "make test      set up, lint, run the default test suite"
 	@echo "make test-slow the long checks (marker 'slow')"
-	@echo "make bench     micro-benchmarks (bench/)"
+	@echo "make bench     edge compute, bytes, codec, bandit, end to end -> docs/benchmarks.md"
 	@echo "make bench-pipeline  1 node + 1 worker end to end on a private Mosquitto"
 	@echo "make results   regenerate docs/results.md from the digits checkpoint"
 	@echo "make bench-reliability  every failure scenario + the 60 s load run -> docs/reliability.md"
@@ -50,7 +50,7 @@ $(MODEL): | $(STAMP)
 
 $(PAPER_MODEL): | $(STAMP)
 	$(VENV)/bin/isplitee train --dataset digits --input-size 32 --epochs 30 --seed 0 \
-	  --out $(PAPER_MODEL)
+	  --augment 0 --calibrate-on clean --out $(PAPER_MODEL)
 
 model: $(MODEL)
 paper-model: $(PAPER_MODEL)
@@ -58,8 +58,8 @@ paper-model: $(PAPER_MODEL)
 demo: install
 	$(VENV)/bin/isplitee demo --model $(MODEL) --json runs/demo/summary.json
 
-bench: $(STAMP)
-	$(PY) bench/bench_bandit.py --out docs/benchmarks.md
+bench: install $(MODEL)
+	$(PY) bench/bench_perf.py --model $(MODEL) --out docs/benchmarks.md
 
 bench-pipeline: install $(MODEL)
 	$(PY) bench/bench_pipeline.py --model $(MODEL) --json runs/bench/pipeline.json

@@ -73,9 +73,14 @@ class _Pending:
     captured_at: float
     sent: float
     confidences: tuple[float, ...]
-    exit_class: int
+    classes: tuple[int, ...]
     payload: bytes
+    audit: bool = False
     attempts: int = 1
+
+    @property
+    def exit_class(self) -> int:
+        return self.classes[-1]
 
 
 @dataclass
@@ -88,6 +93,7 @@ class NodeCounters:
     bytes_sent: int = 0
     late_replies: int = 0
     reoffloads: int = 0
+    audits: int = 0
     foreign_replies: int = 0
     errors: Counter = field(default_factory=Counter)
     settings_refused: int = 0
@@ -159,9 +165,20 @@ class Node:
                 confs.append(float(c[0]))
                 classes.append(int(k[0]))
             last = arm == len(self.blocks) - 1
-            if last or confs[arm] >= self.rewards.alpha:
+            # An audit offloads a frame its exit could have answered: the cloud's reply tells
+            # the policy whether the exits agree with the final classifier (shared.referee).
+            audit = bool(getattr(decision, "audit", False)) and not last
+            if (last or confs[arm] >= self.rewards.alpha) and not audit:
                 final = confs[arm] if last else None
-                self.policy.observe(decision, Observation(tuple(confs), final))
+                self.policy.observe(
+                    decision,
+                    Observation(
+                        tuple(confs),
+                        final,
+                        classes=tuple(classes),
+                        final_class=classes[-1] if last else None,
+                    ),
+                )
                 self._publish_result(
                     frame_id, classes[arm], confs[arm], block, block, "edge", captured_at
                 )
@@ -177,6 +194,7 @@ class Node:
                 exit_class=classes[arm],
                 tensor=activation[0],
                 encoding=self.encoding,
+                audit=audit,
             )
             self._pending[frame_id] = _Pending(
                 self.policy,
@@ -185,9 +203,11 @@ class Node:
                 captured_at,
                 time.monotonic(),
                 tuple(confs),
-                classes[arm],
+                tuple(classes),
                 payload,
+                audit,
             )
+            self.counters.audits += audit
             self.counters.offloads += 1
             self.counters.bytes_sent += len(payload)
             self._send(frame_id, payload)
@@ -268,7 +288,14 @@ class Node:
                 self.costs.observe_offload(arm, rtt)
                 self._reprice()
             pending.policy.observe(
-                pending.decision, Observation(pending.confidences, reply.confidence)
+                pending.decision,
+                Observation(
+                    pending.confidences,
+                    reply.confidence,
+                    audit=pending.audit,
+                    classes=pending.classes,
+                    final_class=int(reply.label),
+                ),
             )
             block = self.blocks[arm]
             self._publish_result(
@@ -426,6 +453,7 @@ class Node:
                 "pending": len(self._pending),
                 "late_replies": c.late_replies,
                 "reoffloads": c.reoffloads,
+                "audit_rate": round(c.audits / n, 4),
                 "errors": dict(c.errors),
                 "settings_refused": c.settings_refused,
                 "settings_error": self.last_settings_error,

@@ -323,6 +323,7 @@ def _progress_table(cameras: list[Camera], frames: int):
         "split",
         "edge",
         "offload",
+        "audit",
         "fallback",
         "accuracy",
     ):
@@ -341,6 +342,7 @@ def _progress_table(cameras: list[Camera], frames: int):
             str(last["split_block"]) if last else "-",
             _pct(src.count("edge"), n),
             _pct(src.count("cloud") + src.count("fallback"), n),
+            f"{100 * cam.stats['audit_rate']:.1f} %" if "audit_rate" in cam.stats else "-",
             _pct(src.count("fallback"), n),
             _pct(right, n),
         )
