@@ -26,22 +26,34 @@ BLOCKS = (3, 6, 9, 12, 15, 18, 19)
 BUDGET_US = 20.0
 
 
-def _stream(n: int, seed: int = 0) -> list[list[float]]:
+def _stream(n: int, seed: int = 0) -> tuple[list[list[float]], list[list[int]]]:
+    """Confidences and classes (each exit right 90 % of the time, else a random class)."""
     rng = np.random.default_rng(seed)
     conf = np.clip(rng.normal(0.55 + 0.06 * np.arange(7), 0.2, (n, 7)), 0, 1)
-    return conf.tolist()
+    cls = np.where(rng.random((n, 7)) < 0.9, 0, rng.integers(1, 10, (n, 7)))
+    return conf.tolist(), cls.tolist()
 
 
-def _time_policy(spec: str, conf: list[list[float]], rm: RewardModel) -> float:
-    """Microseconds per decide + building the observation + observe, over the whole stream."""
+def _time_policy(
+    spec: str, conf: list[list[float]], cls: list[list[int]], rm: RewardModel
+) -> float:
+    """Microseconds per decide + building the observation + observe, over the whole stream
+    (audits offload, and every observation carries the classes, as on the node)."""
     policy = build_policy(spec, rm)
     last, alpha = rm.last, rm.alpha
     t0 = time.perf_counter()
-    for c in conf:
+    for c, k in zip(conf, cls, strict=True):
         d = policy.decide()
         arm = d.arm
-        final = c[last] if (arm == last or c[arm] < alpha) else None
-        policy.observe(d, Observation(tuple(c[: arm + 1]), final))
+        known = arm == last or d.audit or c[arm] < alpha
+        obs = Observation(
+            tuple(c[: arm + 1]),
+            c[last] if known else None,
+            audit=d.audit,
+            classes=tuple(k[: arm + 1]),
+            final_class=k[last] if known else None,
+        )
+        policy.observe(d, obs)
     return (time.perf_counter() - t0) / len(conf) * 1e6
 
 
@@ -52,17 +64,18 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args()
     rm = RewardModel(paper_cost(BLOCKS))
-    conf = _stream(args.samples)
+    conf, cls = _stream(args.samples)
     policies = {
         "fixed (bookkeeping only)": "fixed:12",
         "random": "random",
         "isplitee": "isplitee",
         "isplitee-nonstationary": "isplitee-nonstationary",
+        "isplitee-paper": "isplitee-paper",
     }
     times: dict[str, list[float]] = {name: [] for name in policies}
     for _ in range(args.repeats):
         for name, spec in policies.items():
-            times[name].append(_time_policy(spec, conf, rm))
+            times[name].append(_time_policy(spec, conf, cls, rm))
     base = statistics.median(times["fixed (bookkeeping only)"])
     rows = []
     for name, ts in times.items():

@@ -1,6 +1,12 @@
 """Split-selection policies: I-SplitEE (UCB with side observations), a discounted variant for
 changing scenes, and the baselines they are judged against. Pure logic: no I/O, no torch.
 
+Which rule is which spec (:func:`build_policy`): ``isplitee`` and ``isplitee-nonstationary``
+are the audited policy (:class:`shared.referee.AuditedSplitEE`): exits answer only while audits
+show they agree with the final classifier. ``isplitee-paper`` (and
+``isplitee-paper-nonstationary``) is the paper's rule described below, which trusts
+confidence; ``offload-all`` offloads every frame at the cheapest split.
+
 Arms are indices 0..K-1 into the model's exits, shallowest first; the last arm is the final
 classifier (the whole network on the device). Build a policy with :func:`build_policy`.
 
@@ -102,13 +108,14 @@ __all__ = [
     "DiscountedUCB",
     "FixedSplit",
     "ISplitEE",
+    "OffloadAll",
     "Policy",
     "RandomSplit",
     "build_policy",
     "policy_from_state",
 ]
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 _DELETE_HINT = "delete the state file to start learning afresh"
 _STATS = ("n", "e", "s", "s2", "m", "f", "f2")
 
@@ -120,10 +127,15 @@ class BanditError(IsplitEEError):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One choice of split. ``id`` ties the later observation to it."""
+    """One choice of split. ``id`` ties the later observation to it.
+
+    ``audit``: offload this frame even if its exit is confident, publish the cloud's answer,
+    and observe it with ``Observation(audit=True)`` (never set for the last arm).
+    """
 
     id: int
     arm: int
+    audit: bool = False
 
 
 def _is_index(x: object) -> bool:
@@ -155,6 +167,7 @@ class Policy(ABC):
             raise TypeError(f"rewards should be a RewardModel, got {type(rewards).__name__}")
         self.n_arms = rewards.n_arms
         self.rounds = 0
+        self.audits = 0
         self._next_id = 0
         self._pending: dict[int, int] = {}
         k = self.n_arms
@@ -201,7 +214,9 @@ class Policy(ABC):
         self.rounds += 1
         self._on_round()
         arm = self._choose()
-        decision = Decision(self._next_id, arm)
+        audit = arm != self.n_arms - 1 and self._audit(arm)
+        self.audits += audit
+        decision = Decision(self._next_id, arm, audit)
         self._next_id += 1
         self._pending[decision.id] = arm
         return decision
@@ -221,11 +236,17 @@ class Policy(ABC):
         conf, final = self._check(did, arm, obs)
         del self._pending[did]
         self._learn(arm, conf, final, obs.audit)
+        self._observed(arm, obs)
 
     def cancel(self, decision: Decision | int) -> None:
         """Settle a decision learning nothing (e.g. the frame was dropped before the edge ran)."""
         did, _ = self._open(decision)
         del self._pending[did]
+
+    @property
+    def audit_rate(self) -> float:
+        """Share of decisions that were audits (offloaded whatever the exit's confidence)."""
+        return self.audits / self.rounds if self.rounds else 0.0
 
     @property
     def pending(self) -> int:
@@ -287,6 +308,31 @@ class Policy(ABC):
             )
         if type(obs.audit) is not bool:
             raise BanditError(f"decision {did}: audit should be a bool, got {obs.audit!r}")
+        classes, final_class = obs.classes, obs.final_class
+        if classes is not None and not (
+            isinstance(classes, tuple | list)
+            and len(classes) == arm + 1
+            and all(_is_index(x) for x in classes)
+        ):
+            raise BanditError(
+                f"decision {did}: classes should be {arm + 1} integers (exits 0..{arm}) or "
+                f"None, got {classes!r}"
+            )
+        if final_class is not None:
+            if not _is_index(final_class):
+                raise BanditError(
+                    f"decision {did}: final_class should be an integer or None, got {final_class!r}"
+                )
+            if final is None:
+                raise BanditError(
+                    f"decision {did}: final_class given without final_confidence: both come "
+                    "from the final classifier"
+                )
+            if arm == last and classes is not None and classes[-1] != final_class:
+                raise BanditError(
+                    f"decision {did} ran the whole network: final_class is its last exit's "
+                    f"class {classes[-1]!r}, got {final_class!r}"
+                )
         return conf, None if final is None else float(final)
 
     def _learn(self, arm: int, conf: Any, final: float | None, audit: bool) -> None:
@@ -440,8 +486,10 @@ class Policy(ABC):
 
     def arm_stats(self) -> list[dict[str, Any]]:
         """Per arm: block, count (discounted when the policy discounts), estimated mean reward
-        under the current costs, exit rate, mean confidence when exiting, and the censored
-        part (samples and mean C_L when the exit is unsure). JSON-ready."""
+        under the current costs, exit rate, mean confidence when exiting, the censored
+        part (samples and mean C_L when the exit is unsure), and for an audited policy the
+        exit's agreement with the final classifier on audits and whether it may answer
+        (None otherwise). JSON-ready."""
         w = self._w
         out = []
         for j, (block, mean) in enumerate(
@@ -458,6 +506,8 @@ class Policy(ABC):
                     "exit_confidence": self._s[j] / e if e > 0 else None,
                     "censored_count": m / w,
                     "final_confidence_when_unsure": self._f[j] / m if m > 0 else None,
+                    "agreement": None,
+                    "trusted": None,
                 }
             )
         return out
@@ -465,6 +515,13 @@ class Policy(ABC):
     # -- what each policy defines -----------------------------------------------------------------
     @abstractmethod
     def _choose(self) -> int: ...
+
+    def _audit(self, arm: int) -> bool:
+        """Whether the decision just chosen (a split that is not the last) is an audit."""
+        return False
+
+    def _observed(self, arm: int, obs: Observation) -> None:  # noqa: B027
+        """Called after the statistics learnt a valid observation (the referee's hook)."""
 
     def _on_round(self) -> None:  # noqa: B027 - only the discounted policy needs it
         """Called once per decision, before choosing."""
@@ -497,6 +554,7 @@ class Policy(ABC):
             "alpha": self._rewards.alpha,
             "params": self._params(),
             "rounds": self.rounds,
+            "audits": self.audits,
             "next_id": self._next_id,
             "pending": [[i, a] for i, a in self._pending.items()],
             "stats": stats,
@@ -519,7 +577,7 @@ class ISplitEE(Policy):
     estimates, except that a split seen on few samples is judged by its posterior mean.
     """
 
-    name = "isplitee"
+    name = "isplitee-paper"
     DEFAULT_C: ClassVar[float] = 0.25
     """Recommended exploration (docs/results.md sweeps it under both cost models)."""
 
@@ -560,7 +618,7 @@ class DiscountedUCB(ISplitEE):
     I-SplitEE only, and reports this variant at the default on its schedules.
     """
 
-    name = "isplitee-nonstationary"
+    name = "isplitee-paper-nonstationary"
     DEFAULT_C: ClassVar[float] = 0.25
     DEFAULT_DISCOUNT: ClassVar[float] = 0.995
 
@@ -575,14 +633,7 @@ class DiscountedUCB(ISplitEE):
         self._total = 0.0  # discounted number of rounds: sum of discount**k
 
     def _on_round(self) -> None:
-        self._total = self._total * self.discount + 1.0
-        self._w /= self.discount
-        if self._w > 1e100:  # renormalise before the stored sums overflow
-            for key in _STATS:
-                stored = getattr(self, f"_{key}")
-                stored[:] = [v / self._w for v in stored]
-            self._w = 1.0
-            self._fresh = [False] * self.n_arms
+        self._total = _discount_round(self, self.discount, self._total)
 
     def _horizon(self) -> float:
         return max(self._total, 1.0)
@@ -598,6 +649,19 @@ class DiscountedUCB(ISplitEE):
         if not (isinstance(total, numbers.Real) and 0 <= total < math.inf):
             raise ValueError(f"total should be a finite number >= 0, got {total!r}")
         self._total = float(total)
+
+
+def _discount_round(policy: Policy, discount: float, total: float) -> float:
+    """One round of discounting (shared by the discounted policies); returns the new discounted
+    number of rounds."""
+    policy._w /= discount
+    if policy._w > 1e100:  # renormalise before the stored sums overflow
+        for key in _STATS:
+            stored = getattr(policy, f"_{key}")
+            stored[:] = [v / policy._w for v in stored]
+        policy._w = 1.0
+        policy._fresh = [False] * policy.n_arms
+    return total * discount + 1.0
 
 
 class FixedSplit(Policy):
@@ -621,6 +685,32 @@ class FixedSplit(Policy):
 
     def _params(self) -> dict[str, Any]:
         return {"arm": self.arm, "label": self.label}
+
+
+class OffloadAll(Policy):
+    """Offload every frame at the cheapest split (edge + offload), whatever its exit says.
+
+    The baseline early exits must earn their place against: under the paper's costs it
+    offloads at block 3 for 0.3 + 0.5 = 0.8 of the whole network's 1.9 (a 57.9 % cut) at
+    the final layer's accuracy. Every decision is an audit, so on a node it is also a way to
+    run a camera with the cloud's answers only while its referee statistics accumulate.
+    """
+
+    name = "offload-all"
+
+    @property
+    def spec(self) -> str:
+        return self.name
+
+    def _choose(self) -> int:
+        cost = self._rewards.cost
+        k = self.n_arms - 1
+        if k == 0:
+            return 0
+        return min(range(k), key=lambda j: (cost.edge[j] + cost.offload[j], j))
+
+    def _audit(self, arm: int) -> bool:
+        return True
 
 
 class RandomSplit(Policy):
@@ -654,10 +744,26 @@ class RandomSplit(Policy):
         self._rng.setstate((version, tuple(internal), gauss))
 
 
-_REGISTRY: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (ISplitEE, DiscountedUCB, FixedSplit, RandomSplit)
-}
-POLICY_SPECS = ("isplitee", "isplitee-nonstationary", "fixed:BLOCK", "final", "random")
+def _registry() -> dict[str, type[Policy]]:
+    from shared.referee import AuditedSplitEE  # it builds on this module
+
+    classes = (ISplitEE, DiscountedUCB, FixedSplit, OffloadAll, RandomSplit, AuditedSplitEE)
+    return {cls.name: cls for cls in classes}
+
+
+POLICY_SPECS = (
+    "isplitee",
+    "isplitee-nonstationary",
+    "isplitee-paper",
+    "isplitee-paper-nonstationary",
+    "offload-all",
+    "fixed:BLOCK",
+    "final",
+    "random",
+)
+_EXPLORES = POLICY_SPECS[:4]
+_DISCOUNTS = ("isplitee-nonstationary", "isplitee-paper-nonstationary")
+_AUDITED = ("isplitee", "isplitee-nonstationary")
 
 
 def build_policy(
@@ -666,26 +772,46 @@ def build_policy(
     *,
     c: float | None = None,
     discount: float | None = None,
+    target: float | None = None,
+    min_audit_rate: float | None = None,
     seed: int = 0,
 ) -> Policy:
     """The policy named by ``spec`` for a reward model.
 
-    ``spec``: ``isplitee`` | ``isplitee-nonstationary`` | ``fixed:BLOCK`` (BLOCK one of the
-    cost model's blocks) | ``final`` | ``random``. ``c`` and ``discount`` default to the
-    policy's own; giving one to a policy that has no such setting is an error, not ignored.
+    ``spec``: ``isplitee`` (audited, the recommended policy) | ``isplitee-nonstationary``
+    (audited, its statistics discounted) | ``isplitee-paper`` (the paper's confidence reward)
+    | ``isplitee-paper-nonstationary`` | ``offload-all`` | ``fixed:BLOCK`` (BLOCK one of the
+    cost model's blocks) | ``final`` | ``random``. ``c``, ``discount``, ``target`` (the
+    largest share of frames an exit may answer differently from the final classifier) and
+    ``min_audit_rate`` default to the policy's own; giving one to a policy that has no such
+    setting is an error, not ignored.
     """
     blocks = rewards.cost.blocks
-    explores = spec in ("isplitee", "isplitee-nonstationary")
-    if c is not None and not explores:
+    if c is not None and spec not in _EXPLORES:
         raise ValueError(f"policy {spec!r} does not explore: c applies to isplitee policies only")
-    if discount is not None and spec != "isplitee-nonstationary":
+    if discount is not None and spec not in _DISCOUNTS:
         raise ValueError(
-            f"policy {spec!r} does not discount: discount applies to isplitee-nonstationary only"
+            f"policy {spec!r} does not discount: discount applies to {' and '.join(_DISCOUNTS)}"
         )
-    if spec == "isplitee":
+    for name, value in (("target", target), ("min_audit_rate", min_audit_rate)):
+        if value is not None and spec not in _AUDITED:
+            raise ValueError(
+                f"policy {spec!r} has no referee: {name} applies to {' and '.join(_AUDITED)}"
+            )
+    if spec in _AUDITED:
+        from shared.referee import AuditedSplitEE
+
+        if spec == "isplitee-nonstationary" and discount is None:
+            discount = AuditedSplitEE.DEFAULT_DISCOUNT
+        return AuditedSplitEE(
+            rewards, c=c, discount=discount, target=target, min_audit_rate=min_audit_rate
+        )
+    if spec == "isplitee-paper":
         return ISplitEE(rewards, c=c)
-    if spec == "isplitee-nonstationary":
+    if spec == "isplitee-paper-nonstationary":
         return DiscountedUCB(rewards, c=c, discount=discount)
+    if spec == "offload-all":
+        return OffloadAll(rewards)
     if spec == "final":
         return FixedSplit(rewards, arm=rewards.last, label="final")
     if spec == "random":
@@ -708,7 +834,7 @@ def _load(state: Mapping[str, Any], rewards: RewardModel) -> Policy:
             f"bandit state version {state['version']!r} is not supported "
             f"(expected {STATE_VERSION}); {_DELETE_HINT}"
         )
-    cls = _REGISTRY.get(state["policy"])
+    cls = _registry().get(state["policy"])
     if cls is None:
         raise ValueError(f"unknown policy {state['policy']!r}")
     k = state["n_arms"]
@@ -722,9 +848,12 @@ def _load(state: Mapping[str, Any], rewards: RewardModel) -> Policy:
     if not isinstance(params, Mapping):
         raise ValueError("params should be a mapping")
     policy = cls(rewards, **params)
-    rounds, next_id = state["rounds"], state["next_id"]
+    rounds, next_id, audits = state["rounds"], state["next_id"], state["audits"]
     if not (_is_index(rounds) and _is_index(next_id) and rounds >= 0 and next_id >= 0):
         raise ValueError(f"rounds and next_id should be integers >= 0, got {rounds!r}, {next_id!r}")
+    if not (_is_index(audits) and 0 <= audits <= rounds):
+        raise ValueError(f"audits should be an integer in 0..rounds, got {audits!r}")
+    policy.audits = int(audits)
     pending: dict[int, int] = {}
     for item in state["pending"]:
         did, arm = item

@@ -47,6 +47,9 @@ PAPER_GAMMA = 0.1
 PAPER_OFFLOAD = 0.5
 PAPER_MU = 1.0
 PAPER_ALPHA = 0.5
+RECOMMENDED_ALPHA = 0.8
+"""The exit threshold ``isplitee simulate`` uses by default (docs/results.md compares it with
+the paper's 0.5): with the audited policy a higher threshold lets more exits earn trust."""
 FULL_DEPTH = 19
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -179,12 +182,18 @@ class Observation:
     the chosen arm's last. ``final_confidence`` is C_L when it is known: the arm is the last
     one (then it equals ``confidences[-1]``), or the cloud answered an offload or an audit.
     ``audit``: the frame was offloaded whatever its exit's confidence (a referee sample), so C_L
-    was revealed independently of how the exits came out.
+    was revealed independently of how the exits came out. ``classes``: the predicted class of
+    each computed exit, in the order of ``confidences``; ``final_class``: the final
+    classifier's class when C_L is known (the cloud's label, or the last exit's when the arm is
+    the last). The referee (:mod:`shared.referee`) learns agreement from them; None: not given
+    (the confidence statistics are still learnt).
     """
 
     confidences: tuple[float, ...]
     final_confidence: float | None
     audit: bool = False
+    classes: tuple[int, ...] | None = None
+    final_class: int | None = None
 
 
 @dataclass(frozen=True)

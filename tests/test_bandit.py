@@ -57,7 +57,7 @@ def _observe(p, d: Decision, row, *, audit: bool = False) -> None:
 @pytest.mark.parametrize(
     ("spec", "share"),
     # the discounted variant forgets on purpose (about 200 rounds), so it keeps re-trying
-    [("isplitee", 0.9), ("isplitee-nonstationary", 0.8)],
+    [("isplitee-paper", 0.9), ("isplitee-paper-nonstationary", 0.8)],
 )
 def test_finds_the_known_best_arm(best: int, spec: str, share: float) -> None:
     stream = synthetic_stream(best, 3000, seed=best)
@@ -70,7 +70,7 @@ def test_finds_the_known_best_arm(best: int, spec: str, share: float) -> None:
 def test_regret_grows_sublinearly() -> None:
     stream = synthetic_stream(2, 8000, seed=5)
     full = RM.reward_matrix(stream.confidences)
-    trace = run_policy(build_policy("isplitee", RM), stream)
+    trace = run_policy(build_policy("isplitee-paper", RM), stream)
     regret = np.cumsum(full[:, 2]) - np.cumsum(trace.rewards)
     first, second = regret[3999], regret[-1] - regret[3999]
     assert first > 0 and second < 0.5 * first
@@ -97,7 +97,7 @@ def test_toy_means_are_learnt_without_bias_and_regret_stops_growing(seed: int) -
     full = RM.reward_matrix(stream.confidences)
     true = full.mean(axis=0)
     assert true[0] == pytest.approx(0.3375, abs=0.005) and int(np.argmax(true)) == 1
-    policy = build_policy("isplitee", RM)
+    policy = build_policy("isplitee-paper", RM)
     trace = run_policy(policy, stream)
     learnt = policy.estimates()
     # the two arms the bias was about, each seen on thousands of samples
@@ -175,7 +175,7 @@ def test_estimates_are_priced_with_the_current_costs() -> None:
 def test_a_dearer_link_moves_the_very_next_decision() -> None:
     # toy stream: arm 0 offloads 3/8 of its samples; with cheap offloads it is the best split
     cheap = RewardModel(paper_cost(BLOCKS, offload=0.3))
-    p = build_policy("isplitee", cheap, c=0.0)
+    p = build_policy("isplitee-paper", cheap, c=0.0)
     run_policy(p, toy_stream(3000, seed=4))
     assert p.decide().arm == 0
     p.set_rewards(RM)  # offload 0.5: arm 1 (never offloads) is now the best
@@ -184,7 +184,7 @@ def test_a_dearer_link_moves_the_very_next_decision() -> None:
 
 # -- misuse --------------------------------------------------------------------------------------
 def test_observe_twice_is_an_error() -> None:
-    p = build_policy("isplitee", HAND)
+    p = build_policy("isplitee-paper", HAND)
     d = p.decide()  # the last arm first: it reveals every exit
     assert d.arm == 2
     p.observe(d, Observation((0.5, 0.5, 0.5), 0.5))
@@ -195,7 +195,7 @@ def test_observe_twice_is_an_error() -> None:
 
 
 def test_observe_a_decision_never_made() -> None:
-    p = build_policy("isplitee", HAND)
+    p = build_policy("isplitee-paper", HAND)
     with pytest.raises(BanditError, match=r"decision 7 was never made"):
         p.observe(7, Observation((0.5,), None))
     with pytest.raises(BanditError, match=r"decision 0 was never made"):
@@ -220,7 +220,7 @@ def test_observe_a_decision_never_made() -> None:
     ],
 )
 def test_a_bad_observation_learns_nothing_and_leaves_the_decision_open(obs, match) -> None:
-    p = build_policy("isplitee", HAND)
+    p = build_policy("isplitee-paper", HAND)
     d = p.decide()
     with pytest.raises(BanditError, match=match):
         p.observe(d, obs)
@@ -264,7 +264,10 @@ def test_delayed_observations_cancel_and_lost_replies() -> None:
         (lambda: build_policy("ts", RM), r"unknown policy 'ts'"),
         (lambda: build_policy("fixed:4", RM), r"BLOCK should be one of the model's blocks"),
         (lambda: build_policy("final", RM, c=1.0), r"'final' does not explore"),
-        (lambda: build_policy("isplitee", RM, discount=0.9), r"'isplitee' does not discount"),
+        (
+            lambda: build_policy("isplitee-paper", RM, discount=0.9),
+            r"'isplitee-paper' does not discount",
+        ),
     ],
 )
 def test_bad_parameters(factory, match: str) -> None:
@@ -275,17 +278,17 @@ def test_bad_parameters(factory, match: str) -> None:
 def test_build_policy_specs() -> None:
     assert build_policy("fixed:12", RM).decide().arm == 3
     assert build_policy("final", RM).spec == "final"
-    p = build_policy("isplitee-nonstationary", RM, c=0.5, discount=0.9)
-    assert (p.c, p.discount, p.spec) == (0.5, 0.9, "isplitee-nonstationary")
-    assert build_policy("isplitee", RM).c == ISplitEE.DEFAULT_C
+    p = build_policy("isplitee-paper-nonstationary", RM, c=0.5, discount=0.9)
+    assert (p.c, p.discount, p.spec) == (0.5, 0.9, "isplitee-paper-nonstationary")
+    assert build_policy("isplitee-paper", RM).c == ISplitEE.DEFAULT_C
 
 
 # -- persistence ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: build_policy("isplitee", RM, c=0.5),
-        lambda: build_policy("isplitee-nonstationary", RM, c=0.7, discount=0.99),
+        lambda: build_policy("isplitee-paper", RM, c=0.5),
+        lambda: build_policy("isplitee-paper-nonstationary", RM, c=0.7, discount=0.99),
         lambda: build_policy("random", RM, seed=4),
         lambda: build_policy("fixed:12", RM),
     ],
@@ -317,7 +320,7 @@ def test_json_round_trip_gives_the_same_next_decisions(make) -> None:
 
 
 def _state(**changes) -> dict:
-    p = build_policy("isplitee", HAND)
+    p = build_policy("isplitee-paper", HAND)
     for _ in range(4):
         _observe(p, p.decide(), (0.3, 0.6, 0.8))
     p.decide()  # one pending
@@ -358,7 +361,7 @@ def test_a_bad_state_is_refused_at_load_time(changes: dict, match: str) -> None:
 
 def test_bad_state_shapes_are_clear_errors() -> None:
     with pytest.raises(BanditError, match=r"invalid bandit state .*delete the state file"):
-        policy_from_state({"version": 2, "policy": "isplitee"}, HAND)
+        policy_from_state({"version": 3, "policy": "isplitee-paper"}, HAND)
     with pytest.raises(BanditError, match=r"version 9 is not supported.*delete the state file"):
         policy_from_state({"version": 9}, HAND)
     with pytest.raises(BanditError, match=r"state should be a mapping, got list"):
@@ -373,8 +376,8 @@ def test_discounted_variant_readapts_after_a_change_where_ucb1_lags() -> None:
         np.concatenate([a.correct, b.correct]),
         (Segment("a", 0, 3000), Segment("b", 3000, 6000)),
     )
-    ucb = run_policy(build_policy("isplitee", RM), stream)
-    dis = run_policy(build_policy("isplitee-nonstationary", RM), stream)
+    ucb = run_policy(build_policy("isplitee-paper", RM), stream)
+    dis = run_policy(build_policy("isplitee-paper-nonstationary", RM), stream)
     ucb_settle = settle_times(ucb.arms, stream.segments, [[0], [3]])
     dis_settle = settle_times(dis.arms, stream.segments, [[0], [3]])
     assert dis_settle[1] is not None and dis_settle[1] <= 500

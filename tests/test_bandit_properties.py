@@ -68,7 +68,7 @@ def tolerance(stats: dict, off: float) -> float:
     coupling=st.floats(0.2, 0.9),
     spread=st.floats(0.02, 0.2),
     alpha=st.sampled_from([0.5, 0.7, 0.8]),
-    spec=st.sampled_from(["random", "isplitee"]),
+    spec=st.sampled_from(["random", "isplitee-paper"]),
 )
 def test_learnt_means_converge_to_the_true_means(seed, coupling, spread, alpha, spec) -> None:
     """Whatever the policy plays, each arm's estimate is within its sampling error of the truth.
@@ -128,7 +128,7 @@ def test_the_old_estimate_fails_the_same_check() -> None:
     discounted=st.booleans(),
 )
 def test_bookkeeping_holds_for_any_sequence(ops, discounted) -> None:
-    p = build_policy("isplitee-nonstationary" if discounted else "isplitee", RM)
+    p = build_policy("isplitee-paper-nonstationary" if discounted else "isplitee-paper", RM)
     held = []
     computed = [0] * 7
     for op, conf in ops:

@@ -28,6 +28,7 @@ POLICY_KEYS = {
     "cost_reduction",
     "edge_exit_rate",
     "offload_rate",
+    "audit_rate",
     "regret",
 }
 
@@ -48,8 +49,13 @@ def test_summary_of_known_policies() -> None:
     assert p["fixed:6"].cost == pytest.approx(0.6)
     assert p["fixed:6"].cost_reduction == pytest.approx(1 - 0.6 / 1.9)
     assert p["oracle"].reward_gap == pytest.approx(0.0, abs=1e-12)
-    assert 0 < p["isplitee"].reward_gap < 0.1
-    assert p["random"].reward_gap > p["isplitee"].reward_gap
+    assert 0 < p["isplitee-paper"].reward_gap < 0.1
+    assert p["random"].reward_gap > p["isplitee-paper"].reward_gap
+    # the audited policy: the final layer's accuracy, cheaper than offloading every frame
+    assert p["offload-all"].cost == pytest.approx(0.8) and p["offload-all"].audit_rate == 1.0
+    assert p["isplitee"].accuracy >= p["final"].accuracy - 0.02
+    assert p["isplitee"].cost_reduction > p["offload-all"].cost_reduction
+    assert 0 < p["isplitee"].audit_rate < 1
     for s in p.values():
         assert s.edge_exit_rate + s.offload_rate == pytest.approx(1.0)
         assert set(s.as_json()) >= POLICY_KEYS
@@ -120,14 +126,14 @@ def test_simulate_cli_writes_json_and_plots_and_reuses_the_table(
     text = capsys.readouterr().out
     assert "600 samples from 450 held-out test images (drawn with replacement" in text
     assert "cached table" not in text
-    for name in ("isplitee", "isplitee-nonstationary", "final", "random", "oracle", "fixed:3"):
+    names = ("isplitee", "isplitee-nonstationary", "isplitee-paper", "offload-all", "final")
+    for name in (*names, "random", "oracle", "fixed:3"):
         assert f"| {name} " in text
     data = json.loads((tmp_path / "out.json").read_text())
     assert data["n_samples"] == 600 and data["runs"] == 2 and data["cost_model"] == "paper"
+    assert data["params"]["alpha"] == 0.8  # the recommended default, not the paper's 0.5
     assert set(data["policies"]) == {
-        "isplitee",
-        "isplitee-nonstationary",
-        "final",
+        *names,
         "random",
         "oracle",
         *(f"fixed:{b}" for b in (3, 6, 9, 12, 15, 18)),
@@ -136,6 +142,9 @@ def test_simulate_cli_writes_json_and_plots_and_reuses_the_table(
         assert set(summary) >= POLICY_KEYS
         assert 0 <= summary["accuracy"] <= 1 and 0 <= summary["edge_exit_rate"] <= 1
     assert data["policies"]["final"]["cost_reduction"] == pytest.approx(0.0)
+    # audits are offloads: offload-all audits every frame and pays for it
+    assert data["policies"]["offload-all"]["audit_rate"] == 1.0
+    assert data["policies"]["offload-all"]["cost_reduction"] == pytest.approx(1 - 0.8 / 1.9)
     for png in ("accuracy_vs_cost.png", "regret.png", "splits.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -151,14 +160,17 @@ def test_simulate_cli_writes_json_and_plots_and_reuses_the_table(
 def test_simulate_cli_schedule_reports_settling(tiny_checkpoint: Path, tmp_path: Path, capsys):
     spec = "schedule:clean:300,gaussian_noise:3:300"
     args = ["simulate", "--model", str(tiny_checkpoint), "--distortion", spec]
-    args += ["--policies", "isplitee,isplitee-nonstationary,final", "--no-progress"]
+    args += ["--policies", "isplitee,isplitee-paper-nonstationary,final", "--no-progress"]
     args += ["--cache-dir", str(tmp_path), "--json", str(tmp_path / "s.json")]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "gaussian_noise:3 (best" in text
     settle = json.loads((tmp_path / "s.json").read_text())["settle"]
     assert settle["segments"] == ["clean", "gaussian_noise:3"]
-    assert len(settle["isplitee"]) == 2
+    assert len(settle["isplitee-paper-nonstationary"]) == 2
+    after = json.loads((tmp_path / "s.json").read_text())["after_change"]
+    assert after["window"] == 500 and len(after["isplitee"]["accuracy"]) == 2
+    assert "accuracy % over the first 500 samples of each segment" in text
 
 
 def test_simulate_cli_bad_arguments(tiny_checkpoint: Path, capsys) -> None:
@@ -192,8 +204,11 @@ def test_simulate_cli_bad_arguments(tiny_checkpoint: Path, capsys) -> None:
             ["--distortion", "schedule:clean:300,gaussian_noise:3:300", "--samples", "500"],
             "--samples does not apply to a schedule",
         ),
-        (["--policies", "final,random", "--c", "0.5"], "--c applies to the isplitee policy"),
+        (["--policies", "final,random", "--c", "0.5"], "--c applies to isplitee and isplitee-"),
         (["--policies", "isplitee", "--discount", "0.9"], "--discount applies to isplitee-non"),
+        (["--policies", "isplitee-paper", "--target", "0.01"], "--target applies to isplitee"),
+        (["--target", "0"], "--target should be in (0, 1], got 0.0"),
+        (["--min-audit-rate", "2"], "--min-audit-rate should be in (0, 1], got 2.0"),
     ],
 )
 def test_simulate_cli_refuses_bad_or_idle_flags_before_building_a_table(

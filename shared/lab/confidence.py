@@ -65,6 +65,10 @@ class ConfidenceTable:
         p = np.exp(z)
         return (p.max(axis=2) / p.sum(axis=2)).astype(np.float64)
 
+    def classes(self) -> np.ndarray:
+        """Each arm's predicted class (samples, arms)."""
+        return self.logits.argmax(axis=2)
+
     def correct(self) -> np.ndarray:
         """Whether each arm's prediction is right (samples, arms); temperature cannot change it."""
         return self.logits.argmax(axis=2) == self.labels[:, None]
@@ -172,13 +176,16 @@ def build_stream(
     per-exit temperatures to the confidences.
     """
     temps = ckpt.meta.arm_temperatures() if calibrated else None
-    confs, correct, segments, start = [], [], [], 0
+    confs, correct, classes, segments, start = [], [], [], [], 0
     for i, (distortion, n) in enumerate(parts):
         table = build_table(ckpt, distortion, samples=n, seed=seed + 1000 * i, **table_options)
         if on_table is not None:
             on_table(table)
         confs.append(table.confidences(temps))
         correct.append(table.correct())
+        classes.append(table.classes())
         segments.append(Segment(str(distortion), start, start + len(table)))
         start += len(table)
-    return Stream(np.concatenate(confs), np.concatenate(correct), tuple(segments))
+    return Stream(
+        np.concatenate(confs), np.concatenate(correct), tuple(segments), np.concatenate(classes)
+    )

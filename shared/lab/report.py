@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
-__all__ = ["format_table", "progress_bar"]
+__all__ = ["change_table", "format_table", "progress_bar", "settle_table", "simulation_table"]
 
 T = TypeVar("T")
 
@@ -49,6 +49,7 @@ def simulation_table(result) -> str:
         "cost reduction %",
         "edge-exit %",
         "offload %",
+        "audit %",
         "mean reward",
         "gap to oracle %",
         "regret",
@@ -64,6 +65,7 @@ def simulation_table(result) -> str:
                 _pct(s.cost_reduction),
                 _pct(s.edge_exit_rate),
                 _pct(s.offload_rate),
+                _pct(s.audit_rate),
                 f"{s.mean_reward:.4f}",
                 _pct(s.reward_gap),
                 f"{s.regret:.1f}",
@@ -72,7 +74,27 @@ def simulation_table(result) -> str:
     return format_table(headers, rows)
 
 
-def settle_table(result, policies: Sequence[str] = ("isplitee", "isplitee-nonstationary")):
+def change_table(result) -> tuple[str, dict]:
+    """Accuracy over the first ``result.window`` samples of each segment, per policy, and each
+    policy's worst shortfall against the final layer's over the same samples (points)."""
+    headers = ["policy", *(s.name for s in result.segments), "worst vs final (points)"]
+    final = result.policies.get("final")
+    rows, data = [], {"window": result.window, "segments": [s.name for s in result.segments]}
+    for name, s in result.policies.items():
+        acc = s.segment_accuracy
+        worst = (
+            max(f - a for f, a in zip(final.segment_accuracy, acc, strict=True))
+            if final is not None
+            else None
+        )
+        data[name] = {"accuracy": acc, "worst_shortfall": worst}
+        rows.append([name, *(_pct(a) for a in acc), "" if worst is None else f"{100 * worst:+.1f}"])
+    return format_table(headers, rows), data
+
+
+def settle_table(
+    result, policies: Sequence[str] = ("isplitee-paper", "isplitee-paper-nonstationary")
+):
     """Samples each adaptive policy needs after each change to settle on the new best split."""
     from shared.lab.simulate import settle_times
 

@@ -1,9 +1,11 @@
 """Offline evaluation of split policies on a stream of per-exit confidences.
 
-The stream stands for a camera's frames: each sample has every exit's confidence and whether
-each exit's prediction is right. A policy sees only what a device would see (the exits up to
-its split, and C_L when it offloads or runs the whole network); the full table is used only
-for scoring, for the oracle (best fixed split in hindsight) and for regret.
+The stream stands for a camera's frames: each sample has every exit's confidence, predicted
+class and whether that prediction is right. A policy sees only what a device would see (the
+exits up to its split, and C_L and the final class when it offloads, audits or runs the whole
+network); the full table is used only for scoring, for the oracle (best fixed split in
+hindsight) and for regret. An audit is a real offload: it is charged the offload and its
+frame's answer is the final layer's.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class Stream:
     correct: np.ndarray
     """(samples, arms) whether each exit's prediction is right."""
     segments: tuple[Segment, ...]
+    classes: np.ndarray | None = None
+    """(samples, arms) each exit's predicted class. None: a right prediction stands for class
+    0 and a wrong one at exit j for class j + 1, so two wrong exits never agree (the
+    conservative reading for the referee)."""
 
     def __post_init__(self) -> None:
         if self.confidences.shape != self.correct.shape or self.confidences.ndim != 2:
@@ -55,6 +61,18 @@ class Stream:
                 f"confidences {self.confidences.shape} and correct {self.correct.shape} "
                 "should both be (samples, arms)"
             )
+        if self.classes is not None and self.classes.shape != self.correct.shape:
+            raise ValueError(
+                f"classes {self.classes.shape} should be (samples, arms) like correct "
+                f"{self.correct.shape}"
+            )
+
+    def predicted(self) -> np.ndarray:
+        """Each exit's class (see ``classes``)."""
+        if self.classes is not None:
+            return self.classes
+        arms = np.arange(1, self.correct.shape[1] + 1)[None, :]
+        return np.where(self.correct, 0, arms).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.confidences)
@@ -62,7 +80,8 @@ class Stream:
     def shuffled(self, rng: np.random.Generator) -> Stream:
         """Reorder samples within each segment; the schedule itself stays in place."""
         order = np.concatenate([s.start + rng.permutation(s.stop - s.start) for s in self.segments])
-        return Stream(self.confidences[order], self.correct[order], self.segments)
+        classes = None if self.classes is None else self.classes[order]
+        return Stream(self.confidences[order], self.correct[order], self.segments, classes)
 
 
 @dataclass(frozen=True)
@@ -74,19 +93,23 @@ class Trace:
     costs: np.ndarray
     correct: np.ndarray
     offloaded: np.ndarray
+    audited: np.ndarray
 
 
 def run_policy(policy: Policy, stream: Stream) -> Trace:
     """Feed the stream to ``policy`` one sample at a time, with immediate feedback.
 
-    The policy sees what a device would: the exits up to its split, and C_L when it offloads
-    or runs the whole network. Rewards are scored with the policy's own reward model.
+    The policy sees what a device would: the exits up to its split (confidences and classes),
+    and C_L and the final class when it offloads, audits or runs the whole network. An audited
+    frame is offloaded and charged as one, its answer is the final layer's, and its reward is
+    the paper's offload reward. Rewards are scored with the policy's own reward model.
     """
     rewards = policy.rewards
     n = len(stream)
     conf = stream.confidences.tolist()
     full = rewards.reward_matrix(stream.confidences)
     correct = stream.correct
+    classes = stream.predicted().tolist()
     last, alpha = rewards.last, rewards.alpha
     cost_exit = rewards.cost.edge
     cost_offload = [e + o for e, o in zip(rewards.cost.edge, rewards.cost.offload, strict=True)]
@@ -94,19 +117,36 @@ def run_policy(policy: Policy, stream: Stream) -> Trace:
     costs = np.empty(n)
     right = np.empty(n, bool)
     offloaded = np.empty(n, bool)
+    audited = np.empty(n, bool)
+    # what an audited frame earns: the paper's offload reward at its split
+    priced = rewards.mu * (np.asarray(rewards.cost.edge) + np.asarray(rewards.cost.offload))
+    offload_reward = full[:, last : last + 1] - priced[None, :]
     for t in range(n):
         decision = policy.decide()
         arm = decision.arm
-        c = conf[t]
-        offload = arm != last and c[arm] < alpha
-        final = c[last] if (offload or arm == last) else None
-        policy.observe(decision, Observation(tuple(c[: arm + 1]), final))
+        c, k = conf[t], classes[t]
+        audit = decision.audit and arm != last
+        offload = arm != last and (audit or c[arm] < alpha)
+        known = offload or arm == last
+        policy.observe(
+            decision,
+            Observation(
+                tuple(c[: arm + 1]),
+                c[last] if known else None,
+                audit=audit,
+                classes=tuple(k[: arm + 1]),
+                final_class=k[last] if known else None,
+            ),
+        )
         arms[t] = arm
         costs[t] = cost_offload[arm] if offload else cost_exit[arm]
-        right[t] = correct[t, last] if (offload or arm == last) else correct[t, arm]
+        right[t] = correct[t, last] if known else correct[t, arm]
         offloaded[t] = offload
+        audited[t] = audit
     got = full[np.arange(n), arms]
-    return Trace(arms, got, costs, right, offloaded)
+    if audited.any():
+        got = np.where(audited, offload_reward[np.arange(n), arms], got)
+    return Trace(arms, got, costs, right, offloaded, audited)
 
 
 PolicyFactory = Callable[[int], Policy]
@@ -117,6 +157,8 @@ def default_policy_names(blocks: Sequence[int]) -> list[str]:
     return [
         "isplitee",
         "isplitee-nonstationary",
+        "isplitee-paper",
+        "offload-all",
         "final",
         "random",
         *(f"fixed:{b}" for b in blocks[:-1]),
@@ -131,18 +173,23 @@ def make_policy_factory(
     c: float | None = None,
     c_nonstationary: float | None = None,
     discount: float | None = None,
+    target: float | None = None,
+    min_audit_rate: float | None = None,
 ) -> PolicyFactory | None:
     """A factory for a policy name (a :func:`shared.bandit.build_policy` spec, or ``oracle``,
     which returns None: it is built from the table). ``c`` is I-SplitEE's exploration,
-    ``c_nonstationary`` and ``discount`` the discounted variant's; None: the policy's default.
+    ``c_nonstationary`` and ``discount`` the discounted variants'; ``target`` and
+    ``min_audit_rate`` the audited policies' referee; None: the policy's default.
     """
     if name == "oracle":
         return None
     options: dict = {}
-    if name == "isplitee":
+    if name in ("isplitee", "isplitee-paper"):
         options = {"c": c}
-    elif name == "isplitee-nonstationary":
+    elif name in ("isplitee-nonstationary", "isplitee-paper-nonstationary"):
         options = {"c": c_nonstationary, "discount": discount}
+    if name in ("isplitee", "isplitee-nonstationary"):
+        options |= {"target": target, "min_audit_rate": min_audit_rate}
     build_policy(name, rewards, **options)  # a bad name or setting fails here, not in a run
     return lambda r: build_policy(name, rewards, seed=r, **options)
 
@@ -155,6 +202,8 @@ class PolicySummary:
     cost_reduction: float
     edge_exit_rate: float
     offload_rate: float
+    audit_rate: float
+    """Share of frames audited (offloaded whatever the exit said; part of offload_rate)."""
     regret: float
     mean_reward: float
     reward_gap: float
@@ -162,6 +211,9 @@ class PolicySummary:
     split, 0.05 = 5 % short of it. Ill-conditioned when the oracle's mean is near 0."""
     regret_curve: np.ndarray = field(repr=False)
     """Mean cumulative regret after each sample, over runs."""
+    segment_accuracy: list[float] = field(repr=False)
+    """Accuracy over the first ``window`` samples of each segment (all of a shorter one),
+    mean of the runs: how a policy fares right after each change of scene."""
     arms_first_run: np.ndarray = field(repr=False)
 
     def as_json(self) -> dict[str, float]:
@@ -172,6 +224,7 @@ class PolicySummary:
             "cost_reduction",
             "edge_exit_rate",
             "offload_rate",
+            "audit_rate",
             "regret",
             "mean_reward",
             "reward_gap",
@@ -190,6 +243,8 @@ class SimulationResult:
     policies: dict[str, PolicySummary]
     segment_best_arms: list[list[int]]
     """Arms within the settling tolerance of each segment's best, by segment."""
+    window: int = 500
+    """Samples after each segment's start that ``segment_accuracy`` covers."""
 
 
 def simulate(
@@ -198,12 +253,14 @@ def simulate(
     factories: Mapping[str, PolicyFactory | None],
     *,
     settle_tolerance: float = 0.01,
+    window: int = 500,
 ) -> SimulationResult:
     """Run every policy once on each stream (one run per stream) and summarise.
 
     Give independent draws (the CLI draws a fresh stream per run) for spreads that cover the
     sampling of images, or reshuffles of one stream (:meth:`Stream.shuffled`) for spreads of
-    the policies' order effects only. Each run's regret is against the best fixed split in
+    the policies' order effects only. ``window``: samples after each segment's start that
+    ``segment_accuracy`` covers. Each run's regret is against the best fixed split in
     hindsight on that run's stream (the ``oracle`` row); ``oracle_arm`` is the best on all
     runs together.
     """
@@ -231,6 +288,7 @@ def simulate(
         accs = np.array([t.correct.mean() for t in ts])
         cost = float(np.mean([t.costs.mean() for t in ts]))
         offload = float(np.mean([t.offloaded.mean() for t in ts]))
+        audit = float(np.mean([t.audited.mean() for t in ts]))
         mean_reward = float(np.mean([t.rewards.mean() for t in ts]))
         curve = np.mean(
             [oc - np.cumsum(t.rewards) for oc, t in zip(oracle_curves, ts, strict=True)], axis=0
@@ -242,10 +300,17 @@ def simulate(
             cost_reduction=1.0 - cost / full_cost,
             edge_exit_rate=1.0 - offload,
             offload_rate=offload,
+            audit_rate=audit,
             regret=float(curve[-1]),
             mean_reward=mean_reward,
             reward_gap=(oracle_mean - mean_reward) / abs(oracle_mean) if oracle_mean else math.inf,
             regret_curve=curve,
+            segment_accuracy=[
+                float(
+                    np.mean([t.correct[g.start : min(g.stop, g.start + window)].mean() for t in ts])
+                )
+                for g in streams[0].segments
+            ],
             arms_first_run=ts[0].arms,
         )
     best_arms = []
@@ -263,6 +328,7 @@ def simulate(
         segments=streams[0].segments,
         policies=summaries,
         segment_best_arms=best_arms,
+        window=window,
     )
 
 

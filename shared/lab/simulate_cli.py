@@ -1,4 +1,9 @@
-"""``isplitee simulate``: replay a checkpoint's held-out images through every split policy."""
+"""``isplitee simulate``: replay a checkpoint's held-out images through every split policy.
+
+Its defaults are the recommended setting: the audited policy as ``isplitee``, alpha
+:data:`shared.cost.RECOMMENDED_ALPHA`, c 0.25, raw confidences; the paper's setting is one
+flag away (``--alpha 0.5 --c 1``, and its rule is the ``isplitee-paper`` row).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from shared import cost as costs
 from shared.bandit import DiscountedUCB, ISplitEE
 from shared.lab.distortions import Distortion
 from shared.lab.simulate import default_policy_names
+from shared.referee import AuditedSplitEE
 
 if TYPE_CHECKING:
     from shared.checkpoint import Checkpoint
@@ -21,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_SAMPLES", "add_simulate", "cost_model", "parse_schedule", "run_simulate"]
 
 DEFAULT_SAMPLES = 2000
+NONSTATIONARY = {"isplitee-nonstationary", "isplitee-paper-nonstationary"}
 MEASURED_FLAGS = ("edge_gmacs", "edge_timing", "link_mbps", "rtt_ms", "encoding")
 
 
@@ -74,7 +81,13 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--policies", help="comma list; default: all policies and every fixed split")
     p.add_argument("--cost", choices=("paper", "measured"), default="paper")
-    p.add_argument("--alpha", type=float, default=costs.PAPER_ALPHA, help="exit threshold")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=costs.RECOMMENDED_ALPHA,
+        help=f"exit threshold (default {costs.RECOMMENDED_ALPHA:g}; the paper's is "
+        f"{costs.PAPER_ALPHA:g})",
+    )
     p.add_argument("--mu", type=float, default=costs.PAPER_MU, help="cost weight in the reward")
     p.add_argument(
         "--gamma",
@@ -86,17 +99,30 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--c",
         type=float,
-        help=f"I-SplitEE exploration (default {ISplitEE.DEFAULT_C:g}, the recommended setting)",
+        help=f"exploration of isplitee and isplitee-paper (default {ISplitEE.DEFAULT_C:g}, the "
+        "recommended setting; the paper's is 1)",
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        help="audited policies: largest share of frames an exit may answer differently from the "
+        f"final classifier (default {AuditedSplitEE.DEFAULT_TARGET:g})",
+    )
+    p.add_argument(
+        "--min-audit-rate",
+        type=float,
+        help="audited policies: audit rate once the exits keep agreeing (default "
+        f"{AuditedSplitEE.DEFAULT_MIN_AUDIT_RATE:g})",
     )
     p.add_argument(
         "--c-nonstationary",
         type=float,
-        help=f"exploration of the discounted variant (default {DiscountedUCB.DEFAULT_C:g})",
+        help=f"exploration of the discounted variants (default {DiscountedUCB.DEFAULT_C:g})",
     )
     p.add_argument(
         "--discount",
         type=float,
-        help=f"discount of the discounted variant (default {DiscountedUCB.DEFAULT_DISCOUNT:g})",
+        help=f"discount of the discounted variants (default {DiscountedUCB.DEFAULT_DISCOUNT:g})",
     )
     p.add_argument(
         "--edge-gmacs", type=float, help=f"measured: device GMAC/s ({costs.DEFAULT_EDGE_GMACS:g})"
@@ -224,6 +250,9 @@ def check_args(args: argparse.Namespace) -> list[tuple[Distortion, int]]:
     _finite("--offload", args.offload)
     _finite("--c", args.c)
     _finite("--c-nonstationary", args.c_nonstationary)
+    for flag, value in (("--target", args.target), ("--min-audit-rate", args.min_audit_rate)):
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ValueError(f"{flag} should be in (0, 1], got {value!r}")
     if args.discount is not None and not 0.0 < args.discount < 1.0:
         raise ValueError(f"--discount should be in (0, 1), got {args.discount!r}")
     for flag in ("edge_gmacs", "link_mbps"):
@@ -247,16 +276,20 @@ def check_args(args: argparse.Namespace) -> list[tuple[Distortion, int]]:
         if args.edge_timing == "measure" and args.edge_gmacs is not None:
             raise ValueError("--edge-gmacs does not apply with --edge-timing measure")
     if args.policies is not None:
-        names = policy_names(args.policies, ())
-        if args.c is not None and "isplitee" not in names:
-            raise ValueError("--c applies to the isplitee policy, which --policies leaves out")
-        for flag, value in (
-            ("--c-nonstationary", args.c_nonstationary),
-            ("--discount", args.discount),
+        names = set(policy_names(args.policies, ()))
+        plain, discounted = {"isplitee", "isplitee-paper"}, NONSTATIONARY
+        audited = {"isplitee", "isplitee-nonstationary"}
+        for flag, value, applies in (
+            ("--c", args.c, plain),
+            ("--c-nonstationary", args.c_nonstationary, discounted),
+            ("--discount", args.discount, discounted),
+            ("--target", args.target, audited),
+            ("--min-audit-rate", args.min_audit_rate, audited),
         ):
-            if value is not None and "isplitee-nonstationary" not in names:
+            if value is not None and not names & applies:
                 raise ValueError(
-                    f"{flag} applies to isplitee-nonstationary, which --policies leaves out"
+                    f"{flag} applies to {' and '.join(sorted(applies))}, which --policies "
+                    "leaves out"
                 )
     return parts
 
@@ -290,7 +323,13 @@ def run_simulate(args: argparse.Namespace) -> int:
     rewards = RewardModel(cost, alpha=args.alpha, mu=args.mu)
     factories = {  # a bad policy name or setting fails here, before the slow part
         n: make_policy_factory(
-            n, rewards, c=args.c, c_nonstationary=args.c_nonstationary, discount=args.discount
+            n,
+            rewards,
+            c=args.c,
+            c_nonstationary=args.c_nonstationary,
+            discount=args.discount,
+            target=args.target,
+            min_audit_rate=args.min_audit_rate,
         )
         for n in names
     }
@@ -326,12 +365,15 @@ def run_simulate(args: argparse.Namespace) -> int:
         f"oracle split: block {blocks[result.oracle_arm]}"
     )
     print(simulation_table(result))
-    settle = None
+    settle = after_change = None
     if len(streams[0].segments) > 1:
-        from shared.lab.report import settle_table
+        from shared.lab.report import change_table, settle_table
 
         text, settle = settle_table(result)
         print()
+        print(text)
+        text, after_change = change_table(result)
+        print(f"\naccuracy % over the first {result.window} samples of each segment")
         print(text)
     if args.json:
         payload = {
@@ -347,12 +389,17 @@ def run_simulate(args: argparse.Namespace) -> int:
                 "c": c,
                 "c_nonstationary": c_ns,
                 "discount": discount,
+                "target": AuditedSplitEE.DEFAULT_TARGET if args.target is None else args.target,
+                "min_audit_rate": AuditedSplitEE.DEFAULT_MIN_AUDIT_RATE
+                if args.min_audit_rate is None
+                else args.min_audit_rate,
             },
             "oracle_block": blocks[result.oracle_arm],
             "policies": {n: s.as_json() for n, s in result.policies.items()},
         }
         if settle is not None:
             payload["settle"] = settle
+            payload["after_change"] = after_change
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"\nwrote {args.json}")

@@ -1,0 +1,500 @@
+"""The referee: learns from audits whether each early exit agrees with the final classifier.
+
+An early exit's confidence says nothing about whether its answer is right once the scene
+changes: under noise a shallow exit can be confidently wrong on most frames. The cloud's final
+classifier answers every offloaded frame, so a frame offloaded *whatever its exit's
+confidence* (an audit) shows, for every exit the device computed, whether that exit would have
+published the same label as the final classifier. The referee keeps, per exit j::
+
+    n_j  audited samples that computed exit j
+    d_j  of them: C_j >= alpha (exit j would have answered) and its class != the final's
+
+so ``D_j = d_j / n_j`` estimates ``P(C_j >= alpha and class_j != class_L)``, the share of *all*
+frames on which answering at exit j publishes a label the final classifier would not.
+
+What it guarantees
+------------------
+A frame answered at exit j differs from the final classifier's answer only when exit j
+disagrees, so the accuracy a policy loses against the final layer over the frames it plays at
+arm j is at most D_j. An exit is **trusted** only while the Wilson upper bound of D_j at
+``z`` standard errors is at most ``target``; an untrusted exit never answers (the policy
+audits instead, i.e. offloads and publishes the cloud's answer). Hence, while the scene holds
+still long enough for the bound to be valid, each trusted exit loses at most ``target`` of
+accuracy against the final layer with the one-sided confidence of ``z`` (z = 2: about 97.7 %
+per check). It is an online, label-free analogue of CALM's calibrated exits (Schuster et al.
+2022): agreement with the full model, not accuracy, and checked as the scene changes.
+
+Assumptions (the caller's): audits are chosen without looking at the frame (the schedule
+below is a deterministic credit counter: every ``1/rate``-th decision), so audited frames are
+drawn like the stream; samples are exchangeable within the referee's memory (``memory``
+discounts each older audit, so roughly the last ``1 / (1 - memory)`` audits count); the
+cloud's reply is lost independently of its content.
+
+After a change
+--------------
+How fast an exit that turns confidently wrong stops being trusted is bounded, whatever its
+confidences do: the next audit comes within ``ceil(1 / min_rate)`` decisions; a confident
+disagreement at a trusted exit sets the audit rate to ``max_rate`` (1: every frame is
+audited, so nothing is published from the exits), and the exit's upper bound crosses
+``target`` after at most :meth:`Referee.disagreements_to_distrust` further disagreeing
+audits. ``tests/test_referee.py`` checks the bound. A change that moves the confidences
+themselves (the share of frames on which exit 0 is confident, seen on every frame for free)
+is caught sooner: a fast and a slow running mean of that share drift apart by more than
+``shift``, and then everything learnt is forgotten and audits go to ``max_rate`` until trust
+is re-earned. The audit rate decays by ``decay`` per audit that finds every confident exit in
+agreement, down to ``min_rate``: audits become rare when the exits keep agreeing.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from shared.bandit import _STATS, ISplitEE, _discount_round
+from shared.cost import Observation, RewardModel
+
+__all__ = ["AuditedSplitEE", "Referee", "wilson_bounds"]
+
+
+def wilson_bounds(d: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson score interval of a rate d/n at z standard errors (0, 1 when n = 0)."""
+    if n <= 0.0:
+        return 0.0, 1.0
+    p = min(max(d / n, 0.0), 1.0)
+    z2 = z * z
+    centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n)
+    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / (1.0 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _check_unit(name: str, value: object, *, open_low: bool = False) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        v = float(value)  # type: ignore[arg-type]
+        ok = (0.0 < v <= 1.0) if open_low else (0.0 <= v <= 1.0)
+    if not ok:
+        span = "(0, 1]" if open_low else "[0, 1]"
+        raise ValueError(f"{name} should be in {span}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+class Referee:
+    """Per-exit agreement with the final classifier, learnt from audits; the audit schedule.
+
+    ``n_exits``: the exits that can answer early (every arm but the last). Pure logic: the
+    policy calls :meth:`watch` with every sample's exit-0 confidence, :meth:`record` with every
+    sample whose final class was revealed independently of the exits (an audit, or the whole
+    network on the device), and :meth:`audit_now` once per decision.
+    """
+
+    def __init__(
+        self,
+        n_exits: int,
+        *,
+        target: float = 0.02,
+        z: float = 2.0,
+        min_rate: float = 0.05,
+        max_rate: float = 1.0,
+        decay: float = 0.9,
+        memory: float | None = None,
+        shift: float = 0.25,
+        patience: float = 2.0,
+    ) -> None:
+        if not (isinstance(n_exits, int) and n_exits >= 0):
+            raise ValueError(f"n_exits should be an integer >= 0, got {n_exits!r}")
+        self.n_exits = n_exits
+        self.target = _check_unit("target", target, open_low=True)
+        if not (isinstance(z, numbers.Real) and 0.0 < z < math.inf):
+            raise ValueError(f"z should be a positive number, got {z!r}")
+        self.z = float(z)
+        self.min_rate = _check_unit("min_rate", min_rate, open_low=True)
+        self.max_rate = _check_unit("max_rate", max_rate, open_low=True)
+        if self.min_rate > self.max_rate:
+            raise ValueError(f"min_rate {min_rate!r} should be at most max_rate {max_rate!r}")
+        self.decay = _check_unit("decay", decay)
+        self.shift = _check_unit("shift", shift, open_low=True)
+        if not (isinstance(patience, numbers.Real) and 1.0 <= patience < math.inf):
+            raise ValueError(f"patience should be a number >= 1, got {patience!r}")
+        self.patience = float(patience)
+        # the (discounted) audits a flawless exit needs to be trusted: z^2 (1 - target) / target
+        self.clean_audits = self.z**2 * (1.0 - self.target) / self.target
+        if memory is None:  # long enough to hold 2.5 times that: about 500 audits by default
+            memory = 1.0 - 1.0 / (2.5 * self.clean_audits)
+        self.memory = _check_unit("memory", memory, open_low=True)
+        if self.memory < 1.0 and 1.0 / (1.0 - self.memory) <= self.clean_audits:
+            raise ValueError(
+                f"memory {memory!r} holds about {1.0 / (1.0 - self.memory):.0f} audits, fewer "
+                f"than the {self.clean_audits:.0f} an exit needs to be trusted at target "
+                f"{self.target:g}: no exit could ever answer"
+            )
+        self._n = [0.0] * n_exits
+        self._d = [0.0] * n_exits
+        self._agree_n = [0.0] * n_exits  # confident and computed, for the agreement report
+        self._agree_d = [0.0] * n_exits
+        self.rate = self.max_rate
+        self._credit = 0.0
+        self._fast = 0.0  # running means of "exit 0 confident" since the last reset
+        self._slow = 0.0
+        self._seen = 0
+        self.audits = 0
+        self.decisions = 0
+        self.changes = 0
+
+    # -- the schedule ----------------------------------------------------------------------------
+    def audit_now(self) -> bool:
+        """Whether this decision is an audit: a credit counter, so audits are spread evenly
+        and never depend on the frame (the consistency assumption)."""
+        self.decisions += 1
+        self._credit += self.rate
+        if self._credit >= 1.0 - 1e-12:
+            self._credit -= 1.0
+            self.audits += 1
+            return True
+        return False
+
+    @property
+    def audit_rate(self) -> float:
+        """Share of decisions audited so far (the schedule's current rate is ``rate``)."""
+        return self.audits / self.decisions if self.decisions else 0.0
+
+    # -- learning --------------------------------------------------------------------------------
+    def watch(self, confidence0: float, alpha: float) -> bool:
+        """Every sample's exit-0 confidence: a free change detector. True when it fired."""
+        x = 1.0 if confidence0 >= alpha else 0.0
+        self._seen += 1
+        self._fast += (x - self._fast) / min(self._seen, 50)
+        self._slow += (x - self._slow) / min(self._seen, 500)
+        if self._seen >= 50 and abs(self._fast - self._slow) > self.shift:
+            self.forget()
+            self._seen = 0  # both means start again from the new scene
+            self.changes += 1
+            return True
+        return False
+
+    def forget(self) -> None:
+        """Drop what was learnt (the scene changed) and audit at the highest rate."""
+        self._n = [0.0] * self.n_exits
+        self._d = [0.0] * self.n_exits
+        self.rate = self.max_rate
+
+    def record(
+        self,
+        confidences: Sequence[float],
+        classes: Sequence[int],
+        final_class: int,
+        alpha: float,
+    ) -> None:
+        """One sample whose final class was revealed independently of its exits.
+
+        ``confidences``/``classes``: the exits the device computed, shallowest first (a sample
+        that ran the whole network also lists the last arm, which is ignored here).
+        """
+        trusted_before = [self.trusted(j) for j in range(self.n_exits)]
+        alarm = False
+        for j in range(min(len(confidences), self.n_exits)):
+            confident = confidences[j] >= alpha
+            wrong = confident and classes[j] != final_class
+            self._n[j] = self._n[j] * self.memory + 1.0
+            self._d[j] = self._d[j] * self.memory + (1.0 if wrong else 0.0)
+            if confident:
+                self._agree_n[j] += 1.0
+                self._agree_d[j] += 1.0 if wrong else 0.0
+            alarm |= wrong and trusted_before[j]
+        self.rate = self.max_rate if alarm else max(self.min_rate, self.rate * self.decay)
+
+    # -- what the policy asks --------------------------------------------------------------------
+    def bounds(self, j: int) -> tuple[float, float]:
+        """Wilson interval of exit j's disagreement rate D_j (see the module docstring)."""
+        return wilson_bounds(self._d[j], self._n[j], self.z)
+
+    def trusted(self, j: int) -> bool:
+        """Exit j may answer: its disagreement rate is below ``target`` with confidence z."""
+        return self._n[j] > 0.0 and self.bounds(j)[1] <= self.target
+
+    def plausible(self, j: int) -> bool:
+        """Exit j is worth auditing to earn its trust.
+
+        Its lower bound is within ``target``, and, once it has 10 % of the audits a flawless
+        exit needs, the audits it would need at its observed rate (:meth:`audits_needed`) are
+        at most ``patience`` times what a flawless exit needs: an exit whose rate sits just
+        under the target would take thousands of audits (each a dearer offload than the
+        baseline) to certify, and is not worth it.
+        """
+        if self.bounds(j)[0] > self.target:
+            return False
+        n = self._n[j]
+        if n < 0.1 * self.clean_audits:
+            return True
+        return self.audits_needed(self._d[j] / n) <= self.patience * self.clean_audits
+
+    def audits_needed(self, rate: float) -> float:
+        """Audits after which an exit disagreeing on ``rate`` of them is trusted (inf: never).
+
+        Smallest n with the Wilson upper bound of ``rate`` over n audits <= ``target``.
+        """
+        if rate >= self.target:
+            return math.inf
+        lo, hi = 1.0, 2.0
+        while wilson_bounds(rate * hi, hi, self.z)[1] > self.target:
+            lo, hi = hi, hi * 2.0
+            if hi > 1e9:
+                return math.inf
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if wilson_bounds(rate * mid, mid, self.z)[1] > self.target:
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+    def audits_to_trust(self) -> int:
+        """Agreeing audits in a row after which a new exit is trusted (memory included)."""
+        n, k = 0.0, 0
+        while not (n > 0.0 and wilson_bounds(0.0, n, self.z)[1] <= self.target):
+            n, k = n * self.memory + 1.0, k + 1
+        return k
+
+    def disagreements_to_distrust(self, agreeing: float | None = None) -> int:
+        """Disagreeing audits in a row after which an exit backed by ``agreeing`` discounted
+        agreeing audits (default: the most the memory holds, ``1 / (1 - memory)``) is no
+        longer trusted."""
+        if agreeing is None:
+            agreeing = math.inf if self.memory >= 1.0 else 1.0 / (1.0 - self.memory)
+        n, d = float(agreeing), 0.0
+        if math.isinf(n):
+            raise ValueError("memory 1 keeps every audit: no finite bound")
+        for k in range(1, 100_000):
+            n = n * self.memory + 1.0
+            d = d * self.memory + 1.0
+            if wilson_bounds(d, n, self.z)[1] > self.target:
+                return k
+        raise ValueError("no bound within 100000 audits")  # pragma: no cover
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per exit: audited samples, disagreement rate and bounds, trust, and the agreement
+        of its confident answers over every audit since the start (JSON-ready)."""
+        out = []
+        for j in range(self.n_exits):
+            lo, hi = self.bounds(j)
+            n = self._n[j]
+            an, ad = self._agree_n[j], self._agree_d[j]
+            out.append(
+                {
+                    "audited": n,
+                    "disagreement": self._d[j] / n if n > 0 else None,
+                    "disagreement_bounds": [lo, hi],
+                    "trusted": self.trusted(j),
+                    "agreement": 1.0 - ad / an if an > 0 else None,
+                }
+            )
+        return out
+
+    # -- persistence -----------------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "z": self.z,
+            "min_rate": self.min_rate,
+            "max_rate": self.max_rate,
+            "decay": self.decay,
+            "memory": self.memory,
+            "shift": self.shift,
+            "patience": self.patience,
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "params": self.params(),
+            "n": list(self._n),
+            "d": list(self._d),
+            "agree_n": list(self._agree_n),
+            "agree_d": list(self._agree_d),
+            "rate": self.rate,
+            "credit": self._credit,
+            "fast": self._fast,
+            "slow": self._slow,
+            "seen": self._seen,
+            "audits": self.audits,
+            "decisions": self.decisions,
+            "changes": self.changes,
+        }
+
+    @classmethod
+    def from_state(cls, n_exits: int, state: Mapping[str, Any]) -> Referee:
+        """Inverse of :meth:`to_state`; a bad state raises ValueError/KeyError/TypeError."""
+        ref = cls(n_exits, **state["params"])
+        for key in ("n", "d", "agree_n", "agree_d"):
+            values = state[key]
+            if not (
+                isinstance(values, list)
+                and len(values) == n_exits
+                and all(
+                    isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v < math.inf
+                    for v in values
+                )
+            ):
+                raise ValueError(f"referee.{key} should be {n_exits} finite numbers >= 0")
+            setattr(ref, f"_{key}", [float(v) for v in values])
+        if any(d > n * (1 + 1e-9) for d, n in zip(ref._d, ref._n, strict=True)):
+            raise ValueError("referee: more disagreements than audits")
+        ref.rate = _check_unit("referee.rate", state["rate"], open_low=True)
+        ref._credit = float(state["credit"])
+        ref._fast, ref._slow = float(state["fast"]), float(state["slow"])
+        for key in ("audits", "decisions", "changes", "seen"):
+            v = state[key]
+            if not (isinstance(v, int) and v >= 0):
+                raise ValueError(f"referee.{key} should be an integer >= 0, got {v!r}")
+            setattr(ref, key if key != "seen" else "_seen", v)
+        return ref
+
+
+class AuditedSplitEE(ISplitEE):
+    """I-SplitEE refereed by audits: the ``isplitee`` and ``isplitee-nonstationary`` specs.
+
+    Each decision is one of: answer at a trusted exit j (exit if ``C_j >= alpha``, else
+    offload; on the referee's schedule it is an audit instead), audit at exit j (offload
+    whatever the exit says: the frame's result is the cloud's), or the whole network. Every
+    choice is priced by **agreement with the final classifier**, not by confidence: a frame
+    the final classifier answers agrees with it by definition, so an option's value is its
+    share of frames published with the final classifier's label minus ``mu`` times its cost::
+
+        answer at j:   1 - D_j - mu (edge_j + q_j offload_j)
+        audit at j:    1       - mu (edge_j + offload_j)
+        whole network: 1       - mu edge_last
+
+    with q_j the share of frames exit j is unsure of (seen on every frame that computes it,
+    so cheap to learn; upper confidence bounds as in I-SplitEE) and D_j the referee's
+    disagreement rate. Exploration is safe: a split whose exit is plausible but not yet
+    trusted is valued optimistically (D_j at its lower bound) and, if chosen, played as an
+    audit until its trust is earned or refuted; an exit that is not trusted never publishes.
+    Under the paper's costs the fallback when no exit is trusted is the offload-all baseline
+    (audit at block 3, 57.9 % cheaper than the whole network at its accuracy).
+
+    Guarantee (module docstring): on the frames a trusted exit answers, the published label
+    differs from the final classifier's on at most ``target`` of the frames, with the
+    referee's confidence z, as long as the scene is steady over the referee's memory; so
+    accuracy is within ``target`` of the final layer's. After a change, trust is withdrawn
+    within the bound :meth:`Referee.disagreements_to_distrust` gives (plus one audit
+    interval). A detected change (the referee's free detector) also resets the exit
+    statistics, so the prices follow the new scene.
+
+    ``discount`` (None: stationary between detected changes) discounts the exit statistics
+    as in :class:`~shared.bandit.DiscountedUCB`; the referee has its own memory.
+    """
+
+    name = "isplitee"
+    DEFAULT_DISCOUNT: ClassVar[float] = 0.995
+    DEFAULT_TARGET: ClassVar[float] = 0.02
+    DEFAULT_MIN_AUDIT_RATE: ClassVar[float] = 0.05
+
+    def __init__(
+        self,
+        rewards: RewardModel,
+        *,
+        c: float | None = None,
+        discount: float | None = None,
+        target: float | None = None,
+        min_audit_rate: float | None = None,
+        referee: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(rewards, c=c)
+        if discount is not None and not (
+            isinstance(discount, numbers.Real) and 0.0 < discount < 1.0
+        ):
+            raise ValueError(f"discount should be in (0, 1) or None, got {discount!r}")
+        self.discount = None if discount is None else float(discount)
+        self._total = 0.0
+        options = dict(referee or {})
+        options.setdefault("target", self.DEFAULT_TARGET if target is None else target)
+        options.setdefault(
+            "min_rate", self.DEFAULT_MIN_AUDIT_RATE if min_audit_rate is None else min_audit_rate
+        )
+        self.referee = Referee(self.n_arms - 1, **options)
+        self._pending_audit = False
+
+    @property
+    def spec(self) -> str:
+        return "isplitee" if self.discount is None else "isplitee-nonstationary"
+
+    @property
+    def target(self) -> float:
+        return self.referee.target
+
+    def _on_round(self) -> None:
+        if self.discount is not None:
+            self._total = _discount_round(self, self.discount, self._total)
+
+    def _horizon(self) -> float:
+        return max(self._total if self.discount is not None else self.rounds, 1.0)
+
+    def _choose(self) -> int:
+        rm, ref = self._rewards, self.referee
+        mu, cost = rm.mu, rm.cost
+        last = self.n_arms - 1
+        log_t = math.log(self._horizon())
+        w = self._w
+        best, best_value, audit = last, 1.0 - mu * cost.edge[last], False
+        for j in range(last):
+            edge, off = mu * cost.edge[j], mu * cost.offload[j]
+            value, forced = 1.0 - edge - off, True  # audit at j
+            if ref.plausible(j):
+                n, e = self._n[j], self._e[j]
+                if n > 0.0:
+                    q = (n - e) / n
+                    bonus = self.c * (
+                        math.sqrt(2.0 * q * (1.0 - q) * w * log_t / n) + 3.0 * w * log_t / n
+                    )
+                    q_low = max(0.0, q - bonus)
+                else:
+                    q_low = 0.0
+                answer = 1.0 - ref.bounds(j)[0] - edge - q_low * off
+                if answer > value:
+                    value, forced = answer, not ref.trusted(j)
+            if value > best_value + 1e-12:
+                best, best_value, audit = j, value, forced
+        self._pending_audit = audit or (best != last and ref.audit_now())
+        return best
+
+    def _audit(self, arm: int) -> bool:
+        return self._pending_audit
+
+    def _observed(self, arm: int, obs: Observation) -> None:
+        alpha = self._rewards.alpha
+        if self.n_arms > 1 and self.referee.watch(obs.confidences[0], alpha):
+            self._reset_statistics()
+        independent = obs.audit or arm == self.n_arms - 1
+        if independent and obs.classes is not None and obs.final_class is not None:
+            self.referee.record(obs.confidences, obs.classes, obs.final_class, alpha)
+
+    def _reset_statistics(self) -> None:
+        """The scene changed: what the exits' confidences were like no longer holds."""
+        for key in _STATS:
+            setattr(self, f"_{key}", [0.0] * self.n_arms)
+        self._fresh = [False] * self.n_arms
+
+    def arm_stats(self) -> list[dict[str, Any]]:
+        out = super().arm_stats()
+        for j, ref in enumerate(self.referee.stats()):
+            out[j]["agreement"] = ref["agreement"]
+            out[j]["trusted"] = ref["trusted"]
+        return out
+
+    def _params(self) -> dict[str, Any]:
+        return {"c": self.c, "discount": self.discount, "referee": self.referee.params()}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "total": self._total,
+            "referee": self.referee.to_state(),
+            "pending_audit": self._pending_audit,
+        }
+
+    def _load_extra(self, extra: Mapping[str, Any]) -> None:
+        total = extra["total"]
+        if not (isinstance(total, numbers.Real) and 0 <= total < math.inf):
+            raise ValueError(f"total should be a finite number >= 0, got {total!r}")
+        self._total = float(total)
+        self.referee = Referee.from_state(self.n_arms - 1, extra["referee"])
+        self._pending_audit = bool(extra["pending_audit"])
