@@ -167,11 +167,14 @@ class DeviceApp:
         """A fresh policy: the configured exploration where the policy explores."""
         cfg = self.config
         explores = spec.startswith("isplitee")
+        audited = spec in ("isplitee", "isplitee-nonstationary")
         return build_policy(
             spec,
             rewards,
             c=cfg.c if explores else None,
-            discount=cfg.discount if spec == "isplitee-nonstationary" else None,
+            discount=cfg.discount if spec.endswith("-nonstationary") else None,
+            target=cfg.target if audited else None,
+            min_audit_rate=cfg.min_audit_rate if audited else None,
             seed=cfg.seed,
         )
 

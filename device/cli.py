@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="stop after N frames, each with its result")
     p.add_argument("--fps", type=float, help="most frames per second")
     p.add_argument(
-        "--policy", help="isplitee | isplitee-nonstationary | fixed:BLOCK | final | random"
+        "--policy",
+        help="isplitee (default; audited) | isplitee-nonstationary | isplitee-paper | "
+        "offload-all | fixed:BLOCK | final",
     )
     p.add_argument("--alpha", type=float, help="exit threshold (default 0.8)")
     p.add_argument("--encoding", choices=("fp32", "fp16", "int8"), help="activation encoding")

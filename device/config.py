@@ -22,7 +22,10 @@ __all__ = ["RECOMMENDED_ALPHA", "DeviceConfig"]
 RECOMMENDED_ALPHA = 0.8
 """Exit threshold the results page recommends (the paper's 0.5 trusts noisy exits too much)."""
 
-_POLICY = re.compile(r"isplitee|isplitee-nonstationary|final|random|fixed:\d+")
+_POLICY = re.compile(
+    r"isplitee|isplitee-nonstationary|isplitee-paper|isplitee-paper-nonstationary"
+    r"|offload-all|final|random|fixed:\d+"
+)
 
 
 def _default_device_id() -> str:
@@ -48,7 +51,9 @@ class DeviceConfig(MqttSettings):
     )
     policy: str = Field(
         "isplitee",
-        description="isplitee | isplitee-nonstationary | fixed:BLOCK | final | random.",
+        description="isplitee (audited: exits answer only while audits show they agree with "
+        "the cloud) | isplitee-nonstationary | isplitee-paper (the paper's rule, trusts "
+        "confidence) | isplitee-paper-nonstationary | offload-all | fixed:BLOCK | final | random.",
     )
     alpha: float = Field(
         RECOMMENDED_ALPHA, ge=0, le=1, description="Exit threshold on an exit's confidence."
@@ -56,7 +61,21 @@ class DeviceConfig(MqttSettings):
     mu: float = Field(1.0, ge=0, description="Weight of cost against confidence in the reward.")
     c: float | None = Field(None, ge=0, description="Exploration (default: the policy's own).")
     discount: float | None = Field(
-        None, gt=0, lt=1, description="Memory of isplitee-nonstationary (default: its own)."
+        None, gt=0, lt=1, description="Memory of the -nonstationary policies (default: their own)."
+    )
+    target: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Audited policies: the largest share of frames an exit may answer "
+        "differently from the final classifier (default: the policy's own, 0.02).",
+    )
+    min_audit_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Audited policies: the least share of frames sent to the cloud to check "
+        "the exits (default: the policy's own, 0.05).",
     )
     encoding: Literal["fp32", "fp16", "int8"] = Field(
         "fp16", description=f"Activation encoding on the wire: {', '.join(ENCODINGS)}."
@@ -137,7 +156,8 @@ class DeviceConfig(MqttSettings):
     def _policy(cls, value: str) -> str:
         if not _POLICY.fullmatch(value):
             raise ValueError(
-                "should be isplitee, isplitee-nonstationary, final, random or fixed:BLOCK "
+                "should be isplitee, isplitee-nonstationary, isplitee-paper, "
+                "isplitee-paper-nonstationary, offload-all, final, random or fixed:BLOCK "
                 "(BLOCK one of the model's exit blocks, e.g. fixed:6)"
             )
         return value

@@ -30,7 +30,15 @@ from shared.protocol import ENCODINGS
 __all__ = ["SETTABLE", "Setting", "SettingError", "parse_setting", "validate_policy"]
 
 SETTABLE = ("alpha", "mu", "policy", "encoding", "reset")
-_SPECS = ("isplitee", "isplitee-nonstationary", "final", "random")
+_SPECS = (
+    "isplitee",
+    "isplitee-nonstationary",
+    "isplitee-paper",
+    "isplitee-paper-nonstationary",
+    "offload-all",
+    "final",
+    "random",
+)
 
 
 class SettingError(IsplitEEError):

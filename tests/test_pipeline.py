@@ -282,3 +282,48 @@ def test_a_slowed_link_moves_the_node_off_the_network(
     print(f"offload rate: fast link {fast_rate:.2f}, slowed link {slow_rate:.2f}")
     assert fast_rate >= 0.25, f"the node hardly offloaded on a fast link ({fast_rate:.2f})"
     assert slow_rate <= 0.1 and slow_rate < fast_rate / 4, (fast_rate, slow_rate)
+
+
+def test_the_default_policy_audits_confident_exits_against_the_cloud(
+    broker, tiny_checkpoint, video, whole, reader, workers
+) -> None:
+    """A low alpha makes the tiny model's exits confident; the default (audited) policy still
+    sends some of those frames to the cloud, flagged as audits, and publishes the cloud's
+    answer for them."""
+    from shared.protocol import decode_activation
+
+    workers.start("w1")
+    spy = MqttLink(broker.url, f"spy-{time.monotonic_ns()}", subscriptions=["isplitee/cama/#"])
+    spy.start(10)
+    n = 80
+    proc = run_device_cli(
+        broker.url,
+        tiny_checkpoint,
+        video.path,
+        "cama",
+        "--alpha",
+        "0.05",
+        "--cost",
+        "paper",
+        "--max-frames",
+        str(n),
+    )
+    _finish(proc)
+    results = {r["frame_id"]: r for r in reader.collect(n)}
+    assert sorted(results) == list(range(n))
+    audited, stats = [], []
+    while not spy.inbox.empty():
+        m = spy.inbox.get()
+        if m.topic.endswith("/activation"):
+            act = decode_activation(m.payload)
+            if act.audit:
+                audited.append(act)
+        elif m.topic.endswith("/stats"):
+            stats.append(json.loads(m.payload))
+    spy.stop()
+    assert audited, "no frame was audited"
+    for act in audited:
+        assert act.exit_confidence >= 0.05  # the exit could have answered on its own
+        r = results[act.frame_id]
+        assert r["source"] == "cloud" and r["label"] == whole[act.frame_id]
+    assert stats[-1]["audit_rate"] > 0
