@@ -53,6 +53,9 @@ def test_summary_of_known_policies() -> None:
     assert p["random"].reward_gap > p["isplitee-paper"].reward_gap
     # the audited policy: the final layer's accuracy, cheaper than offloading every frame
     assert p["offload-all"].cost == pytest.approx(0.8) and p["offload-all"].audit_rate == 1.0
+    # an audited frame earns the paper's offload reward at its split: C_L - (0.3 + 0.5)
+    mean_final = np.mean([s.confidences[:, -1].mean() for s in streams])
+    assert p["offload-all"].mean_reward == pytest.approx(mean_final - 0.8)
     assert p["isplitee"].accuracy >= p["final"].accuracy - 0.02
     assert p["isplitee"].cost_reduction > p["offload-all"].cost_reduction
     assert 0 < p["isplitee"].audit_rate < 1

@@ -120,7 +120,7 @@ def run_policy(policy: Policy, stream: Stream) -> Trace:
     audited = np.empty(n, bool)
     # what an audited frame earns: the paper's offload reward at its split
     priced = rewards.mu * (np.asarray(rewards.cost.edge) + np.asarray(rewards.cost.offload))
-    offload_reward = full[:, last : last + 1] - priced[None, :]
+    offload_reward = stream.confidences[:, last : last + 1] - priced[None, :]
     for t in range(n):
         decision = policy.decide()
         arm = decision.arm
