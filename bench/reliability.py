@@ -69,9 +69,11 @@ def page(figures: dict, summary: str, load: dict, model: Path, seconds: float) -
         f"`{json.dumps(mf.get('counted', {}))}` |",
         f"| broker SIGKILLed mid-run, restarted 1 s later (persistence on) | "
         f"`test_broker_killed_and_restarted_loses_no_frame` | frames {bk.get('frames', 'n/a')}, "
-        f"**without a result {bk.get('lost', 'n/a')}**, recovery {bk.get('recovery_s', 'n/a')} s "
-        f"(restart to first result), cloud {bk.get('cloud', 'n/a')}, fallback "
-        f"{bk.get('fallback', 'n/a')} |",
+        f"results received by the broker {bk.get('results_at_broker', 'n/a')} (one per frame), "
+        f"**missed by the independent reader {bk.get('lost_at_reader', 'n/a')}** (target 0: "
+        "missed; Mosquitto 2.0.11 restored no session after the SIGKILL, so results the node "
+        "sent between its own reconnect and the reader's resubscription reached nobody), "
+        f"recovery {bk.get('recovery_s', 'n/a')} s (restart to first result) |",
         f"| one of two workers SIGKILLed mid-run | `test_a_killed_worker_loses_no_frame` | "
         f"frames {wk.get('frames', 'n/a')}, **without a result {wk.get('lost', 'n/a')}**, "
         f"duplicates {wk.get('duplicates', 'n/a')}, cloud {wk.get('cloud', 'n/a')}, fallback "

@@ -24,6 +24,12 @@ TINY_TRAIN_ARGS = [
     "--seed",
     "3",
     "--no-progress",
+    # The quick recipe: a test model needs to be real, not good (distorted calibration
+    # would cost a minute per run).
+    "--augment",
+    "0",
+    "--calibrate-on",
+    "clean",
 ]
 
 

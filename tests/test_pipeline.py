@@ -213,6 +213,7 @@ def wide_checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wide") / "wide.pt"
     args = ["train", "--dataset", "digits", "--input-size", "160", "--width", "1.0"]
     args += ["--epochs", "1", "--limit", "64", "--seed", "0", "--no-progress", "--out", str(out)]
+    args += ["--augment", "0", "--calibrate-on", "clean"]  # quick: a real model, not a good one
     assert main(args) == 0
     return out
 
@@ -234,9 +235,39 @@ def test_a_slowed_link_moves_the_node_off_the_network(
 
     n, switch = 600, 250
     clip = write_digit_clip(tmp_path / "clip.avi", n, schedule=("clean",))
-    pool = WorkerPool(broker.url, [wide_checkpoint])
-    pool.start("w-slow")
+    # The worker in a process of its own, as deployed: in this process it would share the
+    # interpreter with the node and the proxy, and every round trip would wait for the node.
+    import subprocess
+    import sys
+
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cloud_worker",
+            "--broker",
+            broker.url,
+            "--model",
+            str(wide_checkpoint),
+            "--worker-id",
+            "w-slow",
+            "--threads",
+            "1",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
     reader = ResultReader(broker.url, "isplitee/slow/result")
+    online = MqttLink(
+        broker.url, f"wait-{time.monotonic_ns()}", subscriptions=["isplitee/workers/w-slow/status"]
+    )
+    online.start(10)
+    deadline = time.monotonic() + 60
+    while True:  # the node must not time its offloads against a worker still starting
+        assert time.monotonic() < deadline, "worker w-slow did not come online"
+        if not online.inbox.empty() and online.inbox.get().payload == b"online":
+            break
+        time.sleep(0.05)
+    online.stop()
     torch.set_num_threads(1)
     try:
         with LatencyProxy(int(broker.url.rsplit(":", 1)[1])) as proxy:
@@ -271,7 +302,8 @@ def test_a_slowed_link_moves_the_node_off_the_network(
             summary = app.run(threading.Event())
     finally:
         torch.set_num_threads(2)
-        pool.close()
+        worker.terminate()
+        worker.wait(30)
     results = reader.collect(n)
     reader.close()
     assert summary.results == n and len(results) == n

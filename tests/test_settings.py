@@ -124,7 +124,12 @@ def test_settings_over_mqtt_apply_live_and_bad_ones_are_refused(
             "metrics_port": 0,
         },
     )
-    app = DeviceApp(cfg)
+    try:
+        app = DeviceApp(cfg)
+    except BaseException:
+        pool.close()  # a worker left running would take a share of later tests' messages
+        watch.close()
+        raise
     stop = threading.Event()
     runner = threading.Thread(target=app.run, args=(stop,), daemon=True)
     runner.start()
