@@ -1,10 +1,10 @@
 """Micro-benchmark: cost of one decide + observe per policy (target: <= 20 us for I-SplitEE).
 
-Run: ``make bench`` (or ``.venv/bin/python bench/bench_bandit.py``). Each policy is timed on the
-same pre-computed stream of observations (what a device reports: the exits it computed, C_L when
-it offloaded or ran the whole network), interleaved round-robin over repeats so machine noise
-hits all alike; the table reports the median and each policy's ratio to the fixed-split
-baseline (pure bookkeeping) measured in the same run.
+Run: ``.venv/bin/python bench/bench_bandit.py`` (``make bench`` runs it too). Each policy is
+timed on the same pre-computed stream of observations (what a device reports: the exits it
+computed, C_L when it offloaded or ran the whole network), interleaved round-robin over repeats
+so machine noise hits all alike; the table reports the median and each policy's ratio to the
+fixed-split baseline (pure bookkeeping) measured in the same run.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main() -> int:
         args.out.write_text(
             "# Benchmarks\n\n"
             "## Bandit: one decide + observe\n\n"
-            "Command: `make bench` (`python bench/bench_bandit.py --out docs/benchmarks.md`). "
+            "Command: `python bench/bench_bandit.py` (run by `make bench`). "
             "Each policy runs the same stream of 7-arm confidences, paper reward model, side "
             "observations included (every policy keeps the statistics of what it observed); "
             "policies are interleaved over the repeats so machine noise hits all alike. "

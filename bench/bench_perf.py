@@ -335,8 +335,6 @@ def main(argv: list[str] | None = None) -> int:
         "",
         codec_md,
         "",
-        "## Bandit: decide + observe",
-        "",
         bandit.strip(),
         "",
         "## End to end on loopback (1 node, 1 worker)",

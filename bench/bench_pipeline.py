@@ -37,6 +37,7 @@ from shared.checkpoint import load_checkpoint  # noqa: E402
 from shared.cost import FULL_DEPTH, PAPER_GAMMA, PAPER_OFFLOAD  # noqa: E402
 from shared.lab.broker import DEV_CONFIG, broker_from, free_port  # noqa: E402
 from shared.lab.clips import whole_model_predictions, write_digit_clip  # noqa: E402
+from shared.lab.procs import device_command, worker_command  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.mqtt import MqttLink  # noqa: E402
 
@@ -90,44 +91,27 @@ def run(model: Path, frames: int, workdir: Path, fps: float | None = 30.0) -> di
         reader = MqttLink(broker.url, "bench-reader", subscriptions=["isplitee/+/result"])
         reader.start(10)
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cloud_worker",
-                "--broker",
+            worker_command(
                 broker.url,
-                "--model",
                 str(model),
-                "--worker-id",
                 "bench",
-                "--threads",
-                "1",
                 "--log-level",
                 "WARNING",
                 "--metrics-port",
                 str(metrics_port),
-            ],
+            ),
         )
         time.sleep(0.5)
         device = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "device",
-                "--broker",
+            device_command(
                 broker.url,
-                "--model",
                 str(model),
-                "--source",
                 str(video.path),
-                "--device-id",
                 "bench-cam",
-                "--threads",
-                "1",
                 *(["--fps", f"{fps:g}"] if fps else []),
                 "--log-level",
                 "WARNING",
-            ],
+            ),
             capture_output=True,
             text=True,
         )

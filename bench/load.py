@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.lab.broker import DEV_CONFIG, broker_from, free_port  # noqa: E402
+from shared.lab.procs import worker_command  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.mqtt import MqttLink  # noqa: E402
 from shared.protocol import Topics  # noqa: E402
@@ -155,23 +156,15 @@ def run(model: Path, nodes: int, fps: float, seconds: float, workers: int) -> di
                 ports.append(port)
                 procs.append(
                     subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "cloud_worker",
-                            "--broker",
+                        worker_command(
                             broker.url,
-                            "--model",
                             str(model),
-                            "--worker-id",
                             f"load-w{i}",
-                            "--threads",
-                            "1",
                             "--metrics-port",
                             str(port),
                             "--log-level",
                             "ERROR",
-                        ],
+                        ),
                     )
                 )
             _wait_health(ports)

@@ -6,7 +6,6 @@ import contextlib
 import json
 import queue
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from cloud_worker.config import WorkerConfig
 from cloud_worker.service import Worker
 from shared.config import load_config
+from shared.lab.procs import device_command
 from shared.mqtt import MqttLink
 
 
@@ -75,22 +75,7 @@ class WorkerPool:
 def run_device_cli(broker_url: str, model: Path, source: Path, device_id: str, *extra: str):
     """Start ``isplitee-device`` as a user would (``python -m device``)."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "device",
-            "--broker",
-            broker_url,
-            "--model",
-            str(model),
-            "--source",
-            str(source),
-            "--device-id",
-            device_id,
-            "--threads",
-            "1",
-            *extra,
-        ],
+        device_command(broker_url, str(model), str(source), device_id, *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -11,6 +11,7 @@ import pytest
 
 from shared.checkpoint import load_checkpoint
 from shared.lab.clips import whole_model_predictions, write_digit_clip
+from shared.lab.procs import worker_command
 from shared.mqtt import MqttLink
 from shared.protocol import decode_result
 
@@ -233,27 +234,14 @@ def test_a_slowed_link_moves_the_node_off_the_network(
 
     from .latency_proxy import LatencyProxy
 
-    n, switch = 600, 250
+    n, switch = 300, 150
     clip = write_digit_clip(tmp_path / "clip.avi", n, schedule=("clean",))
     # The worker in a process of its own, as deployed: in this process it would share the
     # interpreter with the node and the proxy, and every round trip would wait for the node.
     import subprocess
-    import sys
 
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cloud_worker",
-            "--broker",
-            broker.url,
-            "--model",
-            str(wide_checkpoint),
-            "--worker-id",
-            "w-slow",
-            "--threads",
-            "1",
-        ],
+        worker_command(broker.url, str(wide_checkpoint), "w-slow"),
         stderr=subprocess.DEVNULL,
     )
     reader = ResultReader(broker.url, "isplitee/slow/result")
@@ -281,6 +269,9 @@ def test_a_slowed_link_moves_the_node_off_the_network(
                     "device_id": "slow",
                     "probe_interval_s": 0.5,
                     "reply_timeout_s": 5.0,
+                    # A camera's pace: the worker keeps up, so a round trip measures the link
+                    # rather than a queue of frames at a saturated worker.
+                    "fps": 25,
                     # Eager PyTorch: the whole network then costs more than a loopback round
                     # trip, so offloading pays while the link is fast (ONNX Runtime would
                     # answer every frame on the node faster than any offload here).

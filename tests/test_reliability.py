@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from shared.lab.broker import DEV_CONFIG, broker_from
 from shared.lab.clips import write_digit_clip
+from shared.lab.procs import device_command, worker_command
 
 from .pipeline_helpers import ResultReader, run_device_cli
 
@@ -37,19 +37,7 @@ def clip(tmp_path_factory):
 
 def _worker(url: str, model: Path, worker_id: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cloud_worker",
-            "--broker",
-            url,
-            "--model",
-            str(model),
-            "--worker-id",
-            worker_id,
-            "--threads",
-            "1",
-        ],
+        worker_command(url, str(model), worker_id),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -96,17 +84,10 @@ def test_a_killed_worker_loses_no_frame(broker, tiny_checkpoint, clip) -> None:
         _wait_online(broker.url, list(workers))
         n = 160
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "device",
-                "--broker",
+            device_command(
                 broker.url,
-                "--model",
                 str(tiny_checkpoint),
-                "--source",
                 str(clip.path),
-                "--device-id",
                 "camk",
                 "--policy",
                 "fixed:6",
@@ -116,9 +97,7 @@ def test_a_killed_worker_loses_no_frame(broker, tiny_checkpoint, clip) -> None:
                 str(n),
                 "--fps",
                 "25",
-                "--threads",
-                "1",
-            ],
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -172,17 +151,10 @@ def test_broker_killed_and_restarted_loses_no_frame(tiny_checkpoint, clip, tmp_p
         _wait_online(b.url, ["wb-1"])
         n = 200
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "device",
-                "--broker",
+            device_command(
                 b.url,
-                "--model",
                 str(tiny_checkpoint),
-                "--source",
                 str(clip.path),
-                "--device-id",
                 "camb",
                 "--policy",
                 "fixed:6",
@@ -192,9 +164,7 @@ def test_broker_killed_and_restarted_loses_no_frame(tiny_checkpoint, clip, tmp_p
                 str(n),
                 "--fps",
                 "20",
-                "--threads",
-                "1",
-            ],
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -250,22 +220,7 @@ def test_a_killed_node_restarts_from_its_last_saved_state(broker, tiny_checkpoin
     args = ["--policy", "isplitee", "--state", str(state), "--fps", "40", "--cost", "paper"]
     env = _env(state_interval_s=0.2)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "device",
-            "--broker",
-            broker.url,
-            "--model",
-            str(tiny_checkpoint),
-            "--source",
-            str(clip.path),
-            "--device-id",
-            "camn",
-            "--threads",
-            "1",
-            *args,
-        ],
+        device_command(broker.url, str(tiny_checkpoint), str(clip.path), "camn", *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.cost import FULL_DEPTH, PAPER_GAMMA, PAPER_OFFLOAD
+from shared.lab.procs import device_command, worker_command
 
 __all__ = ["DEFAULT_CAMERAS", "DIGITS_RECIPE", "add_demo", "run_demo"]
 
@@ -188,49 +189,16 @@ def _run(args, url: str, cameras: list[Camera], procs: list, workdir: Path) -> d
     )
     monitor.start(15)
     by_id = {c.device_id: c for c in cameras}
-    py = sys.executable
     try:
         procs.append(
-            _spawn(
-                [
-                    py,
-                    "-m",
-                    "cloud_worker",
-                    "--broker",
-                    url,
-                    "--model",
-                    str(args.model),
-                    "--worker-id",
-                    "demo-worker",
-                    "--threads",
-                    "1",
-                ],
-                workdir / "logs" / "worker.log",
-            )
+            _spawn(worker_command(url, args.model, "demo-worker"), workdir / "logs" / "worker.log")
         )
         _wait_worker(monitor, procs[0], workdir)
         started = time.monotonic()
         for cam in cameras:
+            frames = ("--max-frames", str(args.frames), "--fps", f"{args.fps:g}")
             cam.proc = _spawn(
-                [
-                    py,
-                    "-m",
-                    "device",
-                    "--broker",
-                    url,
-                    "--model",
-                    str(args.model),
-                    "--source",
-                    str(cam.clip.path),
-                    "--device-id",
-                    cam.device_id,
-                    "--max-frames",
-                    str(args.frames),
-                    "--fps",
-                    f"{args.fps:g}",
-                    "--threads",
-                    "1",
-                ],
+                device_command(url, args.model, cam.clip.path, cam.device_id, *frames),
                 workdir / "logs" / f"{cam.device_id}.log",
             )
             procs.append(cam.proc)
