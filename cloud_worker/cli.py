@@ -8,7 +8,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.entrypoint import install_stop_signals, report_error, setup_logging
+from shared.entrypoint import (
+    install_stop_signals,
+    load_program_config,
+    report_error,
+    setup_logging,
+)
 from shared.errors import IsplitEEError
 
 __all__ = ["main"]
@@ -48,7 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level)
     from cloud_worker.config import WorkerConfig
-    from shared.config import load_config
 
     flags = {
         "broker": args.broker,
@@ -62,16 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threads": args.threads,
     }
     try:
-        config = load_config(WorkerConfig, args.config, flags)
-        if args.check_config:
-            print(config.model_dump_json(indent=2))
+        config = load_program_config(WorkerConfig, args.config, flags, check=args.check_config)
+        if config is None:
             return 0
-        import torch
-
         from cloud_worker.service import Worker
 
-        if config.threads:
-            torch.set_num_threads(config.threads)
         worker = Worker(config)
         stop = threading.Event()
         install_stop_signals(stop)

@@ -8,7 +8,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.entrypoint import install_stop_signals, report_error, setup_logging
+from shared.entrypoint import (
+    install_stop_signals,
+    load_program_config,
+    report_error,
+    setup_logging,
+)
 from shared.errors import IsplitEEError
 
 __all__ = ["main"]
@@ -52,7 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level)
     from device.config import DeviceConfig
-    from shared.config import load_config
 
     keys = [
         *("broker", "model", "source", "device_id", "max_frames", "fps", "policy", "alpha"),
@@ -60,16 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     flags = {k: getattr(args, k) for k in keys}
     try:
-        config = load_config(DeviceConfig, args.config, flags)
-        if args.check_config:
-            print(config.model_dump_json(indent=2))
+        config = load_program_config(DeviceConfig, args.config, flags, check=args.check_config)
+        if config is None:
             return 0
-        import torch
-
         from device.app import DeviceApp
 
-        if config.threads:
-            torch.set_num_threads(config.threads)
         app = DeviceApp(config)
         stop = threading.Event()
         install_stop_signals(stop)

@@ -6,8 +6,12 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["install_stop_signals", "report_error", "setup_logging"]
+__all__ = ["install_stop_signals", "load_program_config", "report_error", "setup_logging"]
+
+T = TypeVar("T")
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -36,3 +40,22 @@ def report_error(prog: str, exc: BaseException) -> int:
     """One line (or one block, for a config) naming the problem; exit status 2."""
     print(f"{prog}: error: {exc}", file=sys.stderr)
     return 2
+
+
+def load_program_config(
+    cls: type[T], path: Path | None, flags: dict[str, Any], *, check: bool
+) -> T | None:
+    """The program's settings (file < ``ISPLITEE_*`` < flags), ready to run with: None when
+    ``check`` (``--check-config``: printed instead). Sets torch's thread count from
+    ``threads`` so the node and the worker size their CPU use the same way."""
+    from shared.config import load_config
+
+    config = load_config(cls, path, flags)
+    if check:
+        print(config.model_dump_json(indent=2))
+        return None
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    return config
