@@ -1,7 +1,8 @@
 """Node-side performance, measured side by side in one run: edge compute per split and backend,
 bytes on the wire per split and encoding (against the JPEG and PNG of the same frame, with the
-accuracy each encoding costs), and codec time. Writes docs/benchmarks.md with the bandit's and
-the end-to-end tables (bench/bench_bandit.py, bench/bench_pipeline.py) beside them.
+accuracy each encoding costs), and codec time. Writes docs/benchmarks.md with the bandit's, the
+workers' and the end-to-end tables (bench/bench_bandit.py, bench/bench_worker.py,
+bench/bench_pipeline.py) beside them.
 
     python bench/bench_perf.py --model models/digits.pt --out docs/benchmarks.md   # make bench
 
@@ -285,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         bandit_md = Path(tmp) / "bandit.md"
         _run([sys.executable, "bench/bench_bandit.py", "--out", str(bandit_md)])
         bandit = bandit_md.read_text().split("\n", 2)[2] if bandit_md.exists() else "(failed)"
-        pipeline = "(not run)"
+        pipeline = workers = "(not run)"
         if not args.skip_pipeline:
+            from bench.bench_worker import worker_table
+
+            workers = worker_table(args.model)
             pj = Path(tmp) / "pipeline.json"
             table = _run(
                 [
@@ -336,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         codec_md,
         "",
         bandit.strip(),
+        "",
+        "## Cloud worker: micro-batching and a second worker",
+        "",
+        "`python bench/bench_worker.py`: activations per second answered by real workers, "
+        "simulated nodes keeping activations in flight (block 3, fp16).",
+        "",
+        workers,
         "",
         "## End to end on loopback (1 node, 1 worker)",
         "",
