@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from shared.lab.broker import DEV_CONFIG, broker_from, free_port  # noqa: E402
 from shared.lab.procs import worker_command  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.mqtt import MqttLink  # noqa: E402
-from shared.protocol import Topics  # noqa: E402
+from shared.protocol import Topics, decode_reply, encode_activation  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -45,38 +46,66 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def activation_bodies(model: Path) -> tuple[bytes, str]:
-    """A real block-3 activation of this model, encoded as a node would (frame id patched in)."""
-    import torch
+@dataclass(frozen=True)
+class ActivationTemplate:
+    """A real block-3 activation of the model, which simulated nodes send as their frames."""
 
-    from shared.checkpoint import load_checkpoint
-    from shared.protocol import encode_activation
+    model_hash: str
+    tensor: np.ndarray
 
-    ckpt = load_checkpoint(model)
-    size = ckpt.meta.input_size
-    with torch.inference_mode():
-        act = ckpt.model.edge(torch.rand(1, 3, size, size), 3).activation[0].numpy()
-    return (
-        encode_activation(
-            device_id="PLACEHOLDER",
-            frame_id=0,
+    @classmethod
+    def of(cls, model: Path) -> ActivationTemplate:
+        import torch
+
+        from shared.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(model)
+        size = ckpt.meta.input_size
+        with torch.inference_mode():
+            act = ckpt.model.edge(torch.rand(1, 3, size, size), 3).activation[0].numpy()
+        return cls(ckpt.hash, act)
+
+    def payload(self, device_id: str, frame: int) -> bytes:
+        """The message a node sends for this frame (fp16, as a node's default)."""
+        return encode_activation(
+            device_id=device_id,
+            frame_id=frame,
             captured_at=time.time(),
             split_block=3,
-            model_hash=ckpt.hash,
+            model_hash=self.model_hash,
             exit_confidence=0.1,
             exit_class=0,
-            tensor=act,
+            tensor=self.tensor,
             encoding="fp16",
-        ),
-        ckpt.hash,
-    )
+        )
+
+
+def start_workers(url: str, model: Path, n: int, prefix: str, *extra: str):
+    """``n`` real workers, each with a metrics port; returns (processes, ports) once all are
+    healthy."""
+    procs, ports = [], []
+    for i in range(n):
+        ports.append(free_port())
+        args = ("--metrics-port", str(ports[-1]), "--log-level", "ERROR", *extra)
+        procs.append(subprocess.Popen(worker_command(url, model, f"{prefix}{i}", *args)))
+    _wait_health(ports)
+    return procs, ports
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(30)
 
 
 class SimNode(threading.Thread):
-    def __init__(self, url: str, device_id: str, fps: float, seconds: float, model: Path) -> None:
+    def __init__(
+        self, url: str, device_id: str, fps: float, seconds: float, template: ActivationTemplate
+    ) -> None:
         super().__init__(daemon=True)
         self.device_id = device_id
-        self.fps, self.seconds, self.model = fps, seconds, model
+        self.fps, self.seconds, self.template = fps, seconds, template
         self.topics = Topics()
         self.link = MqttLink(url, f"load-{device_id}", subscriptions=[self.topics.reply(device_id)])
         self.sent: dict[int, float] = {}
@@ -84,25 +113,11 @@ class SimNode(threading.Thread):
         self.errors = 0
 
     def run(self) -> None:
-        from shared.protocol import decode_activation, encode_activation
-
-        template = decode_activation(BODY)
-        tensor = template.array().reshape(template.shape)
         period = 1.0 / self.fps
         start = time.monotonic()
         frame = 0
         while time.monotonic() - start < self.seconds:
-            payload = encode_activation(
-                device_id=self.device_id,
-                frame_id=frame,
-                captured_at=time.time(),
-                split_block=template.split_block,
-                model_hash=template.model_hash,
-                exit_confidence=0.1,
-                exit_class=0,
-                tensor=tensor,
-                encoding="fp16",
-            )
+            payload = self.template.payload(self.device_id, frame)
             self.sent[frame] = time.monotonic()
             self.link.publish(
                 self.topics.activation(self.device_id),
@@ -118,8 +133,6 @@ class SimNode(threading.Thread):
 
     def _drain(self, timeout: float = 0.0) -> None:
         """Take the replies waiting, first waiting up to ``timeout`` for one."""
-        from shared.protocol import decode_reply
-
         while True:
             try:
                 m = (
@@ -141,34 +154,16 @@ class SimNode(threading.Thread):
             self._drain(timeout=0.1)
 
 
-BODY = b""
-
-
 def run(model: Path, nodes: int, fps: float, seconds: float, workers: int) -> dict:
-    global BODY
-    BODY, _ = activation_bodies(model)
+    template = ActivationTemplate.of(model)
     with tempfile.TemporaryDirectory() as tmp:
         broker = broker_from(DEV_CONFIG, Path(tmp)).start()
-        procs, ports = [], []
+        procs: list[subprocess.Popen] = []
         try:
-            for i in range(workers):
-                port = free_port()
-                ports.append(port)
-                procs.append(
-                    subprocess.Popen(
-                        worker_command(
-                            broker.url,
-                            str(model),
-                            f"load-w{i}",
-                            "--metrics-port",
-                            str(port),
-                            "--log-level",
-                            "ERROR",
-                        ),
-                    )
-                )
-            _wait_health(ports)
-            sims = [SimNode(broker.url, f"sim{i:02d}", fps, seconds, model) for i in range(nodes)]
+            procs, ports = start_workers(broker.url, model, workers, "load-w")
+            sims = [
+                SimNode(broker.url, f"sim{i:02d}", fps, seconds, template) for i in range(nodes)
+            ]
             for s in sims:
                 s.link.start(10)
             warm = [rss_mb(p.pid) for p in procs]
@@ -184,10 +179,7 @@ def run(model: Path, nodes: int, fps: float, seconds: float, workers: int) -> di
             for s in sims:
                 s.link.stop()
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(30)
+            stop_workers(procs)
             broker.stop()
     lat = [v for s in sims for v in s.latency_ms.values()]
     sent = sum(len(s.sent) for s in sims)

@@ -167,7 +167,7 @@ class Node:
             last = arm == len(self.blocks) - 1
             # An audit offloads a frame its exit could have answered: the cloud's reply tells
             # the policy whether the exits agree with the final classifier (shared.referee).
-            audit = bool(getattr(decision, "audit", False)) and not last
+            audit = decision.audit and not last
             if (last or confs[arm] >= self.rewards.alpha) and not audit:
                 final = confs[arm] if last else None
                 self.policy.observe(

@@ -64,6 +64,30 @@ def _wait_online(url: str, worker_ids: list[str], timeout: float = 60) -> None:
         link.stop()
 
 
+def _offloading_node(url: str, model: Path, clip, device_id: str, n: int, fps: float):
+    """A node that offloads every frame (fixed split, alpha 1) and times out after 1 s."""
+    return subprocess.Popen(
+        device_command(
+            url,
+            model,
+            clip.path,
+            device_id,
+            "--policy",
+            "fixed:6",
+            "--alpha",
+            "1",
+            "--max-frames",
+            str(n),
+            "--fps",
+            f"{fps:g}",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(reply_timeout_s=1.0),
+    )
+
+
 def _unique(results: list[dict]) -> tuple[dict[int, dict], int]:
     by_frame: dict[int, dict] = {}
     for r in results:
@@ -83,26 +107,7 @@ def test_a_killed_worker_loses_no_frame(broker, tiny_checkpoint, clip) -> None:
     try:
         _wait_online(broker.url, list(workers))
         n = 160
-        proc = subprocess.Popen(
-            device_command(
-                broker.url,
-                str(tiny_checkpoint),
-                str(clip.path),
-                "camk",
-                "--policy",
-                "fixed:6",
-                "--alpha",
-                "1",
-                "--max-frames",
-                str(n),
-                "--fps",
-                "25",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(reply_timeout_s=1.0),
-        )
+        proc = _offloading_node(broker.url, tiny_checkpoint, clip, "camk", n, fps=25)
         reader.collect(40, timeout=60)
         workers["wk-a"].send_signal(signal.SIGKILL)
         killed_at = len(reader.results)
@@ -150,26 +155,7 @@ def test_broker_killed_and_restarted_loses_no_frame(tiny_checkpoint, clip, tmp_p
     try:
         _wait_online(b.url, ["wb-1"])
         n = 200
-        proc = subprocess.Popen(
-            device_command(
-                b.url,
-                str(tiny_checkpoint),
-                str(clip.path),
-                "camb",
-                "--policy",
-                "fixed:6",
-                "--alpha",
-                "1",
-                "--max-frames",
-                str(n),
-                "--fps",
-                "20",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(reply_timeout_s=1.0),
-        )
+        proc = _offloading_node(b.url, tiny_checkpoint, clip, "camb", n, fps=20)
         reader.collect(50, timeout=60)
         b.stop(signal.SIGKILL)
         time.sleep(1.0)
