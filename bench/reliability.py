@@ -45,17 +45,14 @@ def run_tests() -> tuple[dict[str, dict], str]:
 
 
 def page(figures: dict, summary: str, load: dict, model: Path, seconds: float) -> str:
-    wk, bk, nk, mf = (
-        figures.get(k, {}) for k in ("worker_kill", "broker_kill", "node_kill", "malformed")
+    wk, bk, nk, mf, ov = (
+        figures.get(k, {})
+        for k in ("worker_kill", "broker_kill", "node_kill", "malformed", "overload")
     )
     if bk.get("lost_at_reader") == 0:
         reader_verdict = "target 0: met in this run"
     else:
-        reader_verdict = (
-            "target 0: missed in this run; Mosquitto 2.0.11 restores no session after a "
-            "SIGKILL, so results the node sends between its own reconnect and the reader's "
-            "resubscription reach nobody (at most the offloads in flight, 8)"
-        )
+        reader_verdict = "target 0: missed in this run"
     pairs = zip(load["worker_rss_mb_start"], load["worker_rss_mb_end"], strict=True)
     rss = ", ".join(f"{a} → {b}" for a, b in pairs)
     lines = [
@@ -92,6 +89,13 @@ def page(figures: dict, summary: str, load: dict, model: Path, seconds: float) -
         "| production broker: anonymous, wrong password, node A on node B's topics, a worker on "
         "a node's status, TLS with a wrong CA | `tests/test_broker_security.py` | all refused "
         "(see the test run above) |",
+        f"| overload: {ov.get('sent', 'n/a')} activations published as fast as a client can, "
+        f"to one worker with `queue_size` {ov.get('queue_size', 'n/a')} | "
+        f"`test_an_overloaded_worker_answers_every_activation_at_once_and_stays_bounded` | "
+        f"most waiting in the worker {ov.get('most_waiting', 'n/a')} (bound "
+        f"{ov.get('queue_size', 'n/a')}), served {ov.get('served', 'n/a')}, answered at once "
+        f"with `overloaded` {ov.get('answered_overloaded', 'n/a')}, **unanswered "
+        f"{ov.get('unanswered', 'n/a')}**, burst answered in {ov.get('burst_s', 'n/a')} s |",
         f"| load: {load['nodes']} nodes × {load['fps_per_node']:g} fps × {seconds:g} s, "
         f"{load['workers']} workers, one Mosquitto | `python bench/load.py` | sent "
         f"{load['sent']}, **lost {load['lost']}**, error replies {load['error_replies']}, "
@@ -104,8 +108,10 @@ def page(figures: dict, summary: str, load: dict, model: Path, seconds: float) -
         "the shared group at once; a node re-sends an unanswered offload once "
         "(`reoffloads`, idempotent by frame id, a second reply is dropped as late) and then "
         "publishes its exit's answer as a `fallback`, so every frame gets exactly one result. "
-        "Readers should keep a persistent session (MQTT v5 session expiry) so the broker "
-        "queues results for them across their own reconnects.",
+        "Readers should keep a persistent session (a fixed client id, clean start off, MQTT "
+        "v5 session expiry > 0, QoS 1) so the broker queues results for them across their "
+        "own reconnects and its restarts: Mosquitto saves a session to its store only when "
+        "it was opened with clean start off, and only at its autosave interval.",
         "",
     ]
     return "\n".join(lines)

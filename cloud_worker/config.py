@@ -46,7 +46,10 @@ class WorkerConfig(MqttSettings):
         MAX_PAYLOAD_BYTES, ge=1024, description="Larger messages are refused with an error reply."
     )
     queue_size: int = Field(
-        1000, ge=1, description="Received messages waiting for the worker; past it they drop."
+        1000,
+        ge=1,
+        description="Received activations waiting for the worker; past it each is answered at "
+        "once with an `overloaded` error (its node falls back) instead of queueing.",
     )
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve /metrics and /healthz here (0: any free port)."

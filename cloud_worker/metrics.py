@@ -6,6 +6,8 @@ in one process (the tests, the demo) never clash over metric names.
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["WorkerMetrics"]
@@ -53,10 +55,12 @@ class WorkerMetrics:
             "isplitee_worker_inbox", "Messages waiting in the inbox", ["worker"], registry=r
         ).labels(**labels)
         self.error_counts: dict[str, int] = {}
+        self._lock = threading.Lock()  # overloads are counted on paho's thread
 
     def error(self, kind: str) -> None:
         self._errors.labels(worker=self._worker, kind=kind).inc()
-        self.error_counts[kind] = self.error_counts.get(kind, 0) + 1
+        with self._lock:
+            self.error_counts[kind] = self.error_counts.get(kind, 0) + 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

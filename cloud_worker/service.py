@@ -64,6 +64,7 @@ class Worker:
             # No session beyond the connection: when a worker dies the broker drops it from
             # the shared group at once, and nodes re-offload what it held.
             session_expiry_s=0,
+            on_overflow=self._overloaded,
         )
         self._server: MetricsServer | None = None
         self.served = 0
@@ -136,9 +137,25 @@ class Worker:
         if batch is not None:
             self._run_batch(key, batch)
 
-    def _refuse(self, msg: Message, exc: ProtocolError) -> None:
+    def _overloaded(self, msg: Message) -> None:
+        """An activation that found the inbox full (on paho's thread): answered at once with
+        an ``overloaded`` error, so its node falls back now instead of waiting for its
+        timeout, and counted; the inbox, and the worker's memory, stay bounded."""
+        self.metrics.messages.inc()
+        self._refuse(
+            msg,
+            ProtocolError(
+                "overloaded",
+                f"worker {self.config.worker_id} has {self.config.queue_size} activations "
+                "waiting (queue_size); add workers or lower the nodes' offload rate",
+            ),
+            quiet=True,
+        )
+
+    def _refuse(self, msg: Message, exc: ProtocolError, *, quiet: bool = False) -> None:
         self.metrics.error(exc.kind)
-        log.warning("refused a message on %s: %s: %s", msg.topic, exc.kind, exc)
+        if not quiet:  # an overload refuses hundreds a second: the count says it
+            log.warning("refused a message on %s: %s: %s", msg.topic, exc.kind, exc)
         if msg.response_topic:
             reply = Reply(None, self.config.worker_id, error=ReplyError(exc.kind, str(exc)))
             self._reply(msg.response_topic, msg.correlation, reply)

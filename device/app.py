@@ -243,6 +243,7 @@ class DeviceApp:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         stats["fps"] = round(stats["frames"] / elapsed, 3)
         stats["dropped"] = self._source.dropped if self._source is not None else 0
+        stats["publish_dropped"] = self.link.publish_dropped
         stats["uptime_s"] = round(elapsed, 1)
         return stats
 

@@ -43,6 +43,11 @@ class _NodeCollector:
         yield counter("offload_bytes", "Activation bytes offloaded", s["bytes_sent"])
         yield counter("dropped_frames", "Frames a live source dropped", s.get("dropped", 0))
         yield counter("late_replies", "Replies after their frame fell back", s["late_replies"])
+        yield counter(
+            "publish_dropped",
+            "Messages dropped because too many were queued while the broker was unreachable",
+            s.get("publish_dropped", 0),
+        )
         errors = CounterMetricFamily(
             "isplitee_node_errors", "Offloads that fell back, by kind", labels=["device", "kind"]
         )

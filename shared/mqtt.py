@@ -19,7 +19,7 @@ import queue
 import socket
 import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -37,6 +37,12 @@ SESSION_EXPIRY_S = 300
 """How long the broker keeps a client's session (subscriptions, queued QoS 1 messages) after
 it drops: long enough for a Wi-Fi hiccup or a broker restart, short enough that a node that is
 gone for good does not pile up messages."""
+
+
+OFFLINE_QUEUE = 10_000
+"""Publishes paho keeps while the broker is unreachable (about half an hour of results at
+5 fps); past it a publish is dropped and counted (:attr:`MqttLink.publish_dropped`), so a long
+outage cannot exhaust a Pi's memory."""
 
 
 class MqttError(IsplitEEError):
@@ -101,6 +107,9 @@ class MqttLink:
         session_expiry_s: how long the broker keeps the session (subscriptions, queued QoS 1
             messages) after the connection drops. 0 for a cloud worker: a dead worker's
             session would stay in the shared group and swallow its share of activations.
+        on_overflow: called on paho's network thread with each message dropped because the
+            inbox is full (after it is counted), e.g. to answer it with an error at once; it
+            must be quick and must not block. None: the drop is logged.
     """
 
     def __init__(
@@ -115,6 +124,7 @@ class MqttLink:
         ca_file: str | None = None,
         inbox_size: int = 1000,
         session_expiry_s: int = SESSION_EXPIRY_S,
+        on_overflow: Callable[[Message], None] | None = None,
     ) -> None:
         self.address = BrokerAddress.parse(broker)
         self.client_id = client_id
@@ -122,8 +132,11 @@ class MqttLink:
         self.subscriptions = tuple(subscriptions)
         self.inbox: queue.Queue[Message] = queue.Queue(maxsize=inbox_size)
         self.inbox_dropped = 0
+        self.publish_dropped = 0  # past OFFLINE_QUEUE messages queued while disconnected
+        self._on_overflow = on_overflow
         self.connected = threading.Event()
         self.connects = 0
+        self.sessions_resumed = 0
         self._refused: str | None = None
         self._stopping = False
         client = paho.Client(
@@ -132,7 +145,7 @@ class MqttLink:
             protocol=paho.MQTTv5,
         )
         client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.max_queued_messages_set(10000)
+        client.max_queued_messages_set(OFFLINE_QUEUE)
         user = username or self.address.username
         if user:
             client.username_pw_set(user, password or self.address.password)
@@ -162,8 +175,14 @@ class MqttLink:
         self.connects += 1
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
+        self.sessions_resumed += bool(flags.session_present)
         self.connected.set()
-        log.info("connected to %s as %s", self.address, self.client_id)
+        log.info(
+            "connected to %s as %s (%s session)",
+            self.address,
+            self.client_id,
+            "resumed" if flags.session_present else "new",
+        )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self.connected.is_set()
@@ -180,18 +199,28 @@ class MqttLink:
             self.inbox.put_nowait(message)
         except queue.Full:
             self.inbox_dropped += 1
-            log.warning("inbox full (%d): dropped a message on %s", self.inbox.maxsize, msg.topic)
+            if self._on_overflow is not None:
+                self._on_overflow(message)
+            else:
+                log.warning(
+                    "inbox full (%d): dropped a message on %s", self.inbox.maxsize, msg.topic
+                )
 
     # -- the surface ---------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
         """Connect (retrying in the background) and wait up to ``timeout`` for the broker."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry_s
+        # A client that keeps a session resumes it from the first connect on: Mosquitto writes
+        # a session to its persistence store only when it was opened with clean start off, so
+        # with clean start on the first connect a broker killed and restarted forgets the
+        # subscription, and whatever is published before the client resubscribes is lost to
+        # it (measured: 8 results per broker SIGKILL, see tests/test_reliability.py).
         self._client.connect_async(
             self.address.host,
             self.address.port,
             keepalive=30,
-            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_start=self.session_expiry_s == 0,
             properties=props,
         )
         self._client.loop_start()
@@ -220,6 +249,7 @@ class MqttLink:
                 props.CorrelationData = correlation
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            self.publish_dropped += 1
             log.error("publish queue full while offline: dropped a message on %s", topic)
         return info
 

@@ -372,6 +372,11 @@ class AuditedSplitEE(ISplitEE):
     Under the paper's costs the fallback when no exit is trusted is the offload-all baseline
     (audit at block 3, 57.9 % cheaper than the whole network at its accuracy).
 
+    An audit needs the final classifier's answer, not the cloud as such: where running the
+    whole network on the device costs less than the offload at the chosen split (measured
+    costs of a fast device behind a slow link), the audit is played as the last arm instead,
+    which reveals every exit's answer and the final class just as independently of the frame.
+
     Guarantee (module docstring): on the frames a trusted exit answers, the published label
     differs from the final classifier's on at most ``target`` of the frames, with the
     referee's confidence z, as long as the scene is steady over the referee's memory; so
@@ -454,7 +459,12 @@ class AuditedSplitEE(ISplitEE):
                     value, forced = answer, not ref.trusted(j)
             if value > best_value + 1e-12:
                 best, best_value, audit = j, value, forced
-        self._pending_audit = audit or (best != last and ref.audit_now())
+        audit = audit or (best != last and ref.audit_now())
+        if audit and cost.edge[last] <= cost.edge[best] + cost.offload[best]:
+            # The whole network on the device reveals the final class as independently as an
+            # offload does, and here costs less (a fast device behind a slow link).
+            best, audit = last, False
+        self._pending_audit = audit
         return best
 
     def _audit(self, arm: int) -> bool:

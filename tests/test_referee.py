@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.bandit import BanditError, build_policy, policy_from_state
-from shared.cost import Observation, RewardModel, paper_cost
+from shared.cost import CostModel, Observation, RewardModel, paper_cost
 from shared.lab.simulate import Segment, Stream, run_policy
 from shared.referee import AuditedSplitEE, Referee, wilson_bounds
 
@@ -143,6 +143,31 @@ def test_cold_start_then_cheaper_than_offloading_everything_at_the_final_accurac
     assert trace.correct.mean() == 1.0
     assert trace.costs.mean() < 0.5  # exits at block 3 (0.3) once trusted, audits included
     assert 0.05 < trace.audited.mean() < 0.2
+
+
+def test_where_the_device_is_cheaper_than_the_link_audits_run_the_whole_network_locally() -> None:
+    """A fast device behind a slow link: an offload at any split costs more than the whole
+    network on the device, so the referee's samples come from the last arm (no offload at
+    all), exits are still trusted after the same number of agreeing samples, and the policy
+    costs less than running every frame to the end. Under the paper's costs the same stream
+    is audited by offloads (test above)."""
+    dear_link = CostModel(
+        name="dear-link", blocks=BLOCKS, edge=RM.cost.edge, offload=(10.0,) * len(BLOCKS)
+    )
+    rm = RewardModel(dear_link, alpha=0.8)
+    stream = turncoat_stream(3000, 3000)  # exit 0 agrees throughout
+    policy = build_policy("isplitee", rm)
+    trace = run_policy(policy, stream)
+    assert not trace.audited.any() and policy.audit_rate == 0.0
+    last = len(BLOCKS) - 1
+    arms = np.asarray(trace.arms)
+    assert (arms[: policy.referee.audits_to_trust() - 1] == last).all()  # earning trust
+    assert (arms[1000:] == 0).mean() > 0.9  # then exit 0 answers, 5 % referee samples
+    assert trace.correct.all()
+    assert trace.costs.mean() < 0.5 * dear_link.full_cost
+    # the paper's costs: the same stream is audited by offloading at block 3
+    paper = run_policy(build_policy("isplitee", RM), stream)
+    assert paper.audited.mean() > 0.05
 
 
 def test_untrustworthy_exits_never_publish() -> None:
