@@ -15,6 +15,7 @@ from cloud_worker.service import Worker
 from shared.config import load_config
 from shared.lab.procs import device_command
 from shared.mqtt import MqttLink
+from shared.protocol import Topics, encode_activation
 
 
 class ResultReader:
@@ -79,4 +80,29 @@ def run_device_cli(broker_url: str, model: Path, source: Path, device_id: str, *
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+
+
+def activation(tensor, **fields) -> bytes:
+    """A node's activation message for ``tensor``; ``fields`` (``model_hash``, ``device_id``
+    and ``frame_id`` at least) override the defaults: block 6, fp32."""
+    defaults = dict(
+        captured_at=time.time(),
+        split_block=6,
+        exit_confidence=0.1,
+        exit_class=0,
+        encoding="fp32",
+    )
+    return encode_activation(tensor=tensor, **{**defaults, **fields})
+
+
+def send_activation(link: MqttLink, device_id: str, tag: int, payload: bytes) -> None:
+    """Publish as a node does: on its activation topic, answered on its reply topic, with
+    ``tag`` (4 bytes) as the correlation data."""
+    topics = Topics()
+    link.publish(
+        topics.activation(device_id),
+        payload,
+        response_topic=topics.reply(device_id),
+        correlation=tag.to_bytes(4, "big"),
     )

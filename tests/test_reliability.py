@@ -244,7 +244,9 @@ def test_a_thousand_malformed_messages_do_not_stop_a_worker(broker, tiny_checkpo
     from shared.checkpoint import load_checkpoint
     from shared.config import load_config
     from shared.mqtt import MqttLink
-    from shared.protocol import Topics, decode_reply, encode_activation
+    from shared.protocol import Topics, decode_reply
+
+    from .pipeline_helpers import activation, send_activation
 
     T = Topics()
     ckpt = load_checkpoint(tiny_checkpoint)
@@ -265,17 +267,7 @@ def test_a_thousand_malformed_messages_do_not_stop_a_worker(broker, tiny_checkpo
     dev.start(10)
     with torch.inference_mode():
         act = ckpt.model.edge(torch.rand(1, 3, 32, 32), 6).activation[0].numpy()
-    good = encode_activation(
-        device_id="camz",
-        frame_id=0,
-        captured_at=time.time(),
-        split_block=6,
-        model_hash=ckpt.hash,
-        exit_confidence=0.1,
-        exit_class=0,
-        tensor=act,
-        encoding="fp16",
-    )
+    good = activation(act, model_hash=ckpt.hash, device_id="camz", frame_id=0, encoding="fp16")
     body = msgpack.unpackb(good, raw=False)
     rng = np.random.default_rng(0)
 
@@ -298,19 +290,9 @@ def test_a_thousand_malformed_messages_do_not_stop_a_worker(broker, tiny_checkpo
         for i in range(1000):
             payload, kind = bad(i)
             expected[kind] = expected.get(kind, 0) + 1
-            dev.publish(
-                T.activation("camz"),
-                payload,
-                response_topic=T.reply("camz"),
-                correlation=(10_000 + i).to_bytes(4, "big"),
-            )
+            send_activation(dev, "camz", 10_000 + i, payload)
             if i % 10 == 0:
-                dev.publish(
-                    T.activation("camz"),
-                    good,
-                    response_topic=T.reply("camz"),
-                    correlation=i.to_bytes(4, "big"),
-                )
+                send_activation(dev, "camz", i, good)
         answers = {}
         deadline = time.monotonic() + 60
         while len(answers) < 1100 and time.monotonic() < deadline:
@@ -353,9 +335,9 @@ def test_an_overloaded_worker_answers_every_activation_at_once_and_stays_bounded
 
     from shared.checkpoint import load_checkpoint
     from shared.mqtt import MqttLink
-    from shared.protocol import Topics, decode_reply, encode_activation
+    from shared.protocol import Topics, decode_reply
 
-    from .pipeline_helpers import WorkerPool
+    from .pipeline_helpers import WorkerPool, activation, send_activation
 
     # 900: below the broker's own bound per client (max_queued_messages 1000 in
     # broker_config/mosquitto.conf), so whatever went unanswered would be the worker's doing.
@@ -380,23 +362,8 @@ def test_an_overloaded_worker_answers_every_activation_at_once_and_stays_bounded
 
     def flood(first: int, count: int) -> None:
         for i in range(first, first + count):
-            payload = encode_activation(
-                device_id="camo",
-                frame_id=i,
-                captured_at=time.time(),
-                split_block=6,
-                model_hash=ckpt.hash,
-                exit_confidence=0.1,
-                exit_class=0,
-                tensor=act,
-                encoding="fp32",
-            )
-            dev.publish(
-                T.activation("camo"),
-                payload,
-                response_topic=T.reply("camo"),
-                correlation=i.to_bytes(4, "big"),
-            )
+            payload = activation(act, model_hash=ckpt.hash, device_id="camo", frame_id=i)
+            send_activation(dev, "camo", i, payload)
 
     def collect(until: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

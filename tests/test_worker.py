@@ -20,7 +20,9 @@ from cloud_worker.service import Worker
 from shared.checkpoint import load_checkpoint
 from shared.config import ConfigError, load_config
 from shared.mqtt import MqttLink
-from shared.protocol import Topics, decode_reply, encode_activation
+from shared.protocol import Topics, decode_reply
+
+from .pipeline_helpers import activation, send_activation
 
 T = Topics()
 
@@ -120,26 +122,11 @@ def test_worker_answers_with_the_whole_models_prediction_and_counts_bad_input(
             want = ckpt.model(x)[-1].argmax(1).tolist()
 
         def send(i: int, payload: bytes) -> None:
-            dev.publish(
-                T.activation("camw"),
-                payload,
-                response_topic=T.reply("camw"),
-                correlation=i.to_bytes(4, "big"),
-            )
+            send_activation(dev, "camw", i, payload)
 
         def act(i: int, **over) -> bytes:
-            args = dict(
-                device_id="camw",
-                frame_id=i,
-                captured_at=time.time(),
-                split_block=6,
-                model_hash=ckpt.hash,
-                exit_confidence=0.1,
-                exit_class=0,
-                tensor=edge.activation[i].numpy(),
-                encoding="fp32",
-            )
-            return encode_activation(**{**args, **over})
+            fields = {"model_hash": ckpt.hash, "device_id": "camw", "frame_id": i, **over}
+            return activation(edge.activation[i].numpy(), **fields)
 
         send(0, act(0))
         send(100, b"\x93\x01\x02")  # msgpack, but not a map
@@ -244,22 +231,14 @@ def test_a_stopped_worker_leaves_the_shared_subscription(broker, tiny_checkpoint
         with torch.inference_mode():
             edge = ckpt.model.edge(torch.rand(1, 3, 32, 32), 6)
         for i in range(20):
-            dev.publish(
-                T.activation("camleave"),
-                encode_activation(
-                    device_id="camleave",
-                    frame_id=i,
-                    captured_at=time.time(),
-                    split_block=6,
-                    model_hash=ckpt.hash,
-                    exit_confidence=0.1,
-                    exit_class=0,
-                    tensor=edge.activation[0].numpy(),
-                    encoding="fp16",
-                ),
-                response_topic=T.reply("camleave"),
-                correlation=i.to_bytes(4, "big"),
+            payload = activation(
+                edge.activation[0].numpy(),
+                model_hash=ckpt.hash,
+                device_id="camleave",
+                frame_id=i,
+                encoding="fp16",
             )
+            send_activation(dev, "camleave", i, payload)
         got = {int.from_bytes(dev.inbox.get(timeout=5).correlation, "big") for _ in range(20)}
         assert got == set(range(20))
     finally:
