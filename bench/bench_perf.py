@@ -1,13 +1,22 @@
 """Node-side performance, measured side by side in one run: edge compute per split and backend,
 bytes on the wire per split and encoding (against the JPEG and PNG of the same frame, with the
-accuracy each encoding costs), and codec time. Writes docs/benchmarks.md with the bandit's, the
-workers' and the end-to-end tables (bench/bench_bandit.py, bench/bench_worker.py,
-bench/bench_pipeline.py) beside them.
+accuracy each encoding costs), and codec time. Writes docs/benchmarks.md with the tables of the
+other benchmarks beside them: the edge-half tries (bench/bench_edge_tries.py), the cloud half on
+ONNX Runtime (bench/bench_cloud.py), the bandit's, the workers' and the end-to-end tables
+(bench/bench_bandit.py, bench/bench_worker.py, bench/bench_pipeline.py), and a profile of every
+target the page reports as missed (bench/bench_profile.py).
 
     python bench/bench_perf.py --model models/digits.pt --out docs/benchmarks.md   # make bench
+    python bench/bench_perf.py --model models/digits.pt --quick --out /tmp/page.md  # seconds
+
+``--quick`` (the test suite's run) keeps every section but shrinks each to one split and a few
+repeats, skips the workers' table, and runs the end-to-end part beside the rest: its figures
+only show that nothing has rotted.
 
 Timings are medians over repeats interleaved across the variants being compared, so a burst of
-load elsewhere on this shared machine hits every variant alike; ratios are within one run.
+load elsewhere on this shared machine hits every variant alike; ratios are within one run. Each
+timed block starts ``bench.common.SETTLE_S`` after the previous one ends (the runtimes' worker
+threads spin after a call and would slow whichever variant comes next).
 """
 
 from __future__ import annotations
@@ -16,11 +25,9 @@ import argparse
 import copy
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import zlib
 from pathlib import Path
 
@@ -31,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import SETTLE_S, median_ms  # noqa: E402
 from device.backend import OnnxEdge, TorchEdge  # noqa: E402
 from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
@@ -38,20 +46,10 @@ from shared.model import MultiExitMobileNetV2  # noqa: E402
 from shared.protocol import decode_activation, encode_activation  # noqa: E402
 
 THREADS = 2
-
-
-def _median_ms(fns: dict[str, callable], repeats: int, inner: int) -> dict[str, float]:
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for f in fns.values():  # warm-up: allocators, oneDNN primitives, ONNX Runtime arenas
-        for _ in range(10):
-            f()
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                f()
-            samples[k].append((time.perf_counter() - t0) / inner * 1e3)
-    return {k: statistics.median(v) for k, v in samples.items()}
+ONNX_TARGET = 3.0  # ONNX Runtime's edge half at least this many times faster than eager
+INT8_TARGET = 0.27  # an int8 message at most this share of the fp32 one
+OVERHEAD_TARGET_MS = 2.0  # pipeline overhead p50 at one node
+NEAR_MISS = 1.2  # with no miss, the edge split closest to its target is profiled if this close
 
 
 class _Script:
@@ -83,7 +81,7 @@ def _time_block(model, cl_model, onnx, x, block: int, repeats: int, size: int) -
         with torch.inference_mode():
             cl_model.edge(x_cl, block)
 
-    return _median_ms(
+    return median_ms(
         {
             "eager": eager,
             "channels_last": channels_last,
@@ -95,11 +93,18 @@ def _time_block(model, cl_model, onnx, x, block: int, repeats: int, size: int) -
     )
 
 
-def edge_table(ckpt: Checkpoint, repeats: int) -> tuple[list[list[str]], list[str]]:
-    """Edge half per split: eager, channels_last, TorchScript, ONNX Runtime; 32 px and 224 px."""
-    rows, notes = [], []
-    big = MultiExitMobileNetV2(num_classes=10, exit_blocks=ckpt.meta.exit_blocks).eval()
-    cases = [(ckpt.model.eval(), ckpt.meta.input_size, ckpt), (big, 224, None)]
+def edge_table(
+    ckpt: Checkpoint, repeats: int, quick: bool = False
+) -> tuple[list[list[str]], list[tuple[int, int, float]]]:
+    """Edge half per split: eager, channels_last, TorchScript, ONNX Runtime; 32 px and 224 px
+    (``quick``: the model's size, block 3). Also (size, block, ONNX Runtime's speed-up) of
+    every row."""
+    rows, ratios = [], []
+    cases = [(ckpt.model.eval(), ckpt.meta.input_size, ckpt)]
+    if not quick:
+        big = MultiExitMobileNetV2(num_classes=10, exit_blocks=ckpt.meta.exit_blocks).eval()
+        cases.append((big, 224, None))
+    blocks = ckpt.meta.arm_blocks[:1] if quick else ckpt.meta.arm_blocks
     with tempfile.TemporaryDirectory() as tmp:
         for model, size, real in cases:
             if real is None:  # a checkpoint-shaped wrapper for the export (weights don't matter)
@@ -114,7 +119,7 @@ def edge_table(ckpt: Checkpoint, repeats: int) -> tuple[list[list[str]], list[st
             cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
             x = torch.rand(1, 3, size, size)
             xn = x.numpy()
-            for block in ckpt.meta.arm_blocks:
+            for block in blocks:
                 ms = _time_block(model, cl_model, onnx, x, block, repeats, size)
                 ref_act, ref_logits = torch_edge(xn, block)
                 act, logits = onnx(xn, block)
@@ -131,15 +136,14 @@ def edge_table(ckpt: Checkpoint, repeats: int) -> tuple[list[list[str]], list[st
                         f"{ms['eager'] / ms['torchscript']:.2f}",
                         f"{ms['eager'] / ms['onnxruntime']:.2f}",
                         f"{diff:.1e}",
+                        "met" if ms["eager"] / ms["onnxruntime"] >= ONNX_TARGET else "missed",
                     ]
                 )
-    notes.append(
-        "int8 quantization of the edge half and torch.compile were not measured in this run."
-    )
-    return rows, notes
+                ratios.append((size, block, ms["eager"] / ms["onnxruntime"]))
+    return rows, ratios
 
 
-def bytes_table(ckpt: Checkpoint) -> list[list[str]]:
+def bytes_table(ckpt: Checkpoint, quick: bool = False) -> list[list[str]]:
     """Payload bytes per split and encoding vs the JPEG (q90) and PNG of the same frame, and the
     accuracy change of the final prediction each encoding causes on the held-out digits."""
     from shared.lab.clips import FRAME_SIZE
@@ -161,7 +165,7 @@ def bytes_table(ckpt: Checkpoint) -> list[list[str]]:
     with torch.inference_mode():
         final = ckpt.model(x)[-1].argmax(1)
         base_acc = float((final == labels).float().mean())
-        for block in ckpt.meta.arm_blocks[:-1]:
+        for block in ckpt.meta.arm_blocks[: 1 if quick else -1]:
             act = ckpt.model.edge(x, block).activation
             sizes, changes = {}, {}
             for enc in ("fp32", "fp16", "int8"):
@@ -196,6 +200,7 @@ def bytes_table(ckpt: Checkpoint) -> list[list[str]]:
                     f"{sizes['int8'] / n:.0f}",
                     f"{sizes['int8+deflate'] / n:.0f}",
                     f"{sizes['int8'] / sizes['fp32']:.3f}",
+                    "met" if sizes["int8"] / sizes["fp32"] <= INT8_TARGET else "missed",
                     f"{jpeg:.0f} / {png:.0f}",
                     f"{changes['fp16']:+.2f} / {changes['int8']:+.2f}",
                 ]
@@ -203,11 +208,12 @@ def bytes_table(ckpt: Checkpoint) -> list[list[str]]:
     return rows
 
 
-def codec_table(ckpt: Checkpoint, repeats: int) -> list[list[str]]:
+def codec_table(ckpt: Checkpoint, repeats: int, quick: bool = False) -> list[list[str]]:
     rows = []
     x = torch.rand(1, 3, ckpt.meta.input_size, ckpt.meta.input_size)
+    blocks = ckpt.meta.arm_blocks[: 1 if quick else -1]
     with torch.inference_mode():
-        acts = {b: ckpt.model.edge(x, b).activation[0].numpy() for b in ckpt.meta.arm_blocks[:-1]}
+        acts = {b: ckpt.model.edge(x, b).activation[0].numpy() for b in blocks}
     for block, act in acts.items():
         fns = {}
         for enc in ("fp32", "fp16", "int8"):
@@ -228,7 +234,7 @@ def codec_table(ckpt: Checkpoint, repeats: int) -> list[list[str]]:
                 ).array()
 
             fns[enc] = round_trip
-        ms = _median_ms(fns, repeats, inner=200)
+        ms = median_ms(fns, repeats, inner=200)
         rows.append([str(block), str(act.size)] + [f"{ms[e] * 1e3:.1f}" for e in fns])
     return rows
 
@@ -240,98 +246,290 @@ def _run(cmd: list[str]) -> str:
     return out.stdout
 
 
+def _bandit(tmp: Path, quick: bool) -> tuple[str, list[str]]:
+    """The bandit's section (bench/bench_bandit.py writes it) and the policies over budget."""
+    md = tmp / "bandit.md"
+    small = ["--samples", "2000", "--repeats", "2"] if quick else []
+    _run([sys.executable, "bench/bench_bandit.py", "--out", str(md), *small])
+    if not md.exists():
+        return "## Bandit: one decide + observe\n\n(failed)", []
+    text = md.read_text().split("\n", 2)[2].strip()
+    missed = [
+        line.split("|")[1].strip()
+        for line in text.splitlines()
+        if line.startswith("|") and "MISSED" in line
+    ]
+    return text, missed
+
+
+def _pipeline(model: Path, tmp: Path, quick: bool, *extra: str) -> subprocess.Popen:
+    """bench/bench_pipeline.py started (its JSON in ``tmp``); :func:`_pipeline_section` reads it."""
+    cmd = [
+        sys.executable,
+        "bench/bench_pipeline.py",
+        "--model",
+        str(model),
+        "--json",
+        str(tmp / "pipeline.json"),
+        *(["--quick"] if quick else []),
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _pipeline_section(
+    proc: subprocess.Popen, tmp: Path, ckpt: Checkpoint, quick: bool
+) -> tuple[str, list[str]]:
+    """The end-to-end tables and verdict, and the profile of an overhead miss (if any)."""
+    out, err = proc.communicate()
+    pj = tmp / "pipeline.json"
+    if proc.returncode != 0 or not pj.exists():
+        return f"(failed: {err[-800:]})", []
+    s = json.loads(pj.read_text())
+    first, last = s["steps"][0], s["steps"][-1]
+    bare = s["bare_request_reply_ms"]
+    over = first["overhead_ms_p50"]
+    verdict = "met" if over <= OVERHEAD_TARGET_MS else "missed"
+    text = (
+        f"{out.strip()}\n\nOverhead target (<= {OVERHEAD_TARGET_MS:g} ms p50 beyond edge and "
+        f"cloud compute, at {first['nodes']} node): {over:.2f} ms, **{verdict}** (a bare paho "
+        f"request/reply through the same broker: p50 {bare['p50']:.2f} ms)."
+    )
+    if len(s["steps"]) > 1:
+        grow = last["overhead_ms_p50"] - over
+        text += (
+            f" At {last['nodes']} nodes the overhead is {last['overhead_ms_p50']:.2f} ms "
+            f"({grow:+.2f} ms), with the machine {last['machine_cpu_busy_pct']:.0f} % busy "
+            f"(other jobs on this shared machine: {last['others_cpu_pct']:.0f} points of it), the "
+            f"worker's queue {last['worker_queue_ms_mean']:.2f} ms on average (against "
+            f"{first['worker_queue_ms_mean']:.2f} ms at {first['nodes']}) and its compute "
+            f"{last['worker_compute_ms_mean']:.2f} ms per batch of "
+            f"{last['worker_batch_mean']:.2f} (against {first['worker_compute_ms_mean']:.2f} ms): "
+            f"{last['nodes']} node processes, the worker, the broker and this benchmark share "
+            f"{last['cores']} cores."
+        )
+    profile = []
+    if verdict == "missed" or quick:
+        from bench.bench_profile import message_costs_us
+
+        costs = message_costs_us(ckpt)
+        serial = sum(costs.values()) / 1e3
+        rest = over - bare["p50"] - first["worker_queue_ms_mean"] - serial
+        parts = format_table(
+            ["part of the overhead", "ms"],
+            [
+                [
+                    "two trips through the broker (a bare paho request/reply, p50)",
+                    f"{bare['p50']:.3f}",
+                ],
+                [
+                    "the worker's queue (mean, from its /metrics)",
+                    f"{first['worker_queue_ms_mean']:.3f}",
+                ],
+                *([k, f"{v / 1e3:.3f}"] for k, v in costs.items()),
+                [
+                    "the rest: hand-offs between threads and processes, the node's reply "
+                    "handling, scheduling",
+                    f"{rest:.3f}",
+                ],
+            ],
+        )
+        profile.append(
+            f"### Pipeline overhead at {first['nodes']} node: {over:.2f} ms p50 against "
+            f"{OVERHEAD_TARGET_MS:g}{' (--quick: profiled either way)' if verdict == 'met' else ''}"
+            f"\n\nWhere it goes: the broker trips and the worker's queue from this run; the "
+            f"messages' encoding and decoding timed in this process (block 3, fp16); the rest "
+            f"by difference, not broken down further: paho's network threads handing messages "
+            f"to the worker's and the node's own threads and back, the node's reply handling "
+            f"(its policy update: see the bandit table), and waiting for a core on 2 shared "
+            f"ones.\n\n{parts}"
+        )
+    return text, profile
+
+
+def _measured_costs(model: Path, tmp: Path) -> str:
+    """One node pricing splits with the costs it measures on this machine: does it offload?"""
+    where = tmp / "measured"
+    where.mkdir()
+    proc = _pipeline(model, where, False, "--nodes", "1", "--seconds", "10", "--cost", "measured")
+    _, err = proc.communicate()
+    pj = where / "pipeline.json"
+    if not pj.exists():
+        return f"(the --cost measured run failed: {err[-500:]})"
+    s = json.loads(pj.read_text())
+    d = s["detail"]
+    splits = ", ".join(f"block {b}: {n}" for b, n in d["split_blocks"].items())
+    return (
+        f"The same node with the costs it measures here (`bench/bench_pipeline.py --nodes 1 "
+        f"--seconds 10 --cost measured`): {d['results']} frames, "
+        f"{100 * d['offload_rate']:.1f} % offloaded, frames per split: {splits}."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", type=Path, default=ROOT / "models" / "digits.pt")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", type=Path, help="write docs/benchmarks.md here")
     p.add_argument("--skip-pipeline", action="store_true", help="no end-to-end run")
+    p.add_argument("--quick", action="store_true", help="every section, shrunk: seconds")
     args = p.parse_args(argv)
+    from bench.bench_cloud import cloud_table
+    from bench.bench_edge_tries import tries_table
+    from bench.bench_profile import bandit_profile, bytes_breakdown, edge_profile
+
+    quick = args.quick
+    repeats = 3 if quick else args.repeats
     torch.set_num_threads(THREADS)
     ckpt = load_checkpoint(args.model)
-    edge_rows, notes = edge_table(ckpt, args.repeats)
-    edge_md = format_table(
-        [
-            "input px",
-            "split block",
-            "eager ms",
-            "x channels_last",
-            "x TorchScript",
-            "x ONNX Runtime",
-            "ONNX max diff",
-        ],
-        edge_rows,
-    )
-    bytes_md = format_table(
-        [
-            "split block",
-            "fp32 B",
-            "fp16 B",
-            "int8 B",
-            "int8+deflate B",
-            "int8 / fp32",
-            "frame JPEG q90 / PNG B",
-            "accuracy change fp16 / int8 (points)",
-        ],
-        bytes_table(ckpt),
-    )
-    codec_md = format_table(
-        ["split block", "elements", "fp32 us", "fp16 us", "int8 us"], codec_table(ckpt, 7)
-    )
-    for title, md in (("edge", edge_md), ("bytes", bytes_md), ("codec", codec_md)):
-        print(f"\n{title}\n{md}")
-    if not args.out:
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        bandit_md = Path(tmp) / "bandit.md"
-        _run([sys.executable, "bench/bench_bandit.py", "--out", str(bandit_md)])
-        bandit = bandit_md.read_text().split("\n", 2)[2] if bandit_md.exists() else "(failed)"
-        pipeline = workers = "(not run)"
-        if not args.skip_pipeline:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        # --quick: the end-to-end run goes beside the rest (its figures are not for reading);
+        # otherwise it runs last, alone on the machine as far as this benchmark goes.
+        pipeline = _pipeline(args.model, tmp, quick) if quick and not args.skip_pipeline else None
+        edge_rows, edge_ratios = edge_table(ckpt, repeats, quick)
+        edge_missed = [r for r in edge_ratios if r[2] < ONNX_TARGET]
+        edge_md = format_table(
+            [
+                "input px",
+                "split block",
+                "eager ms",
+                "x channels_last",
+                "x TorchScript",
+                "x ONNX Runtime",
+                "ONNX max diff",
+                f"ONNX >= {ONNX_TARGET:g}x",
+            ],
+            edge_rows,
+        )
+        tries_md, _ = tries_table(args.model, quick, args.repeats)
+        torch.set_num_threads(THREADS)  # the compile child and the tries set their own
+        cloud_md, _ = cloud_table(args.model, quick, args.repeats)
+        byte_rows = bytes_table(ckpt, quick)
+        bytes_missed = [int(r[0]) for r in byte_rows if r[6] == "missed"]
+        bytes_md = format_table(
+            [
+                "split block",
+                "fp32 B",
+                "fp16 B",
+                "int8 B",
+                "int8+deflate B",
+                "int8 / fp32",
+                f"<= {INT8_TARGET:g}",
+                "frame JPEG q90 / PNG B",
+                "accuracy change fp16 / int8 (points)",
+            ],
+            byte_rows,
+        )
+        codec_md = format_table(
+            ["split block", "elements", "fp32 us", "fp16 us", "int8 us"],
+            codec_table(ckpt, 3 if quick else 7, quick),
+        )
+        for title, md in (
+            ("edge", edge_md),
+            ("tries", tries_md),
+            ("cloud", cloud_md),
+            ("bytes", bytes_md),
+            ("codec", codec_md),
+        ):
+            print(f"\n{title}\n{md}")
+        if not args.out:
+            if pipeline is not None:
+                pipeline.kill()
+                pipeline.wait()
+            return 0
+        bandit, bandit_missed = _bandit(tmp, quick)
+        workers = end_to_end = "(not run)"
+        if quick:
+            workers = "(not run with --quick)"
+        elif not args.skip_pipeline:
             from bench.bench_worker import worker_table
 
             workers = worker_table(args.model)
-            pj = Path(tmp) / "pipeline.json"
-            table = _run(
-                [
-                    sys.executable,
-                    "bench/bench_pipeline.py",
-                    "--model",
-                    str(args.model),
-                    "--json",
-                    str(pj),
-                ]
+        pipeline_profile: list[str] = []
+        if not args.skip_pipeline:
+            pipeline = pipeline or _pipeline(args.model, tmp, quick)
+            end_to_end, pipeline_profile = _pipeline_section(pipeline, tmp, ckpt, quick)
+        if not args.skip_pipeline and not quick:
+            end_to_end += "\n\n" + _measured_costs(args.model, tmp)
+        profiles = []
+        # The worst miss of each size (the 224 px case is the one at issue; 32 px rarely misses).
+        worst: dict[int, tuple[int, int, float]] = {}
+        for miss in edge_missed:
+            if miss[0] not in worst or miss[2] < worst[miss[0]][2]:
+                worst[miss[0]] = miss
+        forced = ""
+        tightest = min(edge_ratios, key=lambda r: r[2])
+        if not worst and tightest[2] < NEAR_MISS * ONNX_TARGET:
+            worst, forced = {0: tightest}, f" (met, within {NEAR_MISS - 1:.0%} of the target)"
+        elif quick and not worst:  # --quick profiles something either way, so nothing rots
+            worst, forced = {0: tightest}, " (--quick: not missed)"
+        for size, block, ratio in worst.values():
+            others = [
+                f"{s} px block {b} ({r:.2f}x)" for s, b, r in edge_missed if (s, b) != (size, block)
+            ]
+            profiles.append(
+                f"### ONNX Runtime at {size} px, block {block}: {ratio:.2f}x against "
+                f"{ONNX_TARGET:g}x{forced}\n\n"
+                + edge_profile(ckpt, size, block, iters=10 if quick else 50)
+                + (f"\n\nAlso missed (not profiled): {', '.join(others)}." if others else "")
             )
-            pipeline = table.strip()
-            if pj.exists():
-                s = json.loads(pj.read_text())
-                cloud = s["latency_ms"].get("cloud", {})
-                bare = s["bare_request_reply_ms"]
-                pipeline += (
-                    f"\n\nCloud-answered frames: p50 {cloud.get('p50', float('nan')):.2f} ms "
-                    f"capture → result, against {bare['p50']:.2f} ms for a bare paho "
-                    f"request/reply: the overhead target (≤ 2 ms p50 beyond edge and cloud "
-                    f"compute) is judged on these two figures and the edge/cloud compute above."
-                )
+        if bytes_missed:
+            md, _ = bytes_breakdown(ckpt, bytes_missed)
+            profiles.append(
+                f"### int8 message against fp32: over {INT8_TARGET:g} at split(s) "
+                f"{', '.join(map(str, bytes_missed))}\n\nOne real encoded message per split "
+                f"(shared/protocol.py), a held-out digit's activation.\n\n{md}"
+            )
+        for spec in bandit_missed or (["isplitee"] if quick else []):
+            profiles.append(
+                f"### Bandit `{spec}` over its budget"
+                + ("" if bandit_missed else " (--quick: profiled either way)")
+                + "\n\n"
+                + bandit_profile(spec, samples=500 if quick else 5000)
+            )
+        profiles += pipeline_profile
     machine = f"{platform.machine()}, {THREADS} torch threads, Python {platform.python_version()}"
     page = [
         "# Benchmarks",
         "",
         "Command: `make bench` (`python bench/bench_perf.py --model models/digits.pt "
         f"--out docs/benchmarks.md`), on {machine}. Timings are medians over interleaved "
-        "repeats; ratios are against eager PyTorch in the same run.",
+        f"repeats, each timed block {SETTLE_S * 1e3:.0f} ms after the previous one (PyTorch's "
+        "and ONNX Runtime's worker threads spin after a call and slow whatever runs next: "
+        "bench/bench_profile.py measures it); ratios are against eager PyTorch in the same run. "
+        "This machine has 2 cores "
+        "shared with other jobs: absolute times move from run to run, ratios much less."
+        + (" **--quick run: figures not for reading.**" if quick else ""),
         "",
         "## Edge half per split (batch 1)",
         "",
         edge_md,
         "",
-        *notes,
+        f"Target: ONNX Runtime at least {ONNX_TARGET:g}x faster than eager at every split; "
+        "a miss is profiled at the end of the page.",
+        "",
+        "## Edge half: torch.compile and int8 quantisation",
+        "",
+        f"`python bench/bench_edge_tries.py` (the model's own size, batch 1, {THREADS} threads).",
+        "",
+        tries_md,
+        "",
+        "## Cloud half: eager PyTorch against ONNX Runtime",
+        "",
+        "`python bench/bench_cloud.py`: the worker's part of the network per split, exported "
+        "with a dynamic batch axis.",
+        "",
+        cloud_md,
         "",
         "## Bytes per offload and what each encoding costs",
         "",
         "Mean message bytes per frame over the held-out digits (450 images), against the JPEG "
         "and PNG of the camera frame (64 px); accuracy change of the final prediction against "
-        "the fp32 split, in points.",
+        f"the fp32 split, in points. Target: an int8 message at most {INT8_TARGET:g} of the "
+        "fp32 one.",
         "",
         bytes_md,
         "",
@@ -339,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         codec_md,
         "",
-        bandit.strip(),
+        bandit,
         "",
         "## Cloud worker: micro-batching and a second worker",
         "",
@@ -348,9 +546,31 @@ def main(argv: list[str] | None = None) -> int:
         "",
         workers,
         "",
-        "## End to end on loopback (1 node, 1 worker)",
+        "## End to end on loopback: 1, 4 and 8 nodes, 1 worker",
         "",
-        pipeline,
+        "`python bench/bench_pipeline.py`: real `isplitee-device` processes (one thread each, "
+        "ONNX Runtime edge half, the audited policy, fp16) at a camera's pace against one "
+        "`isplitee-cloud` process (one thread) on a private Mosquitto; the fleet grows 1 → 4 → "
+        "8 on the same broker and worker, and each step is measured over a window that starts "
+        "once every node has published a result (8 processes importing torch on 2 cores take "
+        "a while). The nodes use the paper's cost model (`--cost paper`): with costs measured "
+        "on this x86 machine the whole 32 px network is cheaper on a node than a round trip, "
+        "so a node hardly ever offloads (the last line below) and there would be little "
+        "pipeline to measure (a Pi is several times slower at the edge half). Edge compute: "
+        "the node's own preprocess and ONNX Runtime edge half, timed per split in the "
+        "benchmark process at a camera's pace during the same window, applied to each frame's "
+        "split. Overhead: per cloud-answered frame, latency − its split's edge compute − the "
+        "worker's mean compute per batch over the window; p50.",
+        "",
+        end_to_end,
+        "",
+        "## Profiles of the missed targets",
+        "",
+        "Generated by bench/bench_profile.py for each target above reported as missed (and, "
+        f"when no edge split misses, for the one closest to its target if within "
+        f"{NEAR_MISS - 1:.0%} of it).",
+        "",
+        "\n\n".join(profiles) if profiles else "No target above was missed in this run.",
         "",
     ]
     args.out.write_text("\n".join(page))

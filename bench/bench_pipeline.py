@@ -1,23 +1,41 @@
-"""End to end on loopback: one camera node and one cloud worker on a private Mosquitto.
+"""End to end on loopback: 1, 4 and 8 camera nodes, one cloud worker, one private Mosquitto.
 
-    python bench/bench_pipeline.py --model models/digits.pt            # ~1 min
-    python bench/bench_pipeline.py --model models/digits.pt --quick    # seconds (the tests)
+    python bench/bench_pipeline.py --model models/digits.pt             # 1, 4, 8 nodes; ~2 min
+    python bench/bench_pipeline.py --model models/digits.pt --nodes 1   # one node; ~40 s
+    python bench/bench_pipeline.py --model models/digits.pt --quick     # 1, 2 nodes; seconds
 
-The node replays a video of held-out digits (clean for the first half, then Gaussian noise
-level 2), unpaced, with its default settings; the worker and the node are separate processes,
-as on a real deployment. An independent subscriber collects every result. Printed: frames/s,
-end-to-end latency (capture to result) by source, accuracy against the true labels and
-against the whole network on the same frames, edge/offload/fallback rates, and the cost
-reduction under the paper's cost model next to the offload-everything-at-block-3 baseline
-(0.3 + 0.5 = 0.8 of 1.9). For scale, a bare paho v5 request/reply through the same broker is
-timed in the same run.
+Every node is a real ``isplitee-device`` process (one torch thread; ONNX Runtime edge half, the
+audited policy, fp16) replaying a video of held-out digits (clean for the first half, then
+Gaussian noise level 2) at a camera's pace (``--fps``, 30); the worker is one real
+``isplitee-cloud`` process (``--workers``, one thread each, default micro-batching); an
+independent subscriber collects every result. The fleet grows in steps on the same broker and
+worker (1 node, then 4, then 8): at each step the new nodes' start-up (torch import, ONNX load;
+slow with 8 processes on 2 cores) is waited out, and only frames captured in the ``--seconds``
+after every node has published a result are counted.
+
+The nodes price splits with the paper's cost model (``--cost paper``, the default here): with
+costs measured on this x86 machine the whole 32 px network is cheaper on a node than any round
+trip through the broker, so a node hardly ever offloads and there is little pipeline to measure
+(a Pi is several times slower at the edge half; ``--cost measured`` shows it).
+
+Per step: frames/s answered in total, end-to-end latency (capture to result) p50/p95/p99 over
+all frames; edge compute: the node's own preprocess and ONNX Runtime edge half (one thread),
+timed per split in this process at a camera's pace during the same window (so under the same
+load), averaged over the frames' splits; the worker's mean compute per batch (its /metrics,
+over the window); and the pipeline overhead: per cloud-answered frame, its latency - its
+split's edge compute - the worker's mean compute, p50 (encoding, two trips through the broker,
+decoding, the worker's queue, reply handling, the result). The machine's CPU use over the
+window (ours by process, and everything else) and the load average say how much of any growth
+is two cores shared by everything. For scale, a bare paho v5 request/reply through the same
+broker is timed in the same run; the first step also gets the detailed table (accuracy, rates,
+cost reduction under the paper's cost model next to offloading everything at block 3).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import os
 import queue
 import statistics
 import subprocess
@@ -25,6 +43,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -33,13 +54,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.load import start_workers, stop_workers  # noqa: E402
 from shared.checkpoint import load_checkpoint  # noqa: E402
 from shared.cost import FULL_DEPTH, PAPER_GAMMA, PAPER_OFFLOAD  # noqa: E402
-from shared.lab.broker import DEV_CONFIG, broker_from, free_port  # noqa: E402
+from shared.lab.broker import DEV_CONFIG, broker_from  # noqa: E402
 from shared.lab.clips import whole_model_predictions, write_digit_clip  # noqa: E402
-from shared.lab.procs import device_command, worker_command  # noqa: E402
+from shared.lab.procs import device_command  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.mqtt import MqttLink  # noqa: E402
+
+STARTUP_BUDGET_S = 60.0
+"""Most seconds a step's new nodes may take to publish their first result (8 on 2 cores)."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -80,168 +105,432 @@ def bare_request_reply(url: str, n: int) -> list[float]:
     return times
 
 
-def run(model: Path, frames: int, workdir: Path, fps: float | None = 30.0) -> dict:
-    ckpt = load_checkpoint(model)
-    video = write_digit_clip(workdir / "bench.avi", frames, seed=1)
-    whole = whole_model_predictions(ckpt, video.frames)
-    broker = broker_from(DEV_CONFIG, workdir).start()
-    metrics_port = free_port()
+# -- what the machine and the worker did over a window -------------------------------------------
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, all cores."""
+    f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(f[:8])  # user nice system idle iowait irq softirq steal
+    return total - f[3] - f[4], total
+
+
+def _pid_ticks(pid: int) -> int:
     try:
-        bare = bare_request_reply(broker.url, 300)
-        reader = MqttLink(broker.url, "bench-reader", subscriptions=["isplitee/+/result"])
-        reader.start(10)
-        worker = subprocess.Popen(
-            worker_command(
-                broker.url,
-                str(model),
-                "bench",
-                "--log-level",
-                "WARNING",
-                "--metrics-port",
-                str(metrics_port),
-            ),
-        )
-        time.sleep(0.5)
-        device = subprocess.run(
-            device_command(
-                broker.url,
-                str(model),
-                str(video.path),
-                "bench-cam",
-                *(["--fps", f"{fps:g}"] if fps else []),
-                "--log-level",
-                "WARNING",
-            ),
-            capture_output=True,
-            text=True,
-        )
-        if device.returncode != 0:
-            raise SystemExit(f"device failed:\n{device.stderr}")
-        results = []
-        deadline = time.monotonic() + 10
-        while len(results) < frames and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                results.append(json.loads(reader.inbox.get(timeout=0.2).payload))
-        compute = _mean_compute_ms(metrics_port)
-        worker.terminate()
-        worker.wait(30)
-        reader.stop()
-    finally:
-        broker.stop()
-    out = summarise(results, video.labels, whole, frames, bare)
-    out["cloud_compute_ms_mean"] = compute
-    cloud, edge = out["latency_ms"].get("cloud"), out["latency_ms"].get("edge")
-    if cloud and edge:
-        # Capture -> result of a cloud frame, less what a frame answered on the node takes
-        # (preprocess, edge half, result) and the worker's own compute per batch.
-        out["overhead_ms_p50"] = cloud["p50"] - edge["p50"] - compute
-    out["fps_source"] = fps
+        after = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(after[11]) + int(after[12])  # utime + stime
+
+
+def _worker_sums(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        for name in ("compute_ms", "queue_ms", "batch_size"):
+            for part in ("sum", "count"):
+                if line.startswith(f"isplitee_worker_{name}_{part}"):
+                    out[f"{name}_{part}"] = float(line.rsplit(" ", 1)[1])
     return out
 
 
-def _mean_compute_ms(port: int) -> float:
-    import urllib.request
+@dataclass
+class Snapshot:
+    wall: float
+    cpu: tuple[int, int]
+    pids: dict[str, int]  # role -> jiffies
+    worker: dict[str, float]
+    loadavg: float
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith("isplitee_worker_compute_ms_sum"):
-            total = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("isplitee_worker_compute_ms_count"):
-            count = float(line.rsplit(" ", 1)[1])
-    return total / count if count else float("nan")
+    @classmethod
+    def take(cls, roles: dict[str, list[int]], worker_port: int) -> Snapshot:
+        pids = {r: sum(_pid_ticks(p) for p in ps) for r, ps in roles.items()}
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+        return cls(time.time(), _cpu_ticks(), pids, _worker_sums(worker_port), load)
 
 
-def summarise(results, labels, whole, frames, bare) -> dict:
-    # Throughput from the first capture to the last result: the node's start-up (torch import,
-    # timing its splits) is not frame processing.
-    start = min(datetime.fromisoformat(r["captured_at"]).timestamp() for r in results)
-    end = max(
-        datetime.fromisoformat(r["captured_at"]).timestamp() + r["latency_ms"] / 1e3
-        for r in results
-    )
+def _window_usage(a: Snapshot, b: Snapshot) -> dict:
+    busy, total = b.cpu[0] - a.cpu[0], b.cpu[1] - a.cpu[1]
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = b.wall - a.wall
+    cores = os.cpu_count() or 1
+
+    def mean(name: str) -> float:
+        n = b.worker.get(f"{name}_count", 0) - a.worker.get(f"{name}_count", 0)
+        s = b.worker.get(f"{name}_sum", 0) - a.worker.get(f"{name}_sum", 0)
+        return s / n if n else float("nan")
+
+    ours = {r: 100 * (b.pids[r] - a.pids[r]) / tick / seconds for r in b.pids}
+    machine = 100 * busy / max(total, 1)
+    return {
+        "machine_cpu_busy_pct": machine,
+        "cores": cores,
+        "cpu_pct_of_one_core": ours,
+        # What else ran on the machine meanwhile (another engineer's jobs), in % of all cores.
+        "others_cpu_pct": max(0.0, machine - sum(ours.values()) / cores),
+        "worker_compute_ms_mean": mean("compute_ms"),
+        "worker_queue_ms_mean": mean("queue_ms"),
+        "worker_batch_mean": mean("batch_size"),
+        "loadavg_1min_end": b.loadavg,
+    }
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Collector:
+    """Every result published, with the time it arrived, from a thread of its own."""
+
+    link: MqttLink
+    results: list[dict] = field(default_factory=list)
+    first: dict[str, float] = field(default_factory=dict)  # device -> wall time of 1st result
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self.link.start(10)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                r = json.loads(self.link.inbox.get(timeout=0.1).payload)
+            except queue.Empty:
+                continue
+            self.results.append(r)
+            self.first.setdefault(r["device_id"], time.time())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.link.stop()
+
+
+class Shadow:
+    """The node's own edge path (preprocess, then the ONNX Runtime edge half and its exits, on
+    one thread) timed in this process at a camera's pace while a window runs, cycling over the
+    splits: each split's edge compute under the load the nodes are under, at a cost of one more
+    camera's worth of CPU (a few per cent of a core)."""
+
+    def __init__(self, edge, prep, frames: np.ndarray, blocks, fps: float) -> None:
+        self.edge, self.prep, self.frames, self.blocks = edge, prep, frames, tuple(blocks)
+        self.period = 1.0 / fps
+        self._turn = 0
+
+    @classmethod
+    def of(cls, ckpt, video, fps: float) -> Shadow:
+        from device.backend import OnnxEdge
+        from device.config import DeviceConfig
+        from shared.transforms import FramePreprocessor
+
+        cache = DeviceConfig(model=ckpt.path).cache_dir_path()
+        meta = ckpt.meta
+        prep = FramePreprocessor(meta.input_size, meta.mean, meta.std)
+        return cls(OnnxEdge(ckpt, cache, threads=1), prep, video.frames, meta.arm_blocks, fps)
+
+    def run(self, until: float) -> dict[int, float]:
+        """Median milliseconds per split from now until the wall time ``until``."""
+        samples: dict[int, list[float]] = {b: [] for b in self.blocks}
+        while (now := time.time()) < until:
+            block = self.blocks[self._turn % len(self.blocks)]
+            frame = self.frames[self._turn % len(self.frames)]
+            self._turn += 1
+            t0 = time.perf_counter()
+            self.edge(self.prep(frame).numpy(), block)
+            samples[block].append((time.perf_counter() - t0) * 1e3)
+            time.sleep(max(0.0, min(self.period, until - now) - (time.time() - now)))
+        return {b: statistics.median(v) if v else float("nan") for b, v in samples.items()}
+
+
+def _captured(r: dict) -> float:
+    return datetime.fromisoformat(r["captured_at"]).timestamp()
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else ""
+
+
+def run(
+    model: Path,
+    steps: list[int],
+    seconds: float,
+    workdir: Path,
+    fps: float = 30.0,
+    workers: int = 1,
+    startup_s: float = STARTUP_BUDGET_S,
+    cost: str = "paper",
+) -> dict:
+    import torch
+
+    torch.set_num_threads(1)  # the shadow runs the node's edge path as a node does: one thread
+    ckpt = load_checkpoint(model)
+    # Long enough for the first node to outlive every step's start-up and window.
+    frames = int(fps * len(steps) * (seconds + startup_s)) + 1
+    video = write_digit_clip(workdir / "bench.avi", frames, seed=1)
+    broker = broker_from(DEV_CONFIG, workdir).start()
+    nodes: list[subprocess.Popen] = []
+    logs: list = []
+    wprocs: list[subprocess.Popen] = []
+    collector = None
+    windows: list[tuple[int, Snapshot, Snapshot, dict[int, float]]] = []
+    try:
+        bare = bare_request_reply(broker.url, 300)
+        reader = MqttLink(broker.url, "bench-reader", subscriptions=["isplitee/+/result"])
+        collector = Collector(reader)
+        collector.start()
+        # The node's own edge path for the shadow, exported (into the nodes' default cache, so
+        # 8 nodes do not export at once) while the worker starts.
+        made: dict = {}
+        export = threading.Thread(target=lambda: made.update(shadow=Shadow.of(ckpt, video, fps)))
+        export.start()
+        wprocs, ports = start_workers(broker.url, model, workers, "bench-w")
+        export.join()
+        shadow = made["shadow"]
+        roles = {"broker": [broker.proc.pid], "worker": [p.pid for p in wprocs]}
+        roles["bench"] = [os.getpid()]
+        for count in steps:
+            for i in range(len(nodes), count):
+                logs.append(open(workdir / f"node{i}.log", "wb"))  # noqa: SIM115 - closed below
+                cmd = device_command(
+                    broker.url,
+                    model,
+                    video.path,
+                    f"bench-cam{i}",
+                    "--fps",
+                    f"{fps:g}",
+                    "--cost",
+                    cost,
+                    "--log-level",
+                    "WARNING",
+                )
+                nodes.append(subprocess.Popen(cmd, stdout=logs[-1], stderr=logs[-1]))
+            deadline = time.monotonic() + startup_s
+            while len(collector.first) < count:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in nodes):
+                    tails = "\n".join(_tail(workdir / f"node{i}.log") for i in range(count))
+                    raise SystemExit(f"{count} nodes did not all start:\n{tails}")
+                time.sleep(0.1)
+            roles["nodes"] = [p.pid for p in nodes]
+            begin = Snapshot.take(roles, ports[0])
+            edge_ms = shadow.run(begin.wall + seconds)
+            end = Snapshot.take(roles, ports[0])
+            if any(p.poll() is not None for p in nodes):
+                raise SystemExit("a node stopped during the window (clip too short?)")
+            windows.append((count, begin, end, edge_ms))
+        time.sleep(0.5)  # the last window's frames get their results
+    finally:
+        for p in nodes:
+            p.terminate()  # a clean stop: each node settles what it has in flight
+        for p in nodes:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in logs:
+            f.close()
+        if collector is not None:
+            collector.stop()
+        stop_workers(wprocs)
+        broker.stop()
+    out = {
+        "fps_per_node": fps,
+        "workers": workers,
+        "cost": cost,
+        "seconds": seconds,
+        "bare_request_reply_ms": {"p50": percentile(bare, 50), "p95": percentile(bare, 95)},
+        "steps": [],
+    }
+    for count, a, b, edge_ms in windows:
+        rs = [r for r in collector.results if a.wall <= _captured(r) < b.wall]
+        step = summarise_step(rs, count, b.wall - a.wall, fps)
+        step.update(_window_usage(a, b))
+        step["edge_ms_by_split"] = {str(k): v for k, v in edge_ms.items()}
+        step["edge_compute_ms_mean"] = (
+            statistics.fmean(edge_ms[r["split_block"]] for r in rs) if rs else float("nan")
+        )
+        # Per cloud-answered frame: what is left of its latency once its own split's edge
+        # compute and the worker's compute are taken out.
+        left = [
+            r["latency_ms"] - edge_ms[r["split_block"]] - step["worker_compute_ms_mean"]
+            for r in rs
+            if r["source"] == "cloud"
+        ]
+        step["overhead_ms_p50"] = percentile(left, 50)
+        step["overhead_ms_p95"] = percentile(left, 95)
+        out["steps"].append(step)
+    count, a, b, _ = windows[0]
+    first = [r for r in collector.results if a.wall <= _captured(r) < b.wall]
+    out["detail"] = summarise_quality(first, video.labels, ckpt, video.frames)
+    return out
+
+
+def summarise_step(results: list[dict], nodes: int, seconds: float, fps: float) -> dict:
     src = [r["source"] for r in results]
     lat = {s: [r["latency_ms"] for r in results if r["source"] == s] for s in set(src)}
     lat["all"] = [r["latency_ms"] for r in results]
-    pred = np.array([r["label"] for r in sorted(results, key=lambda r: r["frame_id"])])
-    ids = np.array(sorted(r["frame_id"] for r in results))
+    return {
+        "nodes": nodes,
+        "results": len(results),
+        "window_s": seconds,
+        "fps": len(results) / seconds,
+        "fps_offered": nodes * fps,
+        "latency_ms": {
+            k: {
+                "p50": percentile(v, 50),
+                "p95": percentile(v, 95),
+                "p99": percentile(v, 99),
+                "mean": statistics.fmean(v) if v else float("nan"),
+                "n": len(v),
+            }
+            for k, v in lat.items()
+        },
+        "edge_rate": src.count("edge") / max(len(src), 1),
+        "fallback_rate": src.count("fallback") / max(len(src), 1),
+    }
+
+
+def summarise_quality(results: list[dict], labels, ckpt, frames) -> dict:
+    """Accuracy, rates and the paper's cost of one window's results (every node replays the
+    same clip, so a result's frame id indexes its labels)."""
+    ids = np.array([r["frame_id"] for r in results], dtype=int)
+    pred = np.array([r["label"] for r in results])
+    uniq = np.unique(ids)
+    whole = dict(zip(uniq.tolist(), whole_model_predictions(ckpt, frames[uniq]), strict=True))
+    src = [r["source"] for r in results]
     cost = [
         PAPER_GAMMA * r["split_block"] + (PAPER_OFFLOAD if r["source"] != "edge" else 0.0)
         for r in results
     ]
     full = PAPER_GAMMA * FULL_DEPTH
+    n = max(len(results), 1)
+    final = np.array([whole[i] for i in ids.tolist()])
+    nan = float("nan")
     return {
-        "frames": frames,
         "results": len(results),
-        "fps": len(results) / max(end - start, 1e-9),
-        "latency_ms": {
-            k: {"p50": percentile(v, 50), "p95": percentile(v, 95), "n": len(v)}
-            for k, v in lat.items()
-        },
-        "accuracy": float((pred == labels[ids]).mean()) if len(ids) else float("nan"),
-        "final_accuracy": float((whole == labels).mean()),
-        "agreement_with_final": float((pred == whole[ids]).mean()) if len(ids) else float("nan"),
-        "edge_rate": src.count("edge") / max(len(src), 1),
-        "offload_rate": (src.count("cloud") + src.count("fallback")) / max(len(src), 1),
-        "fallback_rate": src.count("fallback") / max(len(src), 1),
-        "cost_reduction": 1 - statistics.fmean(cost) / full if cost else float("nan"),
+        "accuracy": float((pred == labels[ids]).mean()) if len(ids) else nan,
+        "final_accuracy": float((final == labels[ids]).mean()) if len(ids) else nan,
+        "agreement_with_final": float((pred == final).mean()) if len(ids) else nan,
+        "edge_rate": src.count("edge") / n,
+        "offload_rate": (src.count("cloud") + src.count("fallback")) / n,
+        "fallback_rate": src.count("fallback") / n,
+        "split_blocks": dict(Counter(str(r["split_block"]) for r in results).most_common()),
+        "cost_reduction": 1 - statistics.fmean(cost) / full if cost else nan,
         "baseline_offload_all_block3": 1 - (PAPER_GAMMA * 3 + PAPER_OFFLOAD) / full,
-        "bare_request_reply_ms": {"p50": percentile(bare, 50), "p95": percentile(bare, 95)},
     }
 
 
-def print_table(s: dict) -> None:
-    rows = [
-        ["frames / results", f"{s['frames']} / {s['results']}"],
-        [
-            "frames/s (1 node, 1 worker)",
-            f"{s['fps']:.1f} (camera at {s['fps_source'] or 'unpaced'} fps)",
-        ],
-        [
-            "bare paho v5 request/reply p50 / p95 ms",
-            f"{s['bare_request_reply_ms']['p50']:.2f} / {s['bare_request_reply_ms']['p95']:.2f}",
-        ],
+# -- tables ------------------------------------------------------------------------------------
+
+
+def steps_table(s: dict) -> str:
+    rows = []
+    for st in s["steps"]:
+        lat, cpu = st["latency_ms"], st["cpu_pct_of_one_core"]
+        rows.append(
+            [
+                f"{st['nodes']} x {s['fps_per_node']:g} fps, {s['workers']} worker",
+                f"{st['fps']:.1f} / {st['fps_offered']:g}",
+                f"{lat['all']['p50']:.2f} / {lat['all']['p95']:.2f} / {lat['all']['p99']:.2f}",
+                f"{st['edge_compute_ms_mean']:.2f}",
+                f"{st['worker_compute_ms_mean']:.2f} ({st['worker_batch_mean']:.2f})",
+                f"{st['worker_queue_ms_mean']:.2f}",
+                f"{st['overhead_ms_p50']:.2f}",
+                f"{100 * st['edge_rate']:.0f}",
+                f"{st['machine_cpu_busy_pct']:.0f} ({st['others_cpu_pct']:.0f})",
+                f"{cpu['nodes']:.0f} / {cpu['worker']:.0f} / {cpu['broker']:.0f}"
+                f" / {cpu['bench']:.0f}",
+                f"{st['loadavg_1min_end']:.2f}",
+            ]
+        )
+    headers = [
+        "nodes, workers",
+        "frames/s answered / offered",
+        "latency p50 / p95 / p99 ms",
+        "edge compute mean ms",
+        "worker compute mean ms (batch)",
+        "worker queue mean ms",
+        "overhead p50 ms",
+        "edge answers %",
+        "machine CPU busy % (other jobs)",
+        "CPU % of one core: nodes / worker / broker / bench",
+        "load avg 1 min",
     ]
-    for k, v in sorted(s["latency_ms"].items()):
+    return format_table(headers, rows)
+
+
+def detail_table(s: dict) -> str:
+    st, d = s["steps"][0], s["detail"]
+    bare = s["bare_request_reply_ms"]
+    rows = [
+        ["results in the window", f"{d['results']} ({st['window_s']:.1f} s)"],
+        [
+            f"frames/s ({st['nodes']} node(s), {s['workers']} worker)",
+            f"{st['fps']:.1f} (camera at {s['fps_per_node']:g} fps)",
+        ],
+        ["bare paho v5 request/reply p50 / p95 ms", f"{bare['p50']:.2f} / {bare['p95']:.2f}"],
+    ]
+    for k, v in sorted(st["latency_ms"].items()):
         rows.append([f"latency {k} p50 / p95 ms (n={v['n']})", f"{v['p50']:.2f} / {v['p95']:.2f}"])
     rows += [
-        ["accuracy vs labels", f"{100 * s['accuracy']:.1f} %"],
-        ["final layer accuracy, same frames", f"{100 * s['final_accuracy']:.1f} %"],
-        ["agreement with the final layer", f"{100 * s['agreement_with_final']:.1f} %"],
+        ["accuracy vs labels", f"{100 * d['accuracy']:.1f} %"],
+        ["final layer accuracy, same frames", f"{100 * d['final_accuracy']:.1f} %"],
+        ["agreement with the final layer", f"{100 * d['agreement_with_final']:.1f} %"],
         [
             "edge / offload / fallback",
-            f"{100 * s['edge_rate']:.1f} / {100 * s['offload_rate']:.1f}"
-            f" / {100 * s['fallback_rate']:.1f} %",
+            f"{100 * d['edge_rate']:.1f} / {100 * d['offload_rate']:.1f}"
+            f" / {100 * d['fallback_rate']:.1f} %",
         ],
-        ["worker compute per batch, mean ms", f"{s['cloud_compute_ms_mean']:.2f}"],
+        ["frames per split block", ", ".join(f"{b}: {n}" for b, n in d["split_blocks"].items())],
         [
-            "pipeline overhead p50 ms (cloud - edge - compute)",
-            f"{s.get('overhead_ms_p50', float('nan')):.2f} (target <= 2)",
+            "edge compute ms per split (shadow, same window)",
+            ", ".join(f"{b}: {v:.2f}" for b, v in st["edge_ms_by_split"].items()),
         ],
-        ["cost reduction (paper cost model)", f"{100 * s['cost_reduction']:.1f} %"],
-        ["baseline: offload all at block 3", f"{100 * s['baseline_offload_all_block3']:.1f} %"],
+        ["worker compute per batch, mean ms", f"{st['worker_compute_ms_mean']:.2f}"],
+        [
+            "pipeline overhead p50 / p95 ms (cloud frames: latency - edge - worker)",
+            f"{st['overhead_ms_p50']:.2f} / {st['overhead_ms_p95']:.2f} (target p50 <= 2)",
+        ],
+        ["cost reduction (paper cost model)", f"{100 * d['cost_reduction']:.1f} %"],
+        ["baseline: offload all at block 3", f"{100 * d['baseline_offload_all_block3']:.1f} %"],
     ]
-    print(format_table(["measure", "value"], rows))
+    return format_table(["measure", "value"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", type=Path, default=ROOT / "models" / "digits.pt")
-    p.add_argument("--frames", type=int, default=600)
-    p.add_argument("--quick", action="store_true", help="60 frames")
-    p.add_argument(
-        "--fps", type=float, default=30.0, help="camera frame rate (0: as fast as it can)"
-    )
+    p.add_argument("--nodes", default="1,4,8", help="node counts, growing (default 1,4,8)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured window per step")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="1 then 2 nodes, 1.5 s windows")
+    p.add_argument("--fps", type=float, default=30.0, help="camera frame rate of every node")
+    p.add_argument("--cost", choices=("paper", "measured"), default="paper", help="nodes' costs")
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
-    frames = 60 if args.quick else args.frames
+    steps = [int(n) for n in ("1,2" if args.quick else args.nodes).split(",")]
+    if steps != sorted(set(steps)) or steps[0] < 1:
+        p.error(f"--nodes should be growing positive counts, got {args.nodes!r}")
+    seconds = 1.5 if args.quick else args.seconds
     with tempfile.TemporaryDirectory() as tmp:
-        summary = run(args.model, frames, Path(tmp), args.fps or None)
-    print_table(summary)
+        summary = run(
+            args.model,
+            steps,
+            seconds,
+            Path(tmp),
+            args.fps,
+            args.workers,
+            startup_s=20.0 if args.quick else STARTUP_BUDGET_S,
+            cost=args.cost,
+        )
+    print(steps_table(summary))
+    print()
+    print(detail_table(summary))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))
-    return 0 if summary["results"] == frames else 1
+    return 0 if all(st["results"] for st in summary["steps"]) else 1
 
 
 if __name__ == "__main__":

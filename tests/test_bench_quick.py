@@ -1,0 +1,41 @@
+"""The benchmark page in ``--quick`` mode, so no benchmark rots: ``bench/bench_perf.py --quick``
+runs every section shrunk to seconds (the edge tries with Dynamo's eager backend, the cloud half,
+the profiles, and bench/bench_pipeline.py's 1-then-2-node run beside the rest) and writes a page
+with every section. The figures themselves are not checked: this machine is shared."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SECTIONS = (
+    "## Edge half per split (batch 1)",
+    "## Edge half: torch.compile and int8 quantisation",
+    "## Cloud half: eager PyTorch against ONNX Runtime",
+    "## Bytes per offload and what each encoding costs",
+    "## Codec: encode + decode one activation",
+    "## Bandit: one decide + observe",
+    "## End to end on loopback: 1, 4 and 8 nodes, 1 worker",
+    "## Profiles of the missed targets",
+)
+
+
+def test_quick_page_has_every_section(tiny_checkpoint, tmp_path) -> None:
+    out = tmp_path / "benchmarks.md"
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_perf.py"), "--quick",
+           "--model", str(tiny_checkpoint), "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    page = out.read_text()
+    for title in SECTIONS:
+        assert title in page, title
+    assert "(failed" not in page and "failed:" not in page, page
+    # One row per node count, each with its overhead; the profiles run even without a miss.
+    assert "| 1 x 30 fps, 1 worker" in page and "| 2 x 30 fps, 1 worker" in page
+    assert "Overhead target (<= 2 ms p50" in page
+    assert "### ONNX Runtime at 32 px, block 3" in page
+    assert "cProfile of `isplitee`" in page
+    assert "### Pipeline overhead at 1 node" in page
