@@ -14,7 +14,7 @@ help:
 	@echo "make test      set up, lint, run the default test suite"
 	@echo "make test-slow the long checks (marker 'slow')"
 	@echo "make bench     edge compute, bytes, codec, bandit, end to end -> docs/benchmarks.md"
-	@echo "make bench-pipeline  1 node + 1 worker end to end on a private Mosquitto"
+	@echo "make bench-pipeline  1, 4 and 8 nodes + 1 worker end to end on a private Mosquitto"
 	@echo "make results   regenerate docs/results.md from the digits checkpoint"
 	@echo "make bench-reliability  every failure scenario + the 60 s load run -> docs/reliability.md"
 	@echo "make install   virtualenv in $(VENV) with extras [$(EXTRAS)], plus Mosquitto"

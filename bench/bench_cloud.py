@@ -1,5 +1,5 @@
-"""The worker's cloud half per split: eager PyTorch (what the worker runs) against an ONNX Runtime
-export of the same half with a dynamic batch axis, at batch 1 and batch 8.
+"""The worker's cloud half per split: eager PyTorch against an ONNX Runtime export of the same
+half with a dynamic batch axis (what the worker runs by default), at batch 1 and batch 8.
 
     python bench/bench_cloud.py --model models/digits.pt            # every split; ~1 min
     python bench/bench_cloud.py --model models/digits.pt --quick    # block 3; seconds
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,34 +26,9 @@ sys.path.insert(0, str(ROOT))
 from bench.common import digits, median_ms, session  # noqa: E402
 from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
+from shared.onnx_halves import CloudHalf, export  # noqa: E402
 
 THREADS = 1
-
-
-class _CloudHalf(torch.nn.Module):
-    """``model.cloud(activation, block)`` as a module, for the exporter."""
-
-    def __init__(self, model: torch.nn.Module, block: int) -> None:
-        super().__init__()
-        self.model, self.block = model, block
-
-    def forward(self, activation: torch.Tensor) -> torch.Tensor:
-        return self.model.cloud(activation, self.block)
-
-
-def export_cloud(model: torch.nn.Module, block: int, example: torch.Tensor, path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter announces its successor
-        torch.onnx.export(
-            _CloudHalf(model, block).eval(),
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["activation"],
-            output_names=["logits"],
-            dynamic_axes={"activation": {0: "batch"}, "logits": {0: "batch"}},
-        )
 
 
 def measure(ckpt: Checkpoint, blocks: list[int], repeats: int, tmp: Path) -> list[dict]:
@@ -65,7 +39,7 @@ def measure(ckpt: Checkpoint, blocks: list[int], repeats: int, tmp: Path) -> lis
         with torch.inference_mode():
             acts = model.edge(x, block).activation
         path = tmp / f"cloud-{block}.onnx"
-        export_cloud(model, block, acts[:1].clone(), path)
+        export(CloudHalf(model, block), acts[:1].clone(), path, dynamic_batch=True)
         ort = session(path, threads=THREADS)
         a1, a8 = acts[:1].clone(), acts[:8].clone()
         n1, n8 = a1.numpy(), a8.numpy()
@@ -142,7 +116,9 @@ def cloud_table(model: Path, quick: bool = False, repeats: int = 15) -> tuple[st
         f"ONNX Runtime is faster at batch 1 and 8 at split(s) {', '.join(map(str, pays)) or 'none'}"
         f" of {', '.join(str(f['block']) for f in figs)}, "
         + ("within 1e-4 everywhere" if exact else "not within 1e-4 everywhere")
-        + "; the worker still runs eager PyTorch (not changed by this benchmark)."
+        + "; the worker runs its cloud half on ONNX Runtime by default since this table "
+        "(`backend = auto`, cloud_worker/backend.py), PyTorch where ONNX Runtime is missing or "
+        "inexact."
     )
     return f"{table}\n\n{note}", figs
 

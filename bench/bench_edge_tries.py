@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import digits, median_ms, session  # noqa: E402
-from device.backend import TOLERANCE, _EdgeHalf, _export  # noqa: E402
 from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
+from shared.onnx_halves import TOLERANCE, EdgeHalf, export  # noqa: E402
 
 THREADS = 2
 VARIANTS = ("torch.compile", "ORT int8 dynamic", "ORT int8 static")
@@ -139,7 +139,7 @@ def measure(
     out: dict[int, dict] = {}
     for block in blocks:
         fp32 = tmp / f"edge-{block}.onnx"
-        _export(ckpt.model.eval(), block, torch.zeros(1, 3, size, size), fp32)
+        export(EdgeHalf(ckpt.model.eval(), block), torch.zeros(1, 3, size, size), fp32)
         fns = {"eager": eager_fn(ckpt.model, block), "ORT fp32": session(fp32, THREADS)}
         row: dict = {}
         root = logging.getLogger()
@@ -196,14 +196,14 @@ def _compile_one(ckpt, block, x, labels, repeats: int, backend: str, tmp: Path) 
 
     size = ckpt.meta.input_size
     path = tmp / f"edge-{block}.onnx"
-    _export(ckpt.model.eval(), block, torch.zeros(1, 3, size, size), path)
+    export(EdgeHalf(ckpt.model.eval(), block), torch.zeros(1, 3, size, size), path)
     ort_fp32 = session(path, THREADS)
     # Every split is a new graph of the same forward code: without a reset Dynamo reaches its
     # recompile limit after a few splits and silently runs the rest eagerly. fullgraph: the
     # whole edge half must be one graph, or the split fails instead of running half eager.
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    half = _EdgeHalf(ckpt.model.eval(), block).eval()
+    half = EdgeHalf(ckpt.model.eval(), block).eval()
     compiled = torch.compile(half, backend=backend, dynamic=False, fullgraph=True)
     probe = x[:1].contiguous()
     started = time.perf_counter()

@@ -56,10 +56,10 @@ class _Script:
     """TorchScript (trace) of one split's edge half."""
 
     def __init__(self, model, block: int, x: torch.Tensor) -> None:
-        from device.backend import _EdgeHalf
+        from shared.onnx_halves import EdgeHalf
 
         with torch.inference_mode():
-            self.fn = torch.jit.trace(_EdgeHalf(model, block).eval(), (x,), check_trace=False)
+            self.fn = torch.jit.trace(EdgeHalf(model, block).eval(), (x,), check_trace=False)
             self.fn = torch.jit.freeze(self.fn)
 
     def __call__(self, x):

@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import SETTLE_S, digits, median_ms, session  # noqa: E402
-from device.backend import _export  # noqa: E402
 from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.model import MultiExitMobileNetV2  # noqa: E402
+from shared.onnx_halves import EdgeHalf, export  # noqa: E402
 from shared.protocol import encode_activation  # noqa: E402
 
 THREADS = 2
@@ -142,7 +142,7 @@ def edge_profile(ckpt: Checkpoint, size: int, block: int, iters: int = 50, top: 
     x = torch.rand(1, 3, size, size)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"edge-{block}.onnx"
-        _export(model, block, x, path)
+        export(EdgeHalf(model, block), x, path)
         reg = _regimes(model, path, x, block, repeats=15 if iters >= 50 else 3)
         time.sleep(SETTLE_S)
         e_prof, e_ops = _eager_ops(model, x, block, iters)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from shared.checkpoint import Checkpoint
+from shared.onnx_halves import session as onnx_session
 
 __all__ = ["SETTLE_S", "digits", "median_ms", "session"]
 
@@ -70,19 +71,11 @@ def digits(ckpt: Checkpoint, split: str = "test", limit: int | None = None):
 
 
 def session(path: Path, threads: int, **options) -> Callable:
-    """An ONNX Runtime session set up as the node sets up its own (``device.backend``): the
-    given intra-op threads, one inter-op thread, every graph optimisation; returned as a
-    function of the input array giving every output. ``options`` are set on the
-    ``SessionOptions`` (e.g. ``enable_profiling=True``)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    for key, value in options.items():
-        setattr(opts, key, value)
-    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    """An ONNX Runtime session set up as the node and the worker set up their own
+    (:func:`shared.onnx_halves.session`), returned as a function of the input array giving
+    every output. ``options`` are set on the ``SessionOptions`` (e.g.
+    ``enable_profiling=True``)."""
+    s = onnx_session(path, threads, **options)
     name = s.get_inputs()[0].name
 
     def run(x):

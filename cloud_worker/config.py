@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -55,7 +56,19 @@ class WorkerConfig(MqttSettings):
         None, ge=0, le=65535, description="Serve /metrics and /healthz here (0: any free port)."
     )
     metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds.")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's).")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for the cloud half (default: torch's choice)."
+    )
+    backend: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto",
+        description="What runs the cloud half: auto = ONNX Runtime when installed and within "
+        "1e-4 of PyTorch (several times faster at these sizes), else PyTorch.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where exported ONNX cloud halves are cached (default: systemd's "
+        "$CACHE_DIRECTORY/onnx, else $XDG_CACHE_HOME/isplitee/onnx or ~/.cache/isplitee/onnx).",
+    )
 
     @field_validator("worker_id")
     @classmethod

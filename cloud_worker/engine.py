@@ -12,26 +12,40 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from cloud_worker.backend import CloudBackend, make_cloud_backend, split_shapes
 from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.inference import confidence
-from shared.profile import profile_model
+from shared.onnx_halves import default_cache_dir
 from shared.protocol import Activation, ProtocolError
 
 __all__ = ["ModelBank"]
 
 
 class ModelBank:
-    def __init__(self, paths: Sequence[Path | str]) -> None:
+    """The checkpoints a worker serves, each with its cloud half on ``backend`` (``auto``,
+    ``onnxruntime`` or ``torch``; see :mod:`cloud_worker.backend`)."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path | str],
+        *,
+        backend: str = "auto",
+        cache_dir: Path | None = None,
+        threads: int | None = None,
+    ) -> None:
         self.models: dict[str, Checkpoint] = {}
+        self.halves: dict[str, CloudBackend] = {}
         self._shapes: dict[tuple[str, int], tuple[int, ...]] = {}
         for path in paths:
             ckpt = load_checkpoint(path)
             self.models[ckpt.hash] = ckpt
-            prof = profile_model(ckpt.model, ckpt.meta.input_size)
-            for block in ckpt.meta.arm_blocks:
-                self._shapes[ckpt.hash, block] = prof.block(block).out_shape
+            shapes = split_shapes(ckpt)
+            for block, shape in shapes.items():
+                self._shapes[ckpt.hash, block] = shape
+            self.halves[ckpt.hash] = make_cloud_backend(
+                backend, ckpt, cache_dir or default_cache_dir(), threads, shapes
+            )
 
     def lookup(self, model_hash: str) -> Checkpoint:
         ckpt = self.models.get(model_hash)
@@ -71,8 +85,7 @@ class ModelBank:
         """Labels, C_L and compute milliseconds for a batch of activations of one model/split."""
         ckpt = self.models[model_hash]
         started = time.perf_counter()
-        batch = torch.from_numpy(np.stack([a.reshape(a.shape[-3:]) for a in arrays]))
-        with torch.inference_mode():
-            logits = ckpt.model.cloud(batch, block)
+        batch = np.stack([a.reshape(a.shape[-3:]) for a in arrays])
+        logits = self.halves[model_hash](batch, block)
         conf, labels = confidence(logits, ckpt.meta.arm_temperatures()[-1])
         return labels, conf, (time.perf_counter() - started) * 1e3

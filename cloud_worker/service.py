@@ -48,7 +48,12 @@ class Worker:
     def __init__(self, config: WorkerConfig, bank: ModelBank | None = None) -> None:
         self.config = config
         self.topics = Topics(config.prefix)
-        self.bank = bank or ModelBank(config.models)
+        self.bank = bank or ModelBank(
+            config.models,
+            backend=config.backend,
+            cache_dir=config.cache_dir,
+            threads=config.threads,
+        )
         self.metrics = WorkerMetrics(config.worker_id)
         self._batcher: Batcher[_Job] = Batcher(config.max_batch, config.max_wait_ms / 1e3)
         self._status_topic = self.topics.worker_status(config.worker_id)

@@ -4,15 +4,15 @@ The node runs a small network at batch 1, where eager PyTorch spends most of its
 per-operator overhead; ONNX Runtime runs the same graph several times faster (docs/benchmarks.md
 has the figures for this machine). Each split's edge half (blocks 1..b and every exit on the
 way, exactly ``model.edge(x, b)``) is exported once per checkpoint and cached beside the node's
-other files, keyed by the model's content hash. At start-up the node checks every exported
-split against PyTorch on the same input and refuses a backend whose outputs differ by more than
-``TOLERANCE``: the exits' confidences must mean what the bandit learnt.
+other files, keyed by the model's content hash (:mod:`shared.onnx_halves`). At start-up the
+node checks every exported split against PyTorch on the same input and refuses a backend whose
+outputs differ by more than ``TOLERANCE``: the exits' confidences must mean what the bandit
+learnt.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -21,13 +21,11 @@ import numpy as np
 import torch
 
 from shared.checkpoint import Checkpoint
+from shared.onnx_halves import TOLERANCE, EdgeHalf, export, session
 
 __all__ = ["TOLERANCE", "EdgeBackend", "OnnxEdge", "TorchEdge", "make_backend"]
 
 log = logging.getLogger(__name__)
-
-TOLERANCE = 1e-4
-"""Largest difference from PyTorch's outputs (activation and every exit's logits) accepted."""
 
 
 class EdgeBackend(Protocol):
@@ -50,59 +48,26 @@ class TorchEdge:
         return out.activation.numpy(), [t.numpy() for t in out.logits]
 
 
-class _EdgeHalf(torch.nn.Module):
-    """``model.edge(x, block)`` as a module with plain tensor outputs, for the exporter."""
-
-    def __init__(self, model: torch.nn.Module, block: int) -> None:
-        super().__init__()
-        self.model, self.block = model, block
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model.edge(x, self.block)
-        return (out.activation, *out.logits)
-
-
 class OnnxEdge:
     name = "onnxruntime"
 
     def __init__(self, ckpt: Checkpoint, cache_dir: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         self.blocks = ckpt.meta.arm_blocks
         size = ckpt.meta.input_size
         where = cache_dir / ckpt.hash[:16]
         where.mkdir(parents=True, exist_ok=True)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._sessions = {}
         example = torch.zeros(1, 3, size, size)
         for block in self.blocks:
             path = where / f"edge-{block}.onnx"
             if not path.exists():
-                _export(ckpt.model.eval(), block, example, path)
-            self._sessions[block] = ort.InferenceSession(
-                str(path), opts, providers=["CPUExecutionProvider"]
-            )
+                export(EdgeHalf(ckpt.model.eval(), block), example, path)
+            self._sessions[block] = session(path, threads)
         self._input = {b: s.get_inputs()[0].name for b, s in self._sessions.items()}
 
     def __call__(self, x: np.ndarray, block: int) -> tuple[np.ndarray, list[np.ndarray]]:
         out = self._sessions[block].run(None, {self._input[block]: x})
         return out[0], out[1:]
-
-
-def _export(model: torch.nn.Module, block: int, example: torch.Tensor, path: Path) -> None:
-    import warnings
-
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter announces its successor
-        # The exporter restores the wrapper's mode afterwards, recursively: it must be eval
-        # already, or the node's own model would be left in training mode.
-        half = _EdgeHalf(model, block).eval()
-        torch.onnx.export(half, (example,), str(tmp), dynamo=False, opset_version=17)
-    os.replace(tmp, path)  # another node process may export the same file at the same time
 
 
 def max_difference(a: EdgeBackend, b: EdgeBackend, blocks: Sequence[int], size: int) -> float:

@@ -6,7 +6,6 @@ see docs/results.md for the measurements behind alpha and the policy.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from shared.config import MqttSettings
+from shared.onnx_halves import default_cache_dir
 from shared.protocol import ENCODINGS, validate_id
 
 __all__ = ["RECOMMENDED_ALPHA", "DeviceConfig"]
@@ -125,8 +125,8 @@ class DeviceConfig(MqttSettings):
     )
     cache_dir: Path | None = Field(
         None,
-        description="Where exported ONNX edge halves are cached (default: "
-        "$XDG_CACHE_HOME/isplitee or ~/.cache/isplitee).",
+        description="Where exported ONNX edge halves are cached (default: systemd's "
+        "$CACHE_DIRECTORY/onnx, else $XDG_CACHE_HOME/isplitee/onnx or ~/.cache/isplitee/onnx).",
     )
     seed: int = Field(0, description="Seed of the random policy.")
     metrics_port: int | None = Field(
@@ -141,10 +141,7 @@ class DeviceConfig(MqttSettings):
     ha_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix.")
 
     def cache_dir_path(self) -> Path:
-        if self.cache_dir is not None:
-            return self.cache_dir
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "isplitee" / "onnx"
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
 
     @field_validator("device_id")
     @classmethod

@@ -1,0 +1,94 @@
+"""The two halves of a split network as ONNX graphs run by ONNX Runtime: what the node (edge
+half, batch 1) and the worker (cloud half, micro-batches) share.
+
+At the sizes a camera fleet runs, eager PyTorch spends most of its time in per-operator
+overhead; ONNX Runtime runs the same graph several times faster (docs/benchmarks.md). A half is
+exported once per checkpoint and split, cached under the model's content hash, and checked
+against PyTorch at start-up by its user (``TOLERANCE``): the exits' confidences and the final
+classifier's C_L must mean what the bandit learnt. Only this module calls the exporter.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["TOLERANCE", "CloudHalf", "EdgeHalf", "default_cache_dir", "export", "session"]
+
+TOLERANCE = 1e-4
+"""Largest difference from PyTorch's outputs accepted from another runtime."""
+
+
+def default_cache_dir() -> Path:
+    """Where exported halves are kept: systemd's ``CacheDirectory=`` when the program runs
+    as a service (a hardened unit cannot write to a home directory), else
+    ``$XDG_CACHE_HOME/isplitee/onnx`` or ``~/.cache/isplitee/onnx``."""
+    if os.environ.get("CACHE_DIRECTORY"):
+        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "onnx"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "isplitee" / "onnx"
+
+
+class EdgeHalf(torch.nn.Module):
+    """``model.edge(x, block)`` with plain tensor outputs: (activation, every exit's logits)."""
+
+    def __init__(self, model: torch.nn.Module, block: int) -> None:
+        super().__init__()
+        self.model, self.block = model, block
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model.edge(x, self.block)
+        return (out.activation, *out.logits)
+
+
+class CloudHalf(torch.nn.Module):
+    """``model.cloud(activation, block)``: the final classifier's logits."""
+
+    def __init__(self, model: torch.nn.Module, block: int) -> None:
+        super().__init__()
+        self.model, self.block = model, block
+
+    def forward(self, activation: torch.Tensor) -> torch.Tensor:
+        return self.model.cloud(activation, self.block)
+
+
+def export(
+    half: torch.nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool = False
+) -> None:
+    """Write ``half`` to ``path`` atomically (another process may export the same file at the
+    same moment); ``dynamic_batch`` leaves the first axis of input and outputs free."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    options: dict[str, Any] = {}
+    if dynamic_batch:
+        options = dict(
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its successor
+        # The exporter restores the module's mode afterwards, recursively: it must be in eval
+        # mode already, or the caller's own model would be left in training mode.
+        torch.onnx.export(
+            half.eval(), (example,), str(tmp), dynamo=False, opset_version=17, **options
+        )
+    os.replace(tmp, path)
+
+
+def session(path: Path, threads: int | None = None, **options: Any) -> Any:
+    """An ONNX Runtime CPU session for ``path`` (``threads``: intra-op threads, default
+    torch's), fully optimised, one inter-op thread; ``options`` are set on its
+    ``SessionOptions`` (e.g. ``enable_profiling=True`` for the benchmarks)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for key, value in options.items():
+        setattr(opts, key, value)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
