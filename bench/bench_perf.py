@@ -38,12 +38,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import SETTLE_S, median_ms  # noqa: E402
+from bench.common import SETTLE_S, bench_message, median_ms  # noqa: E402
 from device.backend import OnnxEdge, TorchEdge  # noqa: E402
 from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.model import MultiExitMobileNetV2  # noqa: E402
-from shared.protocol import decode_activation, encode_activation  # noqa: E402
+from shared.protocol import decode_activation  # noqa: E402
 
 THREADS = 2
 ONNX_TARGET = 3.0  # ONNX Runtime's edge half at least this many times faster than eager
@@ -171,17 +171,7 @@ def bytes_table(ckpt: Checkpoint, quick: bool = False) -> list[list[str]]:
             for enc in ("fp32", "fp16", "int8"):
                 decoded, total = [], 0
                 for i in range(len(act)):
-                    payload = encode_activation(
-                        device_id="bench",
-                        frame_id=i,
-                        captured_at=0.0,
-                        split_block=block,
-                        model_hash=ckpt.hash,
-                        exit_confidence=0.5,
-                        exit_class=0,
-                        tensor=act[i].numpy(),
-                        encoding=enc,
-                    )
+                    payload = bench_message(ckpt, act[i].numpy(), block, enc, frame_id=i)
                     total += len(payload)
                     if enc == "int8":
                         sizes["int8+deflate"] = sizes.get("int8+deflate", 0) + len(
@@ -219,19 +209,7 @@ def codec_table(ckpt: Checkpoint, repeats: int, quick: bool = False) -> list[lis
         for enc in ("fp32", "fp16", "int8"):
 
             def round_trip(a=act, e=enc, b=block):
-                decode_activation(
-                    encode_activation(
-                        device_id="bench",
-                        frame_id=1,
-                        captured_at=0.0,
-                        split_block=b,
-                        model_hash=ckpt.hash,
-                        exit_confidence=0.5,
-                        exit_class=0,
-                        tensor=a,
-                        encoding=e,
-                    )
-                ).array()
+                decode_activation(bench_message(ckpt, a, b, e)).array()
 
             fns[enc] = round_trip
         ms = median_ms(fns, repeats, inner=200)

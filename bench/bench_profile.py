@@ -33,12 +33,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import SETTLE_S, digits, median_ms, session  # noqa: E402
+from bench.common import SETTLE_S, bench_message, digits, median_ms, session  # noqa: E402
 from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.model import MultiExitMobileNetV2  # noqa: E402
 from shared.onnx_halves import EdgeHalf, export  # noqa: E402
-from shared.protocol import encode_activation  # noqa: E402
 
 THREADS = 2
 INT8_TARGET = 0.27
@@ -215,20 +214,6 @@ def _fields(body: dict, prefix: str = "") -> list[tuple[str, int]]:
     return out
 
 
-def _message(ckpt: Checkpoint, act: np.ndarray, block: int, encoding: str) -> bytes:
-    return encode_activation(
-        device_id="bench",
-        frame_id=1,
-        captured_at=time.time(),
-        split_block=block,
-        model_hash=ckpt.hash,
-        exit_confidence=0.5,
-        exit_class=0,
-        tensor=act,
-        encoding=encoding,
-    )
-
-
 def bytes_breakdown(ckpt: Checkpoint, blocks: list[int] | None = None) -> tuple[str, dict]:
     """Markdown: per split, the int8 and fp32 messages' header and tensor bytes and the int8
     header that would make int8 <= 0.27 x fp32; the field-by-field bytes of the first split."""
@@ -240,7 +225,7 @@ def bytes_breakdown(ckpt: Checkpoint, blocks: list[int] | None = None) -> tuple[
             act = ckpt.model.edge(x, block).activation[0].numpy()
         sizes = {}
         for enc in ("int8", "fp32"):
-            payload = _message(ckpt, act, block, enc)
+            payload = bench_message(ckpt, act, block, enc)
             fields = _fields(msgpack.unpackb(payload, raw=False))
             if sum(n for _, n in fields) != len(payload):
                 raise AssertionError(f"field bytes do not add up to the {enc} message")
@@ -330,13 +315,13 @@ def message_costs_us(ckpt: Checkpoint, block: int = 3, encoding: str = "fp16") -
     x, _ = digits(ckpt, "test", limit=1)
     with torch.inference_mode():
         act = ckpt.model.edge(x, block).activation[0].numpy()
-    payload = _message(ckpt, act, block, encoding)
+    payload = bench_message(ckpt, act, block, encoding)
     reply = encode_reply(Reply(frame_id=1, worker_id="w", label=3, confidence=0.9, cloud_ms=4.0))
     result = Result(
         "bench", 1, 3, "3", 0.9, 19, block, "cloud", iso_utc(time.time()), 7.0, ckpt.hash
     )
     fns = {
-        "node: encode the activation": lambda: _message(ckpt, act, block, encoding),
+        "node: encode the activation": lambda: bench_message(ckpt, act, block, encoding),
         "worker: decode it": lambda: decode_activation(payload).array(),
         "worker: encode the reply": lambda: encode_reply(
             Reply(frame_id=1, worker_id="w", label=3, confidence=0.9, cloud_ms=4.0)

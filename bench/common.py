@@ -83,3 +83,21 @@ def session(path: Path, threads: int, **options) -> Callable:
 
     run.session = s  # for end_profiling()
     return run
+
+
+def bench_message(ckpt: Checkpoint, act, block: int, encoding: str, frame_id: int = 1) -> bytes:
+    """A node's activation message for ``act`` at ``block`` (a fixed device id and capture
+    time: the benchmarks measure its size and codec, not its content)."""
+    from shared.protocol import encode_activation
+
+    return encode_activation(
+        device_id="bench",
+        frame_id=frame_id,
+        captured_at=0.0,
+        split_block=block,
+        model_hash=ckpt.hash,
+        exit_confidence=0.5,
+        exit_class=0,
+        tensor=act,
+        encoding=encoding,
+    )

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.config import MqttSettings
+from shared.config import ProgramSettings
 from shared.protocol import MAX_PAYLOAD_BYTES, validate_id
 
 __all__ = ["WorkerConfig"]
@@ -20,7 +19,7 @@ def _default_worker_id() -> str:
     return f"{host or 'worker'}-{os.getpid()}"[:64]
 
 
-class WorkerConfig(MqttSettings):
+class WorkerConfig(ProgramSettings):
     """A cloud worker: which checkpoints it serves and how it batches."""
 
     models: list[Path] = Field(
@@ -51,23 +50,6 @@ class WorkerConfig(MqttSettings):
         ge=1,
         description="Received activations waiting for the worker; past it each is answered at "
         "once with an `overloaded` error (its node falls back) instead of queueing.",
-    )
-    metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="Serve /metrics and /healthz here (0: any free port)."
-    )
-    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds.")
-    threads: int | None = Field(
-        None, ge=1, description="CPU threads for the cloud half (default: torch's choice)."
-    )
-    backend: Literal["auto", "onnxruntime", "torch"] = Field(
-        "auto",
-        description="What runs the cloud half: auto = ONNX Runtime when installed and within "
-        "1e-4 of PyTorch (several times faster at these sizes), else PyTorch.",
-    )
-    cache_dir: Path | None = Field(
-        None,
-        description="Where exported ONNX cloud halves are cached (default: systemd's "
-        "$CACHE_DIRECTORY/onnx, else $XDG_CACHE_HOME/isplitee/onnx or ~/.cache/isplitee/onnx).",
     )
 
     @field_validator("worker_id")

@@ -51,7 +51,7 @@ class Worker:
         self.bank = bank or ModelBank(
             config.models,
             backend=config.backend,
-            cache_dir=config.cache_dir,
+            cache_dir=config.cache_dir_path(),
             threads=config.threads,
         )
         self.metrics = WorkerMetrics(config.worker_id)

@@ -13,8 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.config import MqttSettings
-from shared.onnx_halves import default_cache_dir
+from shared.config import ProgramSettings
 from shared.protocol import ENCODINGS, validate_id
 
 __all__ = ["RECOMMENDED_ALPHA", "DeviceConfig"]
@@ -33,7 +32,7 @@ def _default_device_id() -> str:
     return (host or "camera")[:64]
 
 
-class DeviceConfig(MqttSettings):
+class DeviceConfig(ProgramSettings):
     """A camera node: where frames come from, the model, the policy and the offload rules."""
 
     model: Path = Field(description="Checkpoint (the same file the cloud workers serve).")
@@ -115,33 +114,13 @@ class DeviceConfig(MqttSettings):
     state: Path | None = Field(None, description="Bandit state file, restored at start.")
     state_interval_s: float = Field(10.0, gt=0, description="How often the state is saved.")
     stats_interval_s: float = Field(5.0, gt=0, description="How often stats are published.")
-    threads: int | None = Field(
-        None, ge=1, description="CPU threads for the edge half (default: torch's choice)."
-    )
-    backend: Literal["auto", "onnxruntime", "torch"] = Field(
-        "auto",
-        description="What runs the edge half: auto = ONNX Runtime when installed and within "
-        "1e-4 of PyTorch (several times faster at batch 1), else PyTorch.",
-    )
-    cache_dir: Path | None = Field(
-        None,
-        description="Where exported ONNX edge halves are cached (default: systemd's "
-        "$CACHE_DIRECTORY/onnx, else $XDG_CACHE_HOME/isplitee/onnx or ~/.cache/isplitee/onnx).",
-    )
     seed: int = Field(0, description="Seed of the random policy.")
-    metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="Serve Prometheus /metrics and /healthz on this port."
-    )
-    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds.")
     ha_discovery: bool = Field(
         False,
         description="Publish Home Assistant MQTT discovery configs (retained) at start, so the "
         "camera shows up as a device with its label, confidence, split and offload rate.",
     )
     ha_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix.")
-
-    def cache_dir_path(self) -> Path:
-        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
 
     @field_validator("device_id")
     @classmethod

@@ -13,7 +13,7 @@ import contextvars
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -87,6 +87,40 @@ class MqttSettings(BaseSettings):
 
     def password_value(self) -> str | None:
         return self.password.get_secret_value() if self.password else None
+
+
+class ProgramSettings(MqttSettings):
+    """What a node and a worker both set besides the broker: how their half of the network
+    runs (the node's edge half, the worker's cloud half) and where they serve metrics."""
+
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for this program's half of the network (default: torch's choice).",
+    )
+    backend: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto",
+        description="What runs this program's half of the network: auto = ONNX Runtime when "
+        "installed and within 1e-4 of PyTorch (several times faster at these sizes), else "
+        "PyTorch.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where exported ONNX halves are cached (default: systemd's "
+        "$CACHE_DIRECTORY/onnx, else $XDG_CACHE_HOME/isplitee/onnx or ~/.cache/isplitee/onnx).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus /metrics and /healthz on this port (0: any free port).",
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds.")
+
+    def cache_dir_path(self) -> Path:
+        from shared.onnx_halves import default_cache_dir  # torch: only when it is needed
+
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
 
 
 S = TypeVar("S", bound=MqttSettings)
