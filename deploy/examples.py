@@ -20,12 +20,12 @@ EXAMPLES = {
     HERE / "device.example.toml": (
         DeviceConfig,
         "isplitee-device configuration (e.g. /etc/isplitee/device.toml)",
-        {"model": "/var/lib/isplitee/model.pt"},
+        {"model": "/var/lib/isplitee/models/digits.pt"},
     ),
     HERE / "cloud.example.toml": (
         WorkerConfig,
         "isplitee-cloud configuration (e.g. /etc/isplitee/cloud.toml)",
-        {"models": ["/var/lib/isplitee/model.pt"]},
+        {"models": ["/var/lib/isplitee/models/digits.pt"]},
     ),
 }
 
@@ -51,6 +51,10 @@ def _reference() -> str:
 
 
 def main(argv: list[str]) -> int:
+    unknown = set(argv) - {"--check", "-h", "--help"}
+    if unknown or {"-h", "--help"} & set(argv):
+        print(__doc__, file=sys.stderr if unknown else sys.stdout)
+        return 2 if unknown else 0
     stale = []
     outputs = {
         path: render_example(cls, title, required)

@@ -59,7 +59,7 @@ def test_ctrl_c_stops_every_process_the_demo_started(tiny_checkpoint, tmp_path) 
     proc = _demo(tiny_checkpoint, workdir, "--frames", "2000", "--fps", "10")
     log = workdir / "logs" / "porch.log"
     deadline = time.monotonic() + 120
-    while not (log.exists() and "timing each split" in log.read_text()):
+    while not (log.exists() and "connected to" in log.read_text()):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(0.2)
     time.sleep(1)
