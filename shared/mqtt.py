@@ -136,7 +136,6 @@ class MqttLink:
         self._on_overflow = on_overflow
         self.connected = threading.Event()
         self.connects = 0
-        self.sessions_resumed = 0
         self._refused: str | None = None
         self._stopping = False
         client = paho.Client(
@@ -175,7 +174,6 @@ class MqttLink:
         self.connects += 1
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
-        self.sessions_resumed += bool(flags.session_present)
         self.connected.set()
         log.info(
             "connected to %s as %s (%s session)",

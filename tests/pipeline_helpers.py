@@ -15,7 +15,7 @@ from cloud_worker.service import Worker
 from shared.config import load_config
 from shared.lab.procs import device_command
 from shared.mqtt import MqttLink
-from shared.protocol import Topics, encode_activation
+from shared.protocol import Reply, Topics, decode_reply, encode_activation
 
 
 class ResultReader:
@@ -106,3 +106,15 @@ def send_activation(link: MqttLink, device_id: str, tag: int, payload: bytes) ->
         response_topic=topics.reply(device_id),
         correlation=tag.to_bytes(4, "big"),
     )
+
+
+def collect_replies(link: MqttLink, answers: dict[int, Reply], until: int, timeout: float) -> None:
+    """Decode replies from ``link``'s inbox into ``answers`` (by their 4-byte tag) until it
+    holds ``until`` of them or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while len(answers) < until and time.monotonic() < deadline:
+        try:
+            m = link.inbox.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        answers[int.from_bytes(m.correlation, "big")] = decode_reply(m.payload)

@@ -244,9 +244,9 @@ def test_a_thousand_malformed_messages_do_not_stop_a_worker(broker, tiny_checkpo
     from shared.checkpoint import load_checkpoint
     from shared.config import load_config
     from shared.mqtt import MqttLink
-    from shared.protocol import Topics, decode_reply
+    from shared.protocol import Topics
 
-    from .pipeline_helpers import activation, send_activation
+    from .pipeline_helpers import activation, collect_replies, send_activation
 
     T = Topics()
     ckpt = load_checkpoint(tiny_checkpoint)
@@ -294,13 +294,7 @@ def test_a_thousand_malformed_messages_do_not_stop_a_worker(broker, tiny_checkpo
             if i % 10 == 0:
                 send_activation(dev, "camz", i, good)
         answers = {}
-        deadline = time.monotonic() + 60
-        while len(answers) < 1100 and time.monotonic() < deadline:
-            try:
-                m = dev.inbox.get(timeout=0.5)
-            except Exception:
-                continue
-            answers[int.from_bytes(m.correlation, "big")] = decode_reply(m.payload)
+        collect_replies(dev, answers, 1100, 60)
     finally:
         dev.stop()
         stop.set()
@@ -335,9 +329,9 @@ def test_an_overloaded_worker_answers_every_activation_at_once_and_stays_bounded
 
     from shared.checkpoint import load_checkpoint
     from shared.mqtt import MqttLink
-    from shared.protocol import Topics, decode_reply
+    from shared.protocol import Topics
 
-    from .pipeline_helpers import WorkerPool, activation, send_activation
+    from .pipeline_helpers import WorkerPool, activation, collect_replies, send_activation
 
     # 900: below the broker's own bound per client (max_queued_messages 1000 in
     # broker_config/mosquitto.conf), so whatever went unanswered would be the worker's doing.
@@ -365,22 +359,13 @@ def test_an_overloaded_worker_answers_every_activation_at_once_and_stays_bounded
             payload = activation(act, model_hash=ckpt.hash, device_id="camo", frame_id=i)
             send_activation(dev, "camo", i, payload)
 
-    def collect(until: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(answers) < until and time.monotonic() < deadline:
-            try:
-                m = dev.inbox.get(timeout=0.5)
-            except Exception:
-                continue
-            answers[int.from_bytes(m.correlation, "big")] = decode_reply(m.payload)
-
     try:
         t0 = time.monotonic()
         flood(0, n)
-        collect(n, 90)
+        collect_replies(dev, answers, n, 90)
         burst_s = time.monotonic() - t0
         flood(n, 20)  # after the burst: served again
-        collect(n + 20, 30)
+        collect_replies(dev, answers, n + 20, 30)
     finally:
         done.set()
         watcher.join(5)
