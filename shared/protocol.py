@@ -27,10 +27,13 @@ import numpy as np
 from shared.errors import IsplitEEError
 
 __all__ = [
+    "ACTIVATION_KEYS",
+    "ACTIVATION_VERSION",
     "ENCODINGS",
     "MAX_ID_LENGTH",
     "MAX_PAYLOAD_BYTES",
-    "SCHEMA_VERSION",
+    "MODEL_HASH_CHARS",
+    "REPLY_VERSION",
     "SOURCES",
     "Activation",
     "ProtocolError",
@@ -50,8 +53,40 @@ __all__ = [
     "validate_id",
 ]
 
-SCHEMA_VERSION = 1
-"""Version of the activation and reply maps; a decoder refuses any other."""
+ACTIVATION_VERSION = 2
+"""Version of the activation map this side writes. Version 2 has two-letter keys in one flat map
+(version 1 spelled every key out and nested the tensor: its names were 133 of an int8 message's
+252 header bytes, more than the tensor itself at the deeper splits of a small model). The
+decoder reads versions 1 and 2, so workers upgraded first keep serving nodes not yet upgraded."""
+
+_ACTIVATION_VERSIONS = (1, 2)
+
+REPLY_VERSION = 1
+"""Version of the reply map; a decoder refuses any other."""
+
+ACTIVATION_KEYS = {
+    "device_id": "id",
+    "frame_id": "fr",
+    "captured_at": "ts",
+    "split_block": "sp",
+    "model_hash": "mh",
+    "exit_confidence": "ec",
+    "exit_class": "ek",
+    "audit": "au",
+    "encoding": "en",
+    "shape": "sh",
+    "data": "da",
+    "scale": "sc",
+    "zero_point": "zp",
+}
+"""Field name -> its key in a version-2 activation map (``docs/protocol.md`` lists both)."""
+
+_TENSOR_FIELDS = ("encoding", "shape", "data", "scale", "zero_point")
+_FIELD_OF_KEY = {key: name for name, key in ACTIVATION_KEYS.items()}
+
+MODEL_HASH_CHARS = 16
+"""Leading hex digits of the checkpoint hash a node sends: 64 bits tell a fleet's checkpoints
+apart (the worker matches any unique prefix of 12 or more) and save 48 bytes a message."""
 
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 """Default cap on a message's size: the largest default split at 224 px is under 2 MB in fp32."""
@@ -153,7 +188,7 @@ class Topics:
 
 
 def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:
-    """The tensor part of an activation in ``encoding``.
+    """The tensor fields of an activation map in ``encoding``, under their wire keys.
 
     int8 is per-tensor affine: ``x ~ (q - zero_point) * scale`` with the range of this tensor
     mapped onto [-128, 127], which keeps the error below half a step wherever the values lie.
@@ -161,15 +196,16 @@ def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:
     x = np.asarray(array, dtype=np.float32)
     if encoding not in _DTYPES:
         raise ValueError(f"encoding should be one of {', '.join(ENCODINGS)}, got {encoding!r}")
-    out: dict[str, Any] = {"encoding": encoding, "shape": list(x.shape)}
+    k = ACTIVATION_KEYS
+    out: dict[str, Any] = {k["encoding"]: encoding, k["shape"]: list(x.shape)}
     if encoding == "int8":
         lo, hi = float(x.min(initial=0.0)), float(x.max(initial=0.0))
         scale = (hi - lo) / 255.0 or 1.0
         zero_point = round(-128 - lo / scale)
         q = np.clip(np.rint(x / scale) + zero_point, -128, 127).astype(np.int8)
-        out.update(scale=scale, zero_point=zero_point, data=q.tobytes())
+        out.update({k["scale"]: scale, k["zero_point"]: zero_point, k["data"]: q.tobytes()})
     else:
-        out["data"] = x.astype(_DTYPES[encoding], copy=False).tobytes()
+        out[k["data"]] = x.astype(_DTYPES[encoding], copy=False).tobytes()
     return out
 
 
@@ -194,6 +230,7 @@ class Activation:
     """Unix time of capture, seconds."""
     split_block: int
     model_hash: str
+    """The checkpoint's hash or a prefix of it (nodes send ``MODEL_HASH_CHARS`` hex digits)."""
     exit_confidence: float
     exit_class: int
     encoding: Encoding
@@ -269,24 +306,26 @@ def encode_activation(
     encoding: Encoding,
     audit: bool = False,
 ) -> bytes:
-    body = {
-        "v": SCHEMA_VERSION,
-        "device_id": device_id,
-        "frame_id": int(frame_id),
-        "captured_at": float(captured_at),
-        "split_block": int(split_block),
-        "model_hash": model_hash,
-        "exit_confidence": float(exit_confidence),
-        "exit_class": int(exit_class),
-        "audit": bool(audit),
-        "tensor": encode_tensor(tensor, encoding),
+    k = ACTIVATION_KEYS
+    body: dict[str, Any] = {
+        "v": ACTIVATION_VERSION,
+        k["device_id"]: device_id,
+        k["frame_id"]: int(frame_id),
+        k["captured_at"]: float(captured_at),
+        k["split_block"]: int(split_block),
+        k["model_hash"]: model_hash[:MODEL_HASH_CHARS],
+        k["exit_confidence"]: float(exit_confidence),
+        k["exit_class"]: int(exit_class),
     }
+    if audit:  # absent means false: most frames are not audits
+        body[k["audit"]] = True
+    body.update(encode_tensor(tensor, encoding))
     return msgpack.packb(body, use_bin_type=True)
 
 
 def encode_reply(reply: Reply) -> bytes:
     body: dict[str, Any] = {
-        "v": SCHEMA_VERSION,
+        "v": REPLY_VERSION,
         "frame_id": reply.frame_id,
         "worker_id": reply.worker_id,
     }
@@ -304,7 +343,7 @@ def encode_result(result: Result) -> bytes:
 # -- decoding --------------------------------------------------------------------------------
 
 
-def _unpack(payload: bytes, max_bytes: int) -> dict[str, Any]:
+def _unpack(payload: bytes, max_bytes: int, versions: tuple[int, ...]) -> dict[str, Any]:
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise ProtocolError("decode", f"payload should be bytes, got {type(payload).__name__}")
     if len(payload) > max_bytes:
@@ -329,25 +368,28 @@ def _unpack(payload: bytes, max_bytes: int) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise ProtocolError("decode", f"message should be a msgpack map, got {type(body).__name__}")
-    if body.get("v") != SCHEMA_VERSION:
+    version = body.get("v")
+    if type(version) is not int or version not in versions:
         raise ProtocolError(
             "version",
-            f"schema version {body.get('v')!r} is not supported "
-            f"(this side speaks {SCHEMA_VERSION})",
+            f"schema version {version!r} is not supported "
+            f"(this side reads {' and '.join(map(str, versions))}; upgrade the older side)",
         )
     return body
 
 
 def _get(body: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str = "") -> Any:
+    # An activation's short keys are named with their field in messages: "frame_id ('fr')".
+    named = f"{_FIELD_OF_KEY[key]} ({key!r})" if key in _FIELD_OF_KEY else repr(key)
     if key not in body:
-        raise ProtocolError("decode", f"{what or 'message'} lacks the key {key!r}")
+        raise ProtocolError("decode", f"{what or 'message'} lacks the key {named}")
     value = body[key]
     # bool is an int in Python; no numeric field of ours accepts one.
     if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ProtocolError("decode", f"{key!r} should not be a boolean")
+        raise ProtocolError("decode", f"{named} should not be a boolean")
     if not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise ProtocolError("decode", f"{key!r} should be {names}, got {type(value).__name__}")
+        raise ProtocolError("decode", f"{named} should be {names}, got {type(value).__name__}")
     return value
 
 
@@ -368,17 +410,31 @@ def _id(body: dict[str, Any], key: str, what: str) -> str:
         raise ProtocolError("decode", str(exc)) from None
 
 
+def _v1_as_v2(body: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 activation (keys spelled out, the tensor in a nested map) as a version-2 map,
+    so one set of checks reads both."""
+    tensor = _get(body, "tensor", dict)
+    flat: dict[str, Any] = {"v": 2}
+    for name, key in ACTIVATION_KEYS.items():
+        source = tensor if name in _TENSOR_FIELDS else body
+        if name in source:
+            flat[key] = source[name]
+    return flat
+
+
 def decode_activation(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Activation:
     """Check and decode an activation message; the tensor bytes are checked, not converted."""
-    body = _unpack(payload, max_bytes)
-    tensor = _get(body, "tensor", dict)
-    encoding = _get(tensor, "encoding", str, "tensor")
+    body = _unpack(payload, max_bytes, _ACTIVATION_VERSIONS)
+    if body["v"] == 1:
+        body = _v1_as_v2(body)
+    k = ACTIVATION_KEYS
+    encoding = _get(body, k["encoding"], str)
     if encoding not in _DTYPES:
         raise ProtocolError("decode", f"tensor encoding {encoding!r} is not one of {ENCODINGS}")
-    shape = _get(tensor, "shape", list, "tensor")
+    shape = _get(body, k["shape"], list)
     if not 1 <= len(shape) <= 4 or not all(type(d) is int and 1 <= d <= 65536 for d in shape):
         raise ProtocolError("decode", f"tensor shape {shape!r} should be 1 to 4 positive sizes")
-    data = _get(tensor, "data", bytes, "tensor")
+    data = _get(body, k["data"], bytes)
     expected = math.prod(shape) * _DTYPES[encoding].itemsize
     if len(data) != expected:
         raise ProtocolError(
@@ -387,38 +443,38 @@ def decode_activation(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> 
         )
     scale, zero_point = 1.0, 0
     if encoding == "int8":
-        scale = _finite(_get(tensor, "scale", (int, float), "tensor"), "scale", 0.0)
+        scale = _finite(_get(body, k["scale"], (int, float)), "scale", 0.0)
         if scale == 0.0:
             raise ProtocolError("decode", "int8 scale should be positive")
-        zero_point = int(_get(tensor, "zero_point", int, "tensor"))
+        zero_point = int(_get(body, k["zero_point"], int))
         if not -128 <= zero_point <= 127:
             raise ProtocolError("decode", f"int8 zero point {zero_point} is outside [-128, 127]")
     else:
         values = np.frombuffer(data, dtype=_DTYPES[encoding])
         if not np.isfinite(values).all():
             raise ProtocolError("decode", "tensor holds NaN or infinite values")
-    model_hash = _get(body, "model_hash", str)
+    model_hash = _get(body, k["model_hash"], str)
     if not _HASH_RE.fullmatch(model_hash):
         raise ProtocolError("decode", f"model_hash {model_hash[:80]!r} should be 12-64 hex digits")
-    split_block = _get(body, "split_block", int)
+    split_block = _get(body, k["split_block"], int)
     if not 1 <= split_block <= 19:
         raise ProtocolError("decode", f"split_block {split_block} should be in 1..19")
-    frame_id = _get(body, "frame_id", int)
+    frame_id = _get(body, k["frame_id"], int)
     if frame_id < 0:
         raise ProtocolError("decode", f"frame_id should be >= 0, got {frame_id}")
-    audit = body.get("audit", False)
+    audit = body.get(k["audit"], False)
     if not isinstance(audit, bool):
-        raise ProtocolError("decode", "'audit' should be a boolean")
+        raise ProtocolError("decode", "audit ('au') should be a boolean")
     return Activation(
-        device_id=_id(body, "device_id", "device id"),
+        device_id=_id(body, k["device_id"], "device id"),
         frame_id=frame_id,
-        captured_at=_finite(_get(body, "captured_at", (int, float)), "captured_at", 0.0),
+        captured_at=_finite(_get(body, k["captured_at"], (int, float)), "captured_at", 0.0),
         split_block=split_block,
         model_hash=model_hash,
         exit_confidence=_finite(
-            _get(body, "exit_confidence", (int, float)), "exit_confidence", 0, 1
+            _get(body, k["exit_confidence"], (int, float)), "exit_confidence", 0, 1
         ),
-        exit_class=_get(body, "exit_class", int),
+        exit_class=_get(body, k["exit_class"], int),
         encoding=encoding,
         shape=tuple(shape),
         data=data,
@@ -429,7 +485,7 @@ def decode_activation(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> 
 
 
 def decode_reply(payload: bytes, *, max_bytes: int = 64 * 1024) -> Reply:
-    body = _unpack(payload, max_bytes)
+    body = _unpack(payload, max_bytes, (REPLY_VERSION,))
     frame_id = body.get("frame_id")
     if frame_id is not None and (type(frame_id) is not int or frame_id < 0):
         raise ProtocolError(

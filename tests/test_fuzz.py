@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.protocol import (
+    ACTIVATION_KEYS,
     ProtocolError,
     Reply,
     ReplyError,
@@ -42,6 +43,18 @@ VALID = encode_activation(
     exit_class=3,
     tensor=np.linspace(-1, 1, 32 * 4 * 4, dtype=np.float32).reshape(32, 4, 4),
     encoding="int8",
+)
+_BODY = msgpack.unpackb(VALID, raw=False)
+_TENSOR = ("encoding", "shape", "data", "scale", "zero_point")
+# The same activation as a version-1 node wrote it (keys spelled out, the tensor nested):
+# workers still read it, so it is fuzzed too.
+VALID_V1 = msgpack.packb(
+    {
+        "v": 1,
+        **{n: _BODY[k] for n, k in ACTIVATION_KEYS.items() if k in _BODY and n not in _TENSOR},
+        "tensor": {n: _BODY[k] for n, k in ACTIVATION_KEYS.items() if n in _TENSOR},
+    },
+    use_bin_type=True,
 )
 VALID_REPLY = encode_reply(Reply(frame_id=3, worker_id="w1", label=2, confidence=0.9, cloud_ms=1.5))
 VALID_ERROR = encode_reply(Reply(frame_id=3, worker_id="w1", error=ReplyError("shape", "bad")))
@@ -103,11 +116,11 @@ def test_random_bytes(payload: bytes, decoder) -> None:
 def _mutate(body: dict, data: st.DataObject) -> dict:
     body = dict(body)
     tensor = body.get("tensor")
-    if isinstance(tensor, dict):
+    if isinstance(tensor, dict):  # version 1
         body["tensor"] = tensor = dict(tensor)
         where = data.draw(st.sampled_from(["top", "tensor"]))
-    else:
-        tensor, where = {}, "top"  # an earlier change removed or replaced the tensor
+    else:  # version 2 is flat (or an earlier change removed version 1's tensor)
+        tensor, where = body, "top"
     target = body if where == "top" else tensor
     key = data.draw(st.sampled_from([*target, "v", "extra"]))
     action = data.draw(st.sampled_from(["drop", "replace", "shape", "nan", "version"]))
@@ -116,7 +129,7 @@ def _mutate(body: dict, data: st.DataObject) -> dict:
     elif action == "replace":
         target[key] = data.draw(values)
     elif action == "shape":
-        tensor["shape"] = data.draw(huge_shapes)
+        tensor["shape" if tensor is not body else ACTIVATION_KEYS["shape"]] = data.draw(huge_shapes)
     elif action == "nan":
         target[key] = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]))
     else:
@@ -127,7 +140,8 @@ def _mutate(body: dict, data: st.DataObject) -> dict:
 @settings(max_examples=EXAMPLES["mutated"], **FAST)
 @given(st.data())
 def test_mutated_activations(data: st.DataObject) -> None:
-    body = _mutate(msgpack.unpackb(VALID, raw=False), data)
+    base = data.draw(st.sampled_from([VALID, VALID_V1]))
+    body = _mutate(msgpack.unpackb(base, raw=False), data)
     if data.draw(st.booleans()):  # a second change on top
         body = _mutate(body, data)
     try:
@@ -139,7 +153,7 @@ def test_mutated_activations(data: st.DataObject) -> None:
 
 @settings(max_examples=EXAMPLES["truncated"], **FAST)
 @given(
-    st.sampled_from([VALID, VALID_REPLY, VALID_ERROR, VALID_RESULT]),
+    st.sampled_from([VALID, VALID_V1, VALID_REPLY, VALID_ERROR, VALID_RESULT]),
     st.integers(min_value=0),
     st.sampled_from(DECODERS),
 )
@@ -179,7 +193,7 @@ def test_oversize_payloads_are_refused_before_parsing() -> None:
 
 def test_a_huge_declared_shape_allocates_nothing() -> None:
     body = msgpack.unpackb(VALID, raw=False)
-    body["tensor"]["shape"] = [65536, 65536, 65536, 65536]
+    body[ACTIVATION_KEYS["shape"]] = [65536, 65536, 65536, 65536]
     payload = msgpack.packb(body, use_bin_type=True)
     tracemalloc.start()
     try:

@@ -244,7 +244,7 @@ def test_a_thousand_malformed_messages_do_not_stop_a_worker(broker, tiny_checkpo
     from shared.checkpoint import load_checkpoint
     from shared.config import load_config
     from shared.mqtt import MqttLink
-    from shared.protocol import Topics
+    from shared.protocol import ACTIVATION_KEYS, Topics
 
     from .pipeline_helpers import activation, collect_replies, send_activation
 
@@ -280,10 +280,11 @@ def test_a_thousand_malformed_messages_do_not_stop_a_worker(broker, tiny_checkpo
         if kind == 2:
             return msgpack.packb({**body, "v": 99}), "version"
         if kind == 3:
-            return msgpack.packb({**body, "model_hash": "ef" * 32}), "unknown_model"
+            other_model = {**body, ACTIVATION_KEYS["model_hash"]: "ef" * 32}
+            return msgpack.packb(other_model), "unknown_model"
         if kind == 4:
-            return msgpack.packb({**body, "split_block": 9}), "shape"
-        return msgpack.packb({**body, "device_id": "other"}), "device_mismatch"
+            return msgpack.packb({**body, ACTIVATION_KEYS["split_block"]: 9}), "shape"
+        return msgpack.packb({**body, ACTIVATION_KEYS["device_id"]: "other"}), "device_mismatch"
 
     expected: dict[str, int] = {}
     try:
