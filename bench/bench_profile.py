@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import math
 import pstats
 import sys
 import tempfile
@@ -288,13 +289,13 @@ def bytes_breakdown(ckpt: Checkpoint, blocks: list[int] | None = None) -> tuple[
     f = figures[blocks[0]]
     head, need = f["int8_header"], f["int8_header_needed"]
     # int8 = n + h and fp32 = 4n + h' reach the ratio r only when n >= (h - r h') / (4r - 1).
-    floor = (head - INT8_TARGET * f["fp32_header"]) / (4 * INT8_TARGET - 1)
+    floor = math.ceil((head - INT8_TARGET * f["fp32_header"]) / (4 * INT8_TARGET - 1))
     return (
         f"{table}\n\nThe int8 header of block {blocks[0]} ({head} B; {need} B would meet "
         f"{INT8_TARGET} against this fp32 message), field by field below: the keys take "
         f"{keys} B, the model hash (its first {MODEL_HASH_CHARS} hex digits) "
         f"{per['model_hash'][1]} B. With these headers an int8 message reaches {INT8_TARGET} "
-        f"of its fp32 message only where the tensor has at least {floor:.0f} elements: the "
+        f"of its fp32 message only where the tensor has at least {floor} elements: the "
         f"header, not the tensor, sets the ratio at the deeper splits of a 32 px model (at "
         f"224 px every split's tensor is 49x larger).\n\n{fields_md}",
         figures,

@@ -51,7 +51,13 @@ class ModelBank:
         ckpt = self.models.get(model_hash)
         if ckpt is None and len(model_hash) >= 12:
             found = [c for h, c in self.models.items() if h.startswith(model_hash)]
-            ckpt = found[0] if len(found) == 1 else None
+            if len(found) > 1:
+                raise ProtocolError(
+                    "unknown_model",
+                    f"model {model_hash} matches {len(found)} models this worker serves: the "
+                    "node should send more digits of its hash",
+                )
+            ckpt = found[0] if found else None
         if ckpt is None:
             served = ", ".join(h[:12] for h in self.models)
             raise ProtocolError(

@@ -19,6 +19,7 @@ from cloud_worker.batcher import Batcher
 from cloud_worker.config import WorkerConfig
 from cloud_worker.engine import ModelBank
 from cloud_worker.metrics import WorkerMetrics
+from shared.logthrottle import LogThrottle
 from shared.metrics_http import MetricsServer
 from shared.mqtt import Message, MqttLink
 from shared.protocol import (
@@ -72,6 +73,8 @@ class Worker:
             on_overflow=self._overloaded,
         )
         self._server: MetricsServer | None = None
+        # A flood of refusals is counted by kind, and logged once per kind per 10 s.
+        self._log_throttle = LogThrottle()
         self.served = 0
 
     @property
@@ -154,13 +157,13 @@ class Worker:
                 f"worker {self.config.worker_id} has {self.config.queue_size} activations "
                 "waiting (queue_size); add workers or lower the nodes' offload rate",
             ),
-            quiet=True,
         )
 
-    def _refuse(self, msg: Message, exc: ProtocolError, *, quiet: bool = False) -> None:
+    def _refuse(self, msg: Message, exc: ProtocolError) -> None:
         self.metrics.error(exc.kind)
-        if not quiet:  # an overload refuses hundreds a second: the count says it
-            log.warning("refused a message on %s: %s: %s", msg.topic, exc.kind, exc)
+        more = self._log_throttle.admit(exc.kind)
+        if more is not None:
+            log.warning("refused a message on %s: %s: %s%s", msg.topic, exc.kind, exc, more)
         if msg.response_topic:
             reply = Reply(None, self.config.worker_id, error=ReplyError(exc.kind, str(exc)))
             self._reply(msg.response_topic, msg.correlation, reply)

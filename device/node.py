@@ -35,6 +35,7 @@ from shared.bandit import Decision, Policy
 from shared.checkpoint import Checkpoint
 from shared.cost import Observation, RewardModel
 from shared.inference import confidence
+from shared.logthrottle import LogThrottle
 from shared.mqtt import Message
 from shared.protocol import (
     ProtocolError,
@@ -145,6 +146,7 @@ class Node:
         self._probe_seq = 0
         self._topic_probe = topics.probe(device_id)
         self._lock = threading.Condition()
+        self._log_throttle = LogThrottle()  # every offload refused: one line per kind per 10 s
 
     # -- frames --------------------------------------------------------------------------------
     def process(self, frame_id: int, image: np.ndarray, captured_at: float) -> None:
@@ -279,7 +281,15 @@ class Node:
                 kind = error.kind if reply is None else reply.error.kind  # type: ignore[union-attr]
                 text = str(error) if reply is None else reply.error.message  # type: ignore[union-attr]
                 self.counters.errors[kind] += 1
-                log.warning("frame %d: the cloud could not answer (%s: %s)", frame_id, kind, text)
+                more = self._log_throttle.admit(kind)
+                if more is not None:
+                    log.warning(
+                        "frame %d: the cloud could not answer (%s: %s)%s",
+                        frame_id,
+                        kind,
+                        text,
+                        more,
+                    )
                 self._fall_back(pending)
                 return
             arm = pending.decision.arm

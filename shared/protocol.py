@@ -82,7 +82,6 @@ ACTIVATION_KEYS = {
 """Field name -> its key in a version-2 activation map (``docs/protocol.md`` lists both)."""
 
 _TENSOR_FIELDS = ("encoding", "shape", "data", "scale", "zero_point")
-_FIELD_OF_KEY = {key: name for name, key in ACTIVATION_KEYS.items()}
 
 MODEL_HASH_CHARS = 16
 """Leading hex digits of the checkpoint hash a node sends: 64 bits tell a fleet's checkpoints
@@ -378,9 +377,14 @@ def _unpack(payload: bytes, max_bytes: int, versions: tuple[int, ...]) -> dict[s
     return body
 
 
-def _get(body: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str = "") -> Any:
-    # An activation's short keys are named with their field in messages: "frame_id ('fr')".
-    named = f"{_FIELD_OF_KEY[key]} ({key!r})" if key in _FIELD_OF_KEY else repr(key)
+def _get(
+    body: dict[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    what: str = "",
+    label: str | None = None,
+) -> Any:
+    named = label or repr(key)  # how the error names the field
     if key not in body:
         raise ProtocolError("decode", f"{what or 'message'} lacks the key {named}")
     value = body[key]
@@ -402,8 +406,8 @@ def _finite(value: float, key: str, lo: float = -math.inf, hi: float = math.inf)
     return value
 
 
-def _id(body: dict[str, Any], key: str, what: str) -> str:
-    value = _get(body, key, str)
+def _id(body: dict[str, Any], key: str, what: str, label: str | None = None) -> str:
+    value = _get(body, key, str, label=label)
     try:
         return validate_id(value, what)
     except ValueError as exc:
@@ -425,16 +429,28 @@ def _v1_as_v2(body: dict[str, Any]) -> dict[str, Any]:
 def decode_activation(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Activation:
     """Check and decode an activation message; the tensor bytes are checked, not converted."""
     body = _unpack(payload, max_bytes, _ACTIVATION_VERSIONS)
-    if body["v"] == 1:
+    version = body["v"]
+    if version == 1:
         body = _v1_as_v2(body)
     k = ACTIVATION_KEYS
-    encoding = _get(body, k["encoding"], str)
+
+    def label(name: str) -> str:
+        # Errors name a field as its sender wrote it: "frame_id ('fr')", or version 1's
+        # 'tensor.encoding'.
+        if version == 1:
+            return f"'tensor.{name}'" if name in _TENSOR_FIELDS else repr(name)
+        return f"{name} ({k[name]!r})"
+
+    def get(name: str, kind: type | tuple[type, ...]) -> Any:
+        return _get(body, k[name], kind, label=label(name))
+
+    encoding = get("encoding", str)
     if encoding not in _DTYPES:
         raise ProtocolError("decode", f"tensor encoding {encoding!r} is not one of {ENCODINGS}")
-    shape = _get(body, k["shape"], list)
+    shape = get("shape", list)
     if not 1 <= len(shape) <= 4 or not all(type(d) is int and 1 <= d <= 65536 for d in shape):
         raise ProtocolError("decode", f"tensor shape {shape!r} should be 1 to 4 positive sizes")
-    data = _get(body, k["data"], bytes)
+    data = get("data", bytes)
     expected = math.prod(shape) * _DTYPES[encoding].itemsize
     if len(data) != expected:
         raise ProtocolError(
@@ -443,38 +459,36 @@ def decode_activation(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> 
         )
     scale, zero_point = 1.0, 0
     if encoding == "int8":
-        scale = _finite(_get(body, k["scale"], (int, float)), "scale", 0.0)
+        scale = _finite(get("scale", (int, float)), "scale", 0.0)
         if scale == 0.0:
             raise ProtocolError("decode", "int8 scale should be positive")
-        zero_point = int(_get(body, k["zero_point"], int))
+        zero_point = int(get("zero_point", int))
         if not -128 <= zero_point <= 127:
             raise ProtocolError("decode", f"int8 zero point {zero_point} is outside [-128, 127]")
     else:
         values = np.frombuffer(data, dtype=_DTYPES[encoding])
         if not np.isfinite(values).all():
             raise ProtocolError("decode", "tensor holds NaN or infinite values")
-    model_hash = _get(body, k["model_hash"], str)
+    model_hash = get("model_hash", str)
     if not _HASH_RE.fullmatch(model_hash):
         raise ProtocolError("decode", f"model_hash {model_hash[:80]!r} should be 12-64 hex digits")
-    split_block = _get(body, k["split_block"], int)
+    split_block = get("split_block", int)
     if not 1 <= split_block <= 19:
         raise ProtocolError("decode", f"split_block {split_block} should be in 1..19")
-    frame_id = _get(body, k["frame_id"], int)
+    frame_id = get("frame_id", int)
     if frame_id < 0:
         raise ProtocolError("decode", f"frame_id should be >= 0, got {frame_id}")
     audit = body.get(k["audit"], False)
     if not isinstance(audit, bool):
-        raise ProtocolError("decode", "audit ('au') should be a boolean")
+        raise ProtocolError("decode", "audit should be a boolean")
     return Activation(
-        device_id=_id(body, k["device_id"], "device id"),
+        device_id=_id(body, k["device_id"], "device id", label("device_id")),
         frame_id=frame_id,
-        captured_at=_finite(_get(body, k["captured_at"], (int, float)), "captured_at", 0.0),
+        captured_at=_finite(get("captured_at", (int, float)), "captured_at", 0.0),
         split_block=split_block,
         model_hash=model_hash,
-        exit_confidence=_finite(
-            _get(body, k["exit_confidence"], (int, float)), "exit_confidence", 0, 1
-        ),
-        exit_class=_get(body, k["exit_class"], int),
+        exit_confidence=_finite(get("exit_confidence", (int, float)), "exit_confidence", 0, 1),
+        exit_class=get("exit_class", int),
         encoding=encoding,
         shape=tuple(shape),
         data=data,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from shared.checkpoint import load_checkpoint
+from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.lab.clips import whole_model_predictions, write_digit_clip
 from shared.lab.procs import worker_command
 from shared.mqtt import MqttLink
@@ -350,3 +351,32 @@ def test_the_default_policy_audits_confident_exits_against_the_cloud(
         r = results[act.frame_id]
         assert r["source"] == "cloud" and r["label"] == whole[act.frame_id]
     assert stats[-1]["audit_rate"] > 0
+
+
+def test_a_worker_serving_another_checkpoint_gets_fallbacks_and_one_log_line_per_kind(
+    broker, tiny_checkpoint, video, reader, tmp_path: Path
+) -> None:
+    """The troubleshooting row "every result is fallback, stats count unknown_model": every
+    frame still gets its result, and the node's log says why once, not once per frame."""
+    ckpt = load_checkpoint(tiny_checkpoint)
+    with torch.no_grad():
+        next(ckpt.model.parameters()).add_(1e-3)
+    other = tmp_path / "other.pt"
+    assert save_checkpoint(other, ckpt.model, ckpt.meta) != ckpt.hash
+    pool = WorkerPool(broker.url, [other])
+    try:
+        pool.start("wx")
+        proc = run_device_cli(
+            broker.url,
+            tiny_checkpoint,
+            video.path,
+            "camx",
+            *("--policy", "fixed:9", "--alpha", "1", "--max-frames", "40"),
+        )
+        err = _finish(proc)
+    finally:
+        pool.close()
+    results = reader.collect(40)
+    assert sorted(r["frame_id"] for r in results) == list(range(40))
+    assert {r["source"] for r in results} == {"fallback"}
+    assert err.count("could not answer (unknown_model") == 1, err[-2000:]

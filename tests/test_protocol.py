@@ -119,9 +119,15 @@ def test_a_version_1_activation_still_decodes_to_the_same_message(encoding: str)
     old = as_version_1(new)
     assert msgpack.unpackb(old, raw=False)["tensor"]["encoding"] == encoding
     assert decode_activation(old) == decode_activation(new)
-    with pytest.raises(ProtocolError, match="frame_id"):
-        body = msgpack.unpackb(old, raw=False)
-        body["frame_id"] = "7"
+    # A version-1 node sends the whole hash; errors name fields as it wrote them.
+    body = msgpack.unpackb(old, raw=False)
+    body["model_hash"] = HASH
+    assert decode_activation(msgpack.packb(body, use_bin_type=True)).model_hash == HASH
+    body["frame_id"] = "7"
+    with pytest.raises(ProtocolError, match="'frame_id' should be int"):
+        decode_activation(msgpack.packb(body, use_bin_type=True))
+    del body["tensor"]["encoding"]
+    with pytest.raises(ProtocolError, match=r"lacks the key 'tensor\.encoding'"):
         decode_activation(msgpack.packb(body, use_bin_type=True))
 
 
@@ -155,7 +161,7 @@ def test_constant_tensor_survives_int8() -> None:
         (msgpack.packb([1, 2, 3]), "decode", "map"),
         (tamper(activation(), v=3), "version", "schema version 3"),
         (tamper(activation(), v="2"), "version", "schema version '2'"),
-        (tamper(activation(), frame_id="7"), "decode", "frame_id"),
+        (tamper(activation(), frame_id="7"), "decode", r"frame_id \('fr'\) should be int"),
         (tamper(activation(), frame_id=True), "decode", "boolean"),
         (tamper(activation(), frame_id=-1), "decode", "frame_id"),
         (tamper(activation(), split_block=25), "decode", "split_block"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def _client(broker, device: str) -> MqttLink:
 
 
 def test_worker_answers_with_the_whole_models_prediction_and_counts_bad_input(
-    broker, tiny_checkpoint, running_worker
+    broker, tiny_checkpoint, running_worker, caplog
 ) -> None:
     worker = running_worker("w1")
     ckpt = load_checkpoint(tiny_checkpoint)
@@ -155,12 +156,20 @@ def test_worker_answers_with_the_whole_models_prediction_and_counts_bad_input(
         assert b'isplitee_worker_replies_total{worker="w1"} 8.0' in metrics
         health = urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/healthz")
         assert health.status == 200
-        # A message without a response topic is counted, not answered.
-        dev.publish(T.activation("camw"), msgpack.packb({"v": 1}))
-        deadline = time.monotonic() + 5
-        while worker.metrics.error_counts.get("decode", 0) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert worker.metrics.error_counts["decode"] == 2
+        # A message without a response topic is counted, not answered; a flood of them is
+        # counted one by one and logged once (shared.logthrottle: one line per kind per 10 s).
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="cloud_worker.service"):
+            for _ in range(50):
+                dev.publish(T.activation("camw"), msgpack.packb({"v": 1}))
+            send(104, msgpack.packb({"v": 99}))  # a kind not seen yet: logged at once
+            deadline = time.monotonic() + 10
+            while worker.metrics.error_counts["decode"] < 51 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert decode_reply(dev.inbox.get(timeout=10).payload).error.kind == "version"
+        assert worker.metrics.error_counts["decode"] == 51
+        logged = [r.getMessage() for r in caplog.records if "refused a message" in r.getMessage()]
+        assert [m.split(": ")[1] for m in logged] == ["version"], logged
     finally:
         dev.stop()
 
@@ -246,3 +255,18 @@ def test_a_stopped_worker_leaves_the_shared_subscription(broker, tiny_checkpoint
         new[1].set()
         new[2].join(10)
         new[0].close()
+
+
+def test_a_hash_prefix_matching_two_served_models_is_refused_as_ambiguous() -> None:
+    """Nodes send a 16-digit prefix of their model's hash; the worker must never guess."""
+    from cloud_worker.engine import ModelBank
+    from shared.protocol import ProtocolError
+
+    bank = ModelBank.__new__(ModelBank)  # the lookup alone: no checkpoint files needed
+    a, b = object(), object()
+    bank.models = {"0123456789abcdef" + "1" * 48: a, "0123456789abcdef" + "2" * 48: b}
+    assert bank.lookup("0123456789abcdef1") is a
+    with pytest.raises(ProtocolError, match="matches 2 models"):
+        bank.lookup("0123456789abcdef")
+    with pytest.raises(ProtocolError, match="not served"):
+        bank.lookup("fedcba9876543210")
