@@ -15,6 +15,7 @@ shorter run would misstate every count the node reports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import stat
@@ -304,8 +305,25 @@ def _opencv_live(
     return LiveSource(read_raw, name=name, fps=fps, to_rgb=_bgr_to_rgb, release=cap.release)
 
 
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV logs its own warnings when a camera is missing ("can't open camera by index"),
+    just before our error says the same with what to check: keep only ours."""
+    logging_ = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_ is None:  # an OpenCV build without the logging module
+        yield
+        return
+    before = logging_.getLogLevel()
+    logging_.setLogLevel(logging_.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging_.setLogLevel(before)
+
+
 def _open_camera(device: int | str, fps: float | None) -> LiveSource:
-    cap = cv2.VideoCapture(device)
+    with _opencv_quiet():
+        cap = cv2.VideoCapture(device)
     if cap.isOpened():
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # best effort: fewer stale frames in the driver
     check = (

@@ -83,8 +83,17 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model", type=Path, default=Path("models/digits.pt"), help="trained if missing"
     )
-    p.add_argument("--frames", type=int, default=450, help="frames per camera (default 450)")
-    p.add_argument("--fps", type=float, default=6.0, help="frames per second per camera")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=1800,
+        help="frames per camera, cut into its three conditions (default 1800: after each change "
+        "a node audits its exits for a few hundred frames before trusting them again, so shorter "
+        "runs show little besides offloading)",
+    )
+    p.add_argument(
+        "--fps", type=float, default=20.0, help="frames per second per camera (default 20)"
+    )
     p.add_argument("--broker", help="use this broker (mqtt://HOST:PORT) instead of a private one")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="clips, logs, plot")
     p.add_argument("--json", type=Path, help="write the summary here")
