@@ -48,6 +48,8 @@ def test_demo_runs_every_frame_to_a_result_and_cleans_up(tiny_checkpoint, tmp_pa
     n = 20 * len(DEFAULT_CAMERAS)
     assert s["frames"] == n and s["results"] == n and s["lost"] == 0 and s["duplicates"] == 0
     assert s["edge_exit_rate"] + s["offload_rate"] == 1.0
+    # a fresh node checks its exits first: its first frames are audits, which are offloads
+    assert 0 < s["audit_rate"] <= s["offload_rate"]
     assert 0 <= s["accuracy"] <= 1 and s["latency_ms_p50"] > 0
     assert set(s["cameras"]) == set(DEFAULT_CAMERAS)
     assert "lost" in out and (workdir / "demo.png").stat().st_size > 10_000
