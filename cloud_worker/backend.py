@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from shared.checkpoint import Checkpoint
-from shared.onnx_halves import TOLERANCE, CloudHalf, export, session
+from shared.onnx_halves import CloudHalf, cached_session, choose_backend
 from shared.profile import profile_model
 
 __all__ = ["CloudBackend", "OnnxCloud", "TorchCloud", "make_cloud_backend"]
@@ -57,15 +57,20 @@ class OnnxCloud:
         cache_dir: Path,
         threads: int | None = None,
     ) -> None:
-        where = cache_dir / ckpt.hash[:16]
-        where.mkdir(parents=True, exist_ok=True)
-        self._sessions = {}
-        for block, shape in shapes.items():
-            path = where / f"cloud-{block}.onnx"
-            if not path.exists():
-                example = torch.zeros(2, *shape)  # batch 2: the exporter keeps the axis free
-                export(CloudHalf(ckpt.model.eval(), block), example, path, dynamic_batch=True)
-            self._sessions[block] = session(path, threads)
+        model = ckpt.model.eval()
+        self._sessions = {
+            # batch 2 in the example: the exporter keeps the axis free
+            block: cached_session(
+                cache_dir,
+                ckpt.hash,
+                f"cloud-{block}",
+                CloudHalf(model, block),
+                torch.zeros(2, *shape),
+                threads,
+                dynamic_batch=True,
+            )
+            for block, shape in shapes.items()
+        }
 
     def __call__(self, batch: np.ndarray, block: int) -> np.ndarray:
         return self._sessions[block].run(None, {"input": batch})[0]
@@ -99,23 +104,13 @@ def make_cloud_backend(
     """``torch``, ``onnxruntime``, or ``auto`` (ONNX Runtime when it is installed and within
     ``TOLERANCE`` of PyTorch at batch 1 and 5, else PyTorch, with the reason logged).
     ``shapes``: :func:`split_shapes` of ``ckpt``, if the caller has them."""
-    reference = TorchCloud(ckpt)
     if name == "torch":
-        return reference
+        return TorchCloud(ckpt)
     shapes = shapes or split_shapes(ckpt)
-    try:
-        candidate = OnnxCloud(ckpt, shapes, cache_dir, threads)
-        diff = max_difference(candidate, reference, shapes, (1, 5))
-        if diff > TOLERANCE:
-            raise RuntimeError(f"outputs differ from PyTorch's by {diff:.2e} > {TOLERANCE:g}")
-    except Exception as exc:
-        if name == "onnxruntime":
-            raise RuntimeError(f"backend onnxruntime is not usable here: {exc}") from exc
-        log.info("cloud backend for %s: PyTorch (ONNX Runtime not used: %s)", ckpt.short_hash, exc)
-        return reference
-    log.info(
-        "cloud backend for %s: ONNX Runtime (max difference from PyTorch %.1e)",
-        ckpt.short_hash,
-        diff,
+    return choose_backend(
+        name,
+        TorchCloud(ckpt),
+        lambda: OnnxCloud(ckpt, shapes, cache_dir, threads),
+        lambda a, b: max_difference(a, b, shapes, (1, 5)),
+        f"cloud backend for {ckpt.short_hash}",
     )
-    return candidate

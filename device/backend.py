@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from shared.checkpoint import Checkpoint
-from shared.onnx_halves import TOLERANCE, EdgeHalf, export, session
+from shared.onnx_halves import TOLERANCE, EdgeHalf, cached_session, choose_backend
 
 __all__ = ["TOLERANCE", "EdgeBackend", "OnnxEdge", "TorchEdge", "make_backend"]
 
@@ -54,15 +54,14 @@ class OnnxEdge:
     def __init__(self, ckpt: Checkpoint, cache_dir: Path, threads: int | None = None) -> None:
         self.blocks = ckpt.meta.arm_blocks
         size = ckpt.meta.input_size
-        where = cache_dir / ckpt.hash[:16]
-        where.mkdir(parents=True, exist_ok=True)
-        self._sessions = {}
+        model = ckpt.model.eval()
         example = torch.zeros(1, 3, size, size)
-        for block in self.blocks:
-            path = where / f"edge-{block}.onnx"
-            if not path.exists():
-                export(EdgeHalf(ckpt.model.eval(), block), example, path)
-            self._sessions[block] = session(path, threads)
+        self._sessions = {
+            block: cached_session(
+                cache_dir, ckpt.hash, f"edge-{block}", EdgeHalf(model, block), example, threads
+            )
+            for block in self.blocks
+        }
         self._input = {b: s.get_inputs()[0].name for b, s in self._sessions.items()}
 
     def __call__(self, x: np.ndarray, block: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -85,18 +84,10 @@ def make_backend(
 ) -> EdgeBackend:
     """``torch``, ``onnxruntime``, or ``auto`` (ONNX Runtime when it is installed and exact
     enough, else PyTorch, with the reason logged)."""
-    reference = TorchEdge(ckpt)
-    if name == "torch":
-        return reference
-    try:
-        candidate = OnnxEdge(ckpt, cache_dir, threads)
-        diff = max_difference(candidate, reference, ckpt.meta.arm_blocks, ckpt.meta.input_size)
-        if diff > TOLERANCE:
-            raise RuntimeError(f"outputs differ from PyTorch's by {diff:.2e} > {TOLERANCE:g}")
-    except Exception as exc:
-        if name == "onnxruntime":
-            raise RuntimeError(f"backend onnxruntime is not usable here: {exc}") from exc
-        log.info("edge backend: PyTorch (ONNX Runtime not used: %s)", exc)
-        return reference
-    log.info("edge backend: ONNX Runtime (max difference from PyTorch %.1e)", diff)
-    return candidate
+    return choose_backend(
+        name,
+        TorchEdge(ckpt),
+        lambda: OnnxEdge(ckpt, cache_dir, threads),
+        lambda a, b: max_difference(a, b, ckpt.meta.arm_blocks, ckpt.meta.input_size),
+        "edge backend",
+    )

@@ -10,14 +10,29 @@ classifier's C_L must mean what the bandit learnt. Only this module calls the ex
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["TOLERANCE", "CloudHalf", "EdgeHalf", "default_cache_dir", "export", "session"]
+__all__ = [
+    "TOLERANCE",
+    "CloudHalf",
+    "EdgeHalf",
+    "cached_session",
+    "choose_backend",
+    "default_cache_dir",
+    "export",
+    "session",
+]
+
+log = logging.getLogger(__name__)
+
+B = TypeVar("B")
 
 TOLERANCE = 1e-4
 """Largest difference from PyTorch's outputs accepted from another runtime."""
@@ -92,3 +107,49 @@ def session(path: Path, threads: int | None = None, **options: Any) -> Any:
     for key, value in options.items():
         setattr(opts, key, value)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def cached_session(
+    cache_dir: Path,
+    model_hash: str,
+    name: str,
+    half: torch.nn.Module,
+    example: torch.Tensor,
+    threads: int | None = None,
+    *,
+    dynamic_batch: bool = False,
+) -> Any:
+    """A session for ``half``, exported to ``<cache_dir>/<hash prefix>/<name>.onnx`` the first
+    time (per checkpoint and split) and read from there afterwards."""
+    where = cache_dir / model_hash[:16]
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / f"{name}.onnx"
+    if not path.exists():
+        export(half, example, path, dynamic_batch=dynamic_batch)
+    return session(path, threads)
+
+
+def choose_backend(
+    name: str,
+    reference: B,
+    build: Callable[[], B],
+    difference: Callable[[B, B], float],
+    what: str,
+) -> B:
+    """``torch`` (``reference``), ``onnxruntime`` (``build()``, or an error saying why not), or
+    ``auto``: ONNX Runtime when it builds and ``difference(candidate, reference)`` is within
+    ``TOLERANCE``, else PyTorch; ``what`` names the half in the log line that says which."""
+    if name == "torch":
+        return reference
+    try:
+        candidate = build()
+        diff = difference(candidate, reference)
+        if diff > TOLERANCE:
+            raise RuntimeError(f"outputs differ from PyTorch's by {diff:.2e} > {TOLERANCE:g}")
+    except Exception as exc:
+        if name == "onnxruntime":
+            raise RuntimeError(f"backend onnxruntime is not usable here: {exc}") from exc
+        log.info("%s: PyTorch (ONNX Runtime not used: %s)", what, exc)
+        return reference
+    log.info("%s: ONNX Runtime (max difference from PyTorch %.1e)", what, diff)
+    return candidate
