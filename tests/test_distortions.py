@@ -171,3 +171,16 @@ def test_new_kinds_work_in_schedules() -> None:
         ("jpeg:10", 200),
         ("low_light:0.2", 300),
     ]
+
+
+@pytest.mark.parametrize(
+    "spec", ["clean", "gaussian_noise:1", "gaussian_blur:1", "jpeg:10", "low_light:0.2"]
+)
+def test_random_says_whether_two_applications_to_one_image_differ(spec: str) -> None:
+    """The results page takes the whole test set as the population of a distortion that is
+    not random: that is right only if applying it twice gives the same image."""
+    d = Distortion.parse(spec)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    differ = not torch.equal(d.apply_tensor(x, g), d.apply_tensor(x, g))
+    assert d.random is differ

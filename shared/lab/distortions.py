@@ -104,6 +104,12 @@ class Distortion:
     def __str__(self) -> str:
         return "clean" if self.kind == "clean" else f"{self.kind}:{self.level:g}"
 
+    @property
+    def random(self) -> bool:
+        """Whether two applications to one image differ (noise is drawn afresh each time);
+        blur and JPEG re-encoding are functions of the image."""
+        return self.kind in ("gaussian_noise", "low_light")
+
     def apply_tensor(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Distort float images in [0, 1], shape (..., C, H, W); returns a new tensor."""
         if self.kind == "clean":
