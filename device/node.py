@@ -170,7 +170,7 @@ class Node:
             # An audit offloads a frame its exit could have answered: the cloud's reply tells
             # the policy whether the exits agree with the final classifier (shared.referee).
             audit = decision.audit and not last
-            if (last or confs[arm] >= self.rewards.alpha) and not audit:
+            if (last or decision.answers(confs[arm], self.rewards.alpha)) and not audit:
                 final = confs[arm] if last else None
                 self.policy.observe(
                     decision,

@@ -131,11 +131,19 @@ class Decision:
 
     ``audit``: offload this frame even if its exit is confident, publish the cloud's answer,
     and observe it with ``Observation(audit=True)`` (never set for the last arm).
+    ``threshold``: the confidence at which the chosen exit answers, when the policy wants a
+    stricter one than its alpha (the audited policy's per-exit thresholds); None: alpha.
     """
 
     id: int
     arm: int
     audit: bool = False
+    threshold: float | None = None
+
+    def answers(self, confidence: float, alpha: float) -> bool:
+        """Whether the chosen exit answers a frame it is ``confidence`` sure of (the caller
+        still offloads an audit and answers the last arm)."""
+        return confidence >= (alpha if self.threshold is None else self.threshold)
 
 
 def _is_index(x: object) -> bool:
@@ -170,6 +178,7 @@ class Policy(ABC):
         self.audits = 0
         self._next_id = 0
         self._pending: dict[int, int] = {}
+        self._strict: dict[int, float] = {}  # pending decisions with a threshold above alpha
         k = self.n_arms
         self._n, self._e, self._s, self._s2 = [0.0] * k, [0.0] * k, [0.0] * k, [0.0] * k
         self._m, self._f, self._f2 = [0.0] * k, [0.0] * k, [0.0] * k
@@ -216,9 +225,12 @@ class Policy(ABC):
         arm = self._choose()
         audit = arm != self.n_arms - 1 and self._audit(arm)
         self.audits += audit
-        decision = Decision(self._next_id, arm, audit)
+        threshold = None if audit else self._threshold(arm)
+        decision = Decision(self._next_id, arm, audit, threshold)
         self._next_id += 1
         self._pending[decision.id] = arm
+        if threshold is not None:
+            self._strict[decision.id] = threshold
         return decision
 
     def observe(self, decision: Decision | int, obs: Observation) -> None:
@@ -235,6 +247,7 @@ class Policy(ABC):
         did, arm = self._open(decision)
         conf, final = self._check(did, arm, obs)
         del self._pending[did]
+        self._strict.pop(did, None)
         self._learn(arm, conf, final, obs.audit)
         self._observed(arm, obs)
 
@@ -242,6 +255,7 @@ class Policy(ABC):
         """Settle a decision learning nothing (e.g. the frame was dropped before the edge ran)."""
         did, _ = self._open(decision)
         del self._pending[did]
+        self._strict.pop(did, None)
 
     @property
     def audit_rate(self) -> float:
@@ -300,11 +314,15 @@ class Policy(ABC):
                     f"decision {did} ran the whole network (arm {arm}): final_confidence is "
                     f"its last exit's confidence {conf[-1]!r}, got {final!r}"
                 )
-        elif final is not None and conf[arm] >= self._rewards.alpha and not obs.audit:
+        elif (
+            final is not None
+            and conf[arm] >= (threshold := self._strict.get(did, self._rewards.alpha))
+            and not obs.audit
+        ):
             raise BanditError(
-                f"decision {did}: exit {arm} was confident ({conf[arm]:g} >= alpha "
-                f"{self._rewards.alpha:g}), so nobody computed C_L; pass audit=True if the "
-                "frame was offloaded anyway"
+                f"decision {did}: exit {arm} was confident ({conf[arm]:g} >= its threshold "
+                f"{threshold:g}), so nobody computed C_L; pass audit=True if the frame was "
+                "offloaded anyway"
             )
         if type(obs.audit) is not bool:
             raise BanditError(f"decision {did}: audit should be a bool, got {obs.audit!r}")
@@ -520,6 +538,14 @@ class Policy(ABC):
         """Whether the decision just chosen (a split that is not the last) is an audit."""
         return False
 
+    def _threshold(self, arm: int) -> float | None:
+        """A stricter exit threshold than alpha for the decision just chosen (None: alpha)."""
+        return None
+
+    def _extra_sums(self) -> tuple[list[float], ...]:
+        """A subclass's own sums stored times ``_w``, renormalised with the statistics."""
+        return ()
+
     def _observed(self, arm: int, obs: Observation) -> None:  # noqa: B027
         """Called after the statistics learnt a valid observation (the referee's hook)."""
 
@@ -556,7 +582,10 @@ class Policy(ABC):
             "rounds": self.rounds,
             "audits": self.audits,
             "next_id": self._next_id,
-            "pending": [[i, a] for i, a in self._pending.items()],
+            "pending": [
+                [i, a] if i not in self._strict else [i, a, self._strict[i]]
+                for i, a in self._pending.items()
+            ],
             "stats": stats,
             "extra": self._extra_state(),
         }
@@ -656,8 +685,7 @@ def _discount_round(policy: Policy, discount: float, total: float) -> float:
     number of rounds."""
     policy._w /= discount
     if policy._w > 1e100:  # renormalise before the stored sums overflow
-        for key in _STATS:
-            stored = getattr(policy, f"_{key}")
+        for stored in (*(getattr(policy, f"_{key}") for key in _STATS), *policy._extra_sums()):
             stored[:] = [v / policy._w for v in stored]
         policy._w = 1.0
         policy._fresh = [False] * policy.n_arms
@@ -855,14 +883,22 @@ def _load(state: Mapping[str, Any], rewards: RewardModel) -> Policy:
         raise ValueError(f"audits should be an integer in 0..rounds, got {audits!r}")
     policy.audits = int(audits)
     pending: dict[int, int] = {}
+    strict: dict[int, float] = {}
     for item in state["pending"]:
-        did, arm = item
+        did, arm, *rest = item
         if not (_is_index(did) and 0 <= did < next_id and _is_index(arm) and 0 <= arm < k):
             raise ValueError(
                 f"pending decision {item!r} is outside ids 0..{next_id - 1} / arms 0..{k - 1}"
             )
         if int(did) in pending:
             raise ValueError(f"pending decision {did!r} appears twice")
+        if rest:
+            (threshold,) = rest
+            if not (_is_unit(threshold) and threshold > rewards.alpha):
+                raise ValueError(
+                    f"pending decision {item!r}: a threshold is a number in (alpha, 1]"
+                )
+            strict[int(did)] = float(threshold)
         pending[int(did)] = int(arm)
     stats = state["stats"]
     for key in _STATS:
@@ -874,6 +910,7 @@ def _load(state: Mapping[str, Any], rewards: RewardModel) -> Policy:
         ):
             raise ValueError(f"stats.{key} should be {k} finite numbers >= 0, got {values!r}")
     policy.rounds, policy._next_id, policy._pending = int(rounds), int(next_id), pending
+    policy._strict = strict
     for key in _STATS:
         setattr(policy, f"_{key}", [float(v) for v in stats[key]])
     for j in range(k):

@@ -12,6 +12,14 @@ published the same label as the final classifier. The referee keeps, per exit j:
 so ``D_j = d_j / n_j`` estimates ``P(C_j >= alpha and class_j != class_L)``, the share of *all*
 frames on which answering at exit j publishes a label the final classifier would not.
 
+The same audits count ``d_j(tau)`` at stricter thresholds too (:data:`THRESHOLDS`, those above
+alpha): an exit that is confidently wrong under noise at 0.8 may still agree when it is 0.95
+sure. Each exit answers at its own threshold ``tau_j``, the lowest of alpha and the stricter
+ones that is still :meth:`Referee.plausible` (not refuted by the audits, and certifiable within
+the referee's patience): the cheapest threshold whose guarantee can hold. A frame exits at j
+only when ``C_j >= tau_j``; below that it is offloaded. Everything below holds for
+``D_j = D_j(tau_j)``.
+
 What it guarantees
 ------------------
 A frame answered at exit j differs from the final classifier's answer only when exit j
@@ -22,7 +30,12 @@ audits instead, i.e. offloads and publishes the cloud's answer). Hence, while th
 still long enough for the bound to be valid, each trusted exit loses at most ``target`` of
 accuracy against the final layer with the one-sided confidence of ``z`` (z = 2: about 97.7 %
 per check). It is an online, label-free analogue of CALM's calibrated exits (Schuster et al.
-2022): agreement with the full model, not accuracy, and checked as the scene changes.
+2022): agreement with the full model, not accuracy, and checked as the scene changes. Which
+threshold an exit answers at is chosen from the same audits (at most ``LEVELS`` = 7
+candidates, each a stricter subset of the frames of the one before, tried lowest first and
+left only when the audits refute it), so the confidence of the check at the chosen threshold
+is that of one check among at most seven, not below ``1 - 7 (1 - P(z))`` by the union bound
+(84 % at z = 2), and nearer ``P(z)`` in practice since a threshold is left only on evidence.
 
 Assumptions (the caller's): audits are chosen without looking at the frame (the schedule
 below is a deterministic credit counter: every ``1/rate``-th decision), so audited frames are
@@ -55,7 +68,10 @@ from typing import Any, ClassVar
 from shared.bandit import _STATS, ISplitEE, _discount_round
 from shared.cost import Observation, RewardModel
 
-__all__ = ["AuditedSplitEE", "Referee", "wilson_bounds"]
+__all__ = ["THRESHOLDS", "AuditedSplitEE", "Referee", "wilson_audits_needed", "wilson_bounds"]
+
+THRESHOLDS: tuple[float, ...] = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+"""Stricter exit thresholds the referee checks beside alpha (those above alpha count)."""
 
 
 def wilson_bounds(d: float, n: float, z: float) -> tuple[float, float]:
@@ -67,6 +83,22 @@ def wilson_bounds(d: float, n: float, z: float) -> tuple[float, float]:
     centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n)
     half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / (1.0 + z2 / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def wilson_audits_needed(rate: float, target: float, z: float) -> float:
+    """Smallest n with the Wilson upper bound of ``rate`` over n audits <= ``target``
+    (inf when ``rate >= target``): the larger root of the quadratic the bound's inequality
+    becomes once squared, on the side where its unsquared form holds."""
+    if rate >= target:
+        return math.inf
+    p, t, z2 = max(rate, 0.0), target, z * z
+    a_ = t - p
+    b_ = z2 * (t - 0.5)
+    qa = a_ * a_
+    qb = 2.0 * a_ * b_ - z2 * p * (1.0 - p)
+    qc = b_ * b_ - z2 * z2 / 4.0
+    root = (-qb + math.sqrt(max(qb * qb - 4.0 * qa * qc, 0.0))) / (2.0 * qa)
+    return max(root, -b_ / a_, 0.0)
 
 
 def _check_unit(name: str, value: object, *, open_low: bool = False) -> float:
@@ -88,6 +120,8 @@ class Referee:
     sample whose final class was revealed independently of the exits (an audit, or the whole
     network on the device), and :meth:`audit_now` once per decision.
     """
+
+    LEVELS: ClassVar[int] = 1 + len(THRESHOLDS)
 
     def __init__(
         self,
@@ -130,7 +164,14 @@ class Referee:
                 f"{self.target:g}: no exit could ever answer"
             )
         self._n = [0.0] * n_exits
-        self._d = [0.0] * n_exits
+        # _d[j][k]: disagreements at level k, the threshold (alpha, *THRESHOLDS)[k]
+        self._d = [[0.0] * self.LEVELS for _ in range(n_exits)]
+        self._level = [0] * n_exits  # each exit's threshold, as a level (0: alpha)
+        self._alpha: float | None = None  # alpha of the last record: which levels count
+        # what the policy asks on every decision, refreshed whenever the counts change
+        self._lower = [0.0] * n_exits
+        self._trust = [False] * n_exits
+        self._plaus = [True] * n_exits
         self._agree_n = [0.0] * n_exits  # confident and computed, for the agreement report
         self._agree_d = [0.0] * n_exits
         self.rate = self.max_rate
@@ -176,8 +217,9 @@ class Referee:
     def forget(self) -> None:
         """Drop what was learnt (the scene changed) and audit at the highest rate."""
         self._n = [0.0] * self.n_exits
-        self._d = [0.0] * self.n_exits
+        self._d = [[0.0] * self.LEVELS for _ in range(self.n_exits)]
         self.rate = self.max_rate
+        self._relevel()
 
     def record(
         self,
@@ -191,30 +233,73 @@ class Referee:
         ``confidences``/``classes``: the exits the device computed, shallowest first (a sample
         that ran the whole network also lists the last arm, which is ignored here).
         """
-        trusted_before = [self.trusted(j) for j in range(self.n_exits)]
+        trusted_before = list(self._trust)
+        levels = (alpha, *THRESHOLDS)
         alarm = False
+        memory = self.memory
         for j in range(min(len(confidences), self.n_exits)):
-            confident = confidences[j] >= alpha
-            wrong = confident and classes[j] != final_class
-            self._n[j] = self._n[j] * self.memory + 1.0
-            self._d[j] = self._d[j] * self.memory + (1.0 if wrong else 0.0)
-            if confident:
+            c = confidences[j]
+            differs = classes[j] != final_class
+            self._n[j] = self._n[j] * memory + 1.0
+            d = self._d[j]
+            for k, tau in enumerate(levels):
+                d[k] = d[k] * memory + (1.0 if differs and c >= tau else 0.0)
+            if c >= alpha:
                 self._agree_n[j] += 1.0
-                self._agree_d[j] += 1.0 if wrong else 0.0
-            alarm |= wrong and trusted_before[j]
+                self._agree_d[j] += 1.0 if differs else 0.0
+            # a disagreement the exit would have published, at the threshold it answers at
+            alarm |= differs and trusted_before[j] and c >= levels[self._level[j]]
         self.rate = self.max_rate if alarm else max(self.min_rate, self.rate * self.decay)
+        self._alpha = alpha
+        self._relevel()
+
+    def _relevel(self) -> None:
+        """Each exit's threshold: the lowest level still plausible (alpha when none is); and
+        its bounds, trust and plausibility there, which decisions read."""
+        alpha = self._alpha
+        for j in range(self.n_exits):
+            level, plausible = 0, self._plausible_at(j, 0)
+            if not plausible and alpha is not None:
+                for k, tau in enumerate(THRESHOLDS, start=1):
+                    if tau > alpha and self._plausible_at(j, k):
+                        level, plausible = k, True
+                        break
+            self._level[j] = level
+            lo, hi = wilson_bounds(self._d[j][level], self._n[j], self.z)
+            self._lower[j] = lo
+            self._trust[j] = self._n[j] > 0.0 and hi <= self.target
+            self._plaus[j] = plausible
+
+    def threshold(self, j: int, alpha: float) -> float:
+        """The confidence at which exit j answers (alpha, or a stricter one of THRESHOLDS)."""
+        k = self._level[j]
+        return alpha if k == 0 else THRESHOLDS[k - 1]
+
+    def level(self, j: int) -> int:
+        """Exit j's threshold as a level: 0 is alpha, k > 0 is ``THRESHOLDS[k - 1]``."""
+        return self._level[j]
 
     # -- what the policy asks --------------------------------------------------------------------
     def bounds(self, j: int) -> tuple[float, float]:
-        """Wilson interval of exit j's disagreement rate D_j (see the module docstring)."""
-        return wilson_bounds(self._d[j], self._n[j], self.z)
+        """Wilson interval of exit j's disagreement rate D_j at its threshold (module
+        docstring)."""
+        return wilson_bounds(self._d[j][self._level[j]], self._n[j], self.z)
+
+    def lower(self, j: int) -> float:
+        """The lower end of :meth:`bounds`."""
+        return self._lower[j]
 
     def trusted(self, j: int) -> bool:
-        """Exit j may answer: its disagreement rate is below ``target`` with confidence z."""
-        return self._n[j] > 0.0 and self.bounds(j)[1] <= self.target
+        """Exit j may answer at its threshold: its disagreement rate there is below
+        ``target`` with confidence z."""
+        return self._trust[j]
 
     def plausible(self, j: int) -> bool:
-        """Exit j is worth auditing to earn its trust.
+        """Exit j is worth auditing to earn its trust at its threshold (:meth:`_plausible_at`)."""
+        return self._plaus[j]
+
+    def _plausible_at(self, j: int, k: int) -> bool:
+        """Exit j at level k is worth auditing to earn its trust.
 
         Its lower bound is within ``target``, and, once it has 10 % of the audits a flawless
         exit needs, the audits it would need at its observed rate (:meth:`audits_needed`) are
@@ -222,32 +307,20 @@ class Referee:
         under the target would take thousands of audits (each a dearer offload than the
         baseline) to certify, and is not worth it.
         """
-        if self.bounds(j)[0] > self.target:
+        n, d = self._n[j], self._d[j][k]
+        if wilson_bounds(d, n, self.z)[0] > self.target:
             return False
-        n = self._n[j]
         if n < 0.1 * self.clean_audits:
             return True
-        return self.audits_needed(self._d[j] / n) <= self.patience * self.clean_audits
+        return self.audits_needed(d / n) <= self.patience * self.clean_audits
 
     def audits_needed(self, rate: float) -> float:
         """Audits after which an exit disagreeing on ``rate`` of them is trusted (inf: never).
 
         Smallest n with the Wilson upper bound of ``rate`` over n audits <= ``target``.
         """
-        if rate >= self.target:
-            return math.inf
-        lo, hi = 1.0, 2.0
-        while wilson_bounds(rate * hi, hi, self.z)[1] > self.target:
-            lo, hi = hi, hi * 2.0
-            if hi > 1e9:
-                return math.inf
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            if wilson_bounds(rate * mid, mid, self.z)[1] > self.target:
-                lo = mid
-            else:
-                hi = mid
-        return hi
+        n = wilson_audits_needed(rate, self.target, self.z)
+        return math.inf if n > 1e9 else max(n, 1.0)
 
     def audits_to_trust(self) -> int:
         """Agreeing audits in a row after which a new exit is trusted (memory included)."""
@@ -274,7 +347,8 @@ class Referee:
 
     def stats(self) -> list[dict[str, Any]]:
         """Per exit: audited samples, disagreement rate and bounds, trust, and the agreement
-        of its confident answers over every audit since the start (JSON-ready)."""
+        of its confident answers over every audit since the start (JSON-ready). Disagreement
+        and trust are at the exit's threshold; agreement is at alpha."""
         out = []
         for j in range(self.n_exits):
             lo, hi = self.bounds(j)
@@ -283,7 +357,7 @@ class Referee:
             out.append(
                 {
                     "audited": n,
-                    "disagreement": self._d[j] / n if n > 0 else None,
+                    "disagreement": self._d[j][self._level[j]] / n if n > 0 else None,
                     "disagreement_bounds": [lo, hi],
                     "trusted": self.trusted(j),
                     "agreement": 1.0 - ad / an if an > 0 else None,
@@ -308,7 +382,8 @@ class Referee:
         return {
             "params": self.params(),
             "n": list(self._n),
-            "d": list(self._d),
+            "d": [list(d) for d in self._d],
+            "alpha": self._alpha,
             "agree_n": list(self._agree_n),
             "agree_d": list(self._agree_d),
             "rate": self.rate,
@@ -325,7 +400,7 @@ class Referee:
     def from_state(cls, n_exits: int, state: Mapping[str, Any]) -> Referee:
         """Inverse of :meth:`to_state`; a bad state raises ValueError/KeyError/TypeError."""
         ref = cls(n_exits, **state["params"])
-        for key in ("n", "d", "agree_n", "agree_d"):
+        for key in ("n", "agree_n", "agree_d"):
             values = state[key]
             if not (
                 isinstance(values, list)
@@ -337,8 +412,14 @@ class Referee:
             ):
                 raise ValueError(f"referee.{key} should be {n_exits} finite numbers >= 0")
             setattr(ref, f"_{key}", [float(v) for v in values])
-        if any(d > n * (1 + 1e-9) for d, n in zip(ref._d, ref._n, strict=True)):
+        ref._d = _disagreements(state["d"], n_exits, cls.LEVELS)
+        if any(x > n * (1 + 1e-9) for d, n in zip(ref._d, ref._n, strict=True) for x in d):
             raise ValueError("referee: more disagreements than audits")
+        alpha = state.get("alpha")
+        if alpha is not None:
+            alpha = _check_unit("referee.alpha", alpha)
+        ref._alpha = alpha
+        ref._relevel()
         ref.rate = _check_unit("referee.rate", state["rate"], open_low=True)
         ref._credit = float(state["credit"])
         ref._fast, ref._slow = float(state["fast"]), float(state["slow"])
@@ -350,12 +431,37 @@ class Referee:
         return ref
 
 
+def _is_count(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v < math.inf
+
+
+def _disagreements(values: object, n_exits: int, levels: int) -> list[list[float]]:
+    """A state's ``d``: per exit, a count per level. A state saved before levels existed holds
+    one count per exit, at alpha; it stands for every stricter level too, an upper bound (an
+    exit confident at a stricter threshold is confident at alpha), so nothing is trusted
+    sooner than it would have been."""
+    if not (isinstance(values, list) and len(values) == n_exits):
+        raise ValueError(f"referee.d should hold {n_exits} exits")
+    out = []
+    for v in values:
+        if _is_count(v):
+            out.append([float(v)] * levels)  # type: ignore[arg-type]
+        elif isinstance(v, list) and len(v) == levels and all(_is_count(x) for x in v):
+            out.append([float(x) for x in v])
+        else:
+            raise ValueError(
+                f"referee.d should hold, per exit, {levels} finite counts >= 0, got {v!r}"
+            )
+    return out
+
+
 class AuditedSplitEE(ISplitEE):
     """I-SplitEE refereed by audits: the ``isplitee`` and ``isplitee-nonstationary`` specs.
 
-    Each decision is one of: answer at a trusted exit j (exit if ``C_j >= alpha``, else
-    offload; on the referee's schedule it is an audit instead), audit at exit j (offload
-    whatever the exit says: the frame's result is the cloud's), or the whole network. Every
+    Each decision is one of: answer at a trusted exit j (exit if ``C_j >= tau_j``, its
+    threshold, else offload; on the referee's schedule it is an audit instead), audit at
+    exit j (offload whatever the exit says: the frame's result is the cloud's), or the whole
+    network. Every
     choice is priced by **agreement with the final classifier**, not by confidence: a frame
     the final classifier answers agrees with it by definition, so an option's value is its
     share of frames published with the final classifier's label minus ``mu`` times its cost::
@@ -364,11 +470,12 @@ class AuditedSplitEE(ISplitEE):
         audit at j:    1       - mu (edge_j + offload_j)
         whole network: 1       - mu edge_last
 
-    with q_j the share of frames exit j is unsure of (seen on every frame that computes it,
-    so cheap to learn; upper confidence bounds as in I-SplitEE) and D_j the referee's
-    disagreement rate. Exploration is safe: a split whose exit is plausible but not yet
-    trusted is valued optimistically (D_j at its lower bound) and, if chosen, played as an
-    audit until its trust is earned or refuted; an exit that is not trusted never publishes.
+    with q_j the share of frames exit j is unsure of at its threshold (``C_j < tau_j``; seen
+    on every frame that computes it, so cheap to learn; upper confidence bounds as in
+    I-SplitEE) and D_j the referee's disagreement rate there. Exploration is safe: a split
+    whose exit is plausible but not yet trusted is valued optimistically (D_j at its lower
+    bound) and, if chosen, played as an audit until its trust is earned or refuted; an exit
+    that is not trusted never publishes.
     Under the paper's costs the fallback when no exit is trusted is the offload-all baseline
     (audit at block 3, 57.9 % cheaper than the whole network at its accuracy).
 
@@ -418,6 +525,11 @@ class AuditedSplitEE(ISplitEE):
         )
         self.referee = Referee(self.n_arms - 1, **options)
         self._pending_audit = False
+        # per exit j: samples that computed it (_cn) and, per stricter threshold k, those
+        # with C_j >= THRESHOLDS[k] (_c[j * len(THRESHOLDS) + k]); stored times _w like the
+        # base statistics, so discounting and renormalising treat them alike
+        self._cn = [0.0] * (self.n_arms - 1)
+        self._c = [0.0] * ((self.n_arms - 1) * len(THRESHOLDS))
 
     @property
     def spec(self) -> str:
@@ -445,7 +557,11 @@ class AuditedSplitEE(ISplitEE):
             edge, off = mu * cost.edge[j], mu * cost.offload[j]
             value, forced = 1.0 - edge - off, True  # audit at j
             if ref.plausible(j):
-                n, e = self._n[j], self._e[j]
+                k = ref.level(j)
+                if k == 0:
+                    n, e = self._n[j], self._e[j]
+                else:
+                    n, e = self._cn[j], self._c[j * len(THRESHOLDS) + k - 1]
                 if n > 0.0:
                     q = (n - e) / n
                     bonus = self.c * (
@@ -454,7 +570,7 @@ class AuditedSplitEE(ISplitEE):
                     q_low = max(0.0, q - bonus)
                 else:
                     q_low = 0.0
-                answer = 1.0 - ref.bounds(j)[0] - edge - q_low * off
+                answer = 1.0 - ref.lower(j) - edge - q_low * off
                 if answer > value:
                     value, forced = answer, not ref.trusted(j)
             if value > best_value + 1e-12:
@@ -470,8 +586,26 @@ class AuditedSplitEE(ISplitEE):
     def _audit(self, arm: int) -> bool:
         return self._pending_audit
 
+    def _threshold(self, arm: int) -> float | None:
+        if arm == self.n_arms - 1:
+            return None
+        k = self.referee.level(arm)
+        return None if k == 0 else THRESHOLDS[k - 1]
+
+    def _extra_sums(self) -> tuple[list[float], ...]:
+        return (self._cn, self._c)
+
     def _observed(self, arm: int, obs: Observation) -> None:
         alpha = self._rewards.alpha
+        w, width = self._w, len(THRESHOLDS)
+        conf = obs.confidences
+        for j in range(min(len(conf), self.n_arms - 1)):
+            self._cn[j] += w
+            x = conf[j]
+            for k, tau in enumerate(THRESHOLDS):
+                if x < tau:
+                    break
+                self._c[j * width + k] += w
         if self.n_arms > 1 and self.referee.watch(obs.confidences[0], alpha):
             self._reset_statistics()
         independent = obs.audit or arm == self.n_arms - 1
@@ -482,13 +616,17 @@ class AuditedSplitEE(ISplitEE):
         """The scene changed: what the exits' confidences were like no longer holds."""
         for key in _STATS:
             setattr(self, f"_{key}", [0.0] * self.n_arms)
+        self._cn = [0.0] * len(self._cn)
+        self._c = [0.0] * len(self._c)
         self._fresh = [False] * self.n_arms
 
     def arm_stats(self) -> list[dict[str, Any]]:
         out = super().arm_stats()
+        alpha = self._rewards.alpha
         for j, ref in enumerate(self.referee.stats()):
             out[j]["agreement"] = ref["agreement"]
             out[j]["trusted"] = ref["trusted"]
+            out[j]["threshold"] = self.referee.threshold(j, alpha)
         return out
 
     def _params(self) -> dict[str, Any]:
@@ -499,6 +637,10 @@ class AuditedSplitEE(ISplitEE):
             "total": self._total,
             "referee": self.referee.to_state(),
             "pending_audit": self._pending_audit,
+            "confident": {
+                "n": [v / self._w for v in self._cn],
+                "c": [v / self._w for v in self._c],
+            },
         }
 
     def _load_extra(self, extra: Mapping[str, Any]) -> None:
@@ -508,3 +650,20 @@ class AuditedSplitEE(ISplitEE):
         self._total = float(total)
         self.referee = Referee.from_state(self.n_arms - 1, extra["referee"])
         self._pending_audit = bool(extra["pending_audit"])
+        confident = extra.get("confident")  # absent in states saved before thresholds
+        if confident is not None:
+            for key, size in (("n", len(self._cn)), ("c", len(self._c))):
+                values = confident[key]
+                if not (
+                    isinstance(values, list)
+                    and len(values) == size
+                    and all(_is_count(v) for v in values)
+                ):
+                    raise ValueError(f"confident.{key} should be {size} finite counts >= 0")
+            if any(
+                x > confident["n"][i // len(THRESHOLDS)] * (1 + 1e-9)
+                for i, x in enumerate(confident["c"])
+            ):
+                raise ValueError("confident: more confident samples than samples")
+            self._cn = [float(v) * self._w for v in confident["n"]]
+            self._c = [float(v) * self._w for v in confident["c"]]

@@ -12,10 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.bandit import BanditError, build_policy, policy_from_state
+from shared.bandit import BanditError, Decision, build_policy, policy_from_state
 from shared.cost import CostModel, Observation, RewardModel, paper_cost
 from shared.lab.simulate import Segment, Stream, run_policy
-from shared.referee import AuditedSplitEE, Referee, wilson_bounds
+from shared.referee import (
+    THRESHOLDS,
+    AuditedSplitEE,
+    Referee,
+    wilson_audits_needed,
+    wilson_bounds,
+)
 
 BLOCKS = (3, 6, 9, 12, 15, 18, 19)
 RM = RewardModel(paper_cost(BLOCKS), alpha=0.8)
@@ -72,7 +78,7 @@ def test_an_exit_that_turns_confidently_wrong_is_distrusted_within_the_stated_bo
     for t in range(n):
         d = policy.decide()
         c, k = conf[t], classes[t]
-        known = d.audit or c[d.arm] < RM.alpha
+        known = d.audit or not d.answers(c[d.arm], RM.alpha)
         if t >= turn and not known and d.arm == 0:
             published_wrong_after += 1
         policy.observe(
@@ -85,7 +91,8 @@ def test_an_exit_that_turns_confidently_wrong_is_distrusted_within_the_stated_bo
                 final_class=k[-1] if known else None,
             ),
         )
-        trusted_at.append(ref.trusted(0))
+        # trusted to answer these frames: trusted at a threshold its confidence 0.95 reaches
+        trusted_at.append(ref.trusted(0) and c[0] >= ref.threshold(0, RM.alpha))
     assert trusted_at[turn - 1], "exit 0 should be trusted before it turns"
     assert ref.changes == 0  # its confidences never moved: only audits can tell
     next_audit = math.ceil(1 / ref.min_rate)
@@ -112,7 +119,10 @@ def test_disagreements_to_distrust_matches_the_referee() -> None:
     for i in range(k):
         assert ref.trusted(0), i
         ref.record([0.95], [2], 1, 0.8)
-    assert not ref.trusted(0)
+    # no longer trusted to answer frames it is 0.95 sure of: alpha is refuted, and the exit
+    # answers only at 0.98, where no audit has seen it disagree
+    assert ref.threshold(0, 0.8) == 0.98
+    assert ref.trusted(0) and not ref.bounds(0)[0] > 0
 
 
 def test_audits_fall_to_the_minimum_rate_while_exits_agree_and_jump_after_a_change() -> None:
@@ -225,7 +235,7 @@ def test_json_round_trip_gives_the_same_next_decisions(spec: str) -> None:
     def feed(p, t):
         d = p.decide()
         c, k = conf[t], classes[t]
-        known = d.audit or c[d.arm] < RM.alpha
+        known = d.audit or not d.answers(c[d.arm], RM.alpha)
         p.observe(
             d,
             Observation(
@@ -277,7 +287,7 @@ def test_audit_bookkeeping_learns_only_what_the_sample_revealed(rows, forced: bo
         d = p.decide()
         arm = d.arm
         audit = d.audit or (forced and arm != last)
-        offload = arm != last and (audit or c[arm] < alpha)
+        offload = arm != last and (audit or not d.answers(c[arm], alpha))
         known = arm == last or (offload and replied)
         obs = Observation(
             tuple(c[: arm + 1]),
@@ -286,15 +296,16 @@ def test_audit_bookkeeping_learns_only_what_the_sample_revealed(rows, forced: bo
             classes=tuple(k[: arm + 1]),
             final_class=k[last] if known else None,
         )
-        n0, d0, m0 = list(ref._n), list(ref._d), list(p._m)
+        n0, d0, m0 = list(ref._n), [list(x) for x in ref._d], list(p._m)
         p.observe(d, obs)
         for j in range(last):
             counted = ref._n[j] != ref.memory * n0[j]
             revealed = j <= arm and known and (audit or arm == last)
             assert counted == revealed or (not revealed and ref._n[j] == n0[j])
-            if revealed:
-                wrong = c[j] >= alpha and k[j] != k[last]
-                assert ref._d[j] == pytest.approx(ref.memory * d0[j] + wrong)
+            if revealed:  # a disagreement at each threshold the exit was confident at
+                for level, tau in enumerate((alpha, *THRESHOLDS)):
+                    wrong = c[j] >= tau and k[j] != k[last]
+                    assert ref._d[j][level] == pytest.approx(ref.memory * d0[j][level] + wrong)
             else:
                 assert (ref._n[j], ref._d[j]) == (n0[j], d0[j])
             if p._m[j] != m0[j]:  # the censored part learnt C_L for exit j
@@ -327,3 +338,115 @@ def test_what_a_sample_did_not_reveal_changes_nothing(seed: int, spec: str) -> N
     trace2 = run_policy(second, Stream(conf2, classes2 == 0, stream.segments, classes2))
     assert (trace2.arms == trace.arms).all() and (trace2.audited == trace.audited).all()
     assert second.to_state() == first.to_state()
+
+
+# -- per-exit thresholds -------------------------------------------------------------------------
+def _bisect_audits_needed(rate: float, target: float, z: float) -> float:
+    """The referee's former search: smallest n with the Wilson upper bound <= target."""
+    lo, hi = 1.0, 2.0
+    while wilson_bounds(rate * hi, hi, z)[1] > target:
+        lo, hi = hi, hi * 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if wilson_bounds(rate * mid, mid, z)[1] > target else (lo, mid)
+    return hi
+
+
+@pytest.mark.parametrize("target", [0.01, 0.02, 0.05, 0.2])
+@pytest.mark.parametrize("z", [1.0, 2.0, 3.0])
+def test_audits_needed_in_closed_form_is_the_smallest_n_the_bound_allows(target, z) -> None:
+    for rate in np.linspace(0.0, target, 25, endpoint=False):
+        n = wilson_audits_needed(float(rate), target, z)
+        assert n == pytest.approx(_bisect_audits_needed(float(rate), target, z), rel=1e-9)
+        assert wilson_bounds(rate * n * (1 + 1e-9), n * (1 + 1e-9), z)[1] <= target + 1e-12
+    assert wilson_audits_needed(target, target, z) == math.inf
+
+
+def shy_exit_stream(n: int, *, seed: int = 0) -> Stream:
+    """Exit 0 (block 3) is confident on every frame, but below 0.95 it answers a wrong class
+    on a third of them (a clean-trained model under blur); at 0.95 or more it always agrees
+    with the final classifier. The other exits are unsure, the final one sure and right."""
+    rng = np.random.default_rng(seed)
+    k = len(BLOCKS)
+    conf = np.full((n, k), 0.3) + rng.uniform(0.0, 0.1, (n, k))
+    conf[:, 0] = rng.uniform(0.8, 1.0, n)
+    conf[:, -1] = 0.9
+    labels = rng.integers(0, 10, n)
+    classes = np.repeat(labels[:, None], k, axis=1)
+    wrong = (conf[:, 0] < 0.95) & (rng.uniform(size=n) < 1 / 3)
+    classes[wrong, 0] = (labels[wrong] + 1) % 10
+    return Stream(conf, classes == labels[:, None], (Segment("blur", 0, n),), classes)
+
+
+def test_an_exit_wrong_at_alpha_but_right_when_surer_answers_at_its_own_threshold() -> None:
+    """At alpha 0.8 exit 0 disagrees on about 1/3 of the 75 % of frames below 0.95: never
+    trusted there, so the old rule could only offload everything (0.8 a frame). The referee
+    refutes 0.8 and 0.9, settles on 0.95, earns trust there, and the exit then answers the
+    quarter of frames it is that sure of, always in agreement: cheaper than offload-all at the
+    final layer's accuracy."""
+    n = 4000
+    stream = shy_exit_stream(n)
+    policy = build_policy("isplitee", RM)
+    trace = run_policy(policy, stream)
+    ref = policy.referee
+    assert ref.threshold(0, RM.alpha) == 0.95 and ref.level(0) == THRESHOLDS.index(0.95) + 1
+    assert ref.trusted(0)
+    arms, offloaded = np.asarray(trace.arms), np.asarray(trace.offloaded)
+    answered = (arms == 0) & ~offloaded
+    assert answered[n // 2 :].mean() > 0.15  # about a quarter of frames, less the audits
+    assert (stream.confidences[answered, 0] >= 0.95).all()
+    assert trace.correct.all()  # every published label is the final classifier's (right)
+    assert trace.costs[n // 2 :].mean() < 0.8 * 0.9  # cheaper than offload-all
+    stats = policy.arm_stats()[0]
+    assert stats["threshold"] == 0.95 and stats["trusted"] is True
+    # the decisions that could answer carried the threshold, and the observation check
+    # accepts an offload below it whose exit was confident at alpha (nothing is an error)
+    d = policy.decide()
+    if not d.audit and d.arm == 0:
+        assert d.threshold == 0.95 and not d.answers(0.9, RM.alpha) and d.answers(0.96, 0.8)
+
+
+def _next_answering(policy) -> Decision:
+    """The next decision that may answer at exit 0 (audits and other splits cancelled)."""
+    for _ in range(100):
+        d = policy.decide()
+        if not d.audit and d.arm == 0:
+            return d
+        policy.cancel(d)
+    raise AssertionError("exit 0 never chosen to answer")
+
+
+def test_an_offload_below_a_strict_threshold_is_not_taken_for_a_confident_exit() -> None:
+    policy = build_policy("isplitee", RM)
+    run_policy(policy, shy_exit_stream(3000, seed=1))
+    d = _next_answering(policy)
+    assert d.threshold == 0.95
+    # 0.9 >= alpha but below the decision's threshold: offloaded, so C_L is known
+    policy.observe(d, Observation((0.9,), 0.9, classes=(1,), final_class=1))
+    d = _next_answering(policy)
+    with pytest.raises(BanditError, match=r"confident \(0.97 >= its threshold 0.95\)"):
+        policy.observe(d, Observation((0.97,), 0.9, classes=(1,), final_class=1))
+    # an open decision with its threshold survives the state file
+    restored = policy_from_state(json.loads(json.dumps(policy.to_state())), RM)
+    restored.observe(d.id, Observation((0.9,), 0.9, classes=(1,), final_class=1))
+
+
+def test_a_state_saved_before_thresholds_restores_with_its_counts_standing_for_every_level() -> (
+    None
+):
+    policy = build_policy("isplitee", RM)
+    run_policy(policy, turncoat_stream(600, 600))
+    state = json.loads(json.dumps(policy.to_state()))
+    ref_state = state["extra"]["referee"]
+    ref_state["d"] = [row[0] for row in ref_state["d"]]  # the old layout: one count an exit
+    del ref_state["alpha"]
+    del state["extra"]["confident"]
+    restored = policy_from_state(state, RM)
+    old = restored.referee
+    assert all(row == [row[0]] * Referee.LEVELS for row in old._d)
+    assert [old.level(j) for j in range(old.n_exits)] == [0] * old.n_exits
+    assert old.trusted(0) == policy.referee.trusted(0)
+    bad = json.loads(json.dumps(policy.to_state()))
+    bad["extra"]["referee"]["d"][0] = [1.0, 2.0]
+    with pytest.raises(BanditError, match=r"referee.d should hold, per exit, 7 finite counts"):
+        policy_from_state(bad, RM)

@@ -101,8 +101,9 @@ def run_policy(policy: Policy, stream: Stream) -> Trace:
 
     The policy sees what a device would: the exits up to its split (confidences and classes),
     and C_L and the final class when it offloads, audits or runs the whole network. An audited
-    frame is offloaded and charged as one, its answer is the final layer's, and its reward is
-    the paper's offload reward. Rewards are scored with the policy's own reward model.
+    frame, or one below the decision's own threshold, is offloaded and charged as one, its
+    answer is the final layer's, and its reward is the paper's offload reward. Rewards are
+    scored with the policy's own reward model.
     """
     rewards = policy.rewards
     n = len(stream)
@@ -126,7 +127,7 @@ def run_policy(policy: Policy, stream: Stream) -> Trace:
         arm = decision.arm
         c, k = conf[t], classes[t]
         audit = decision.audit and arm != last
-        offload = arm != last and (audit or c[arm] < alpha)
+        offload = arm != last and (audit or not decision.answers(c[arm], alpha))
         known = offload or arm == last
         policy.observe(
             decision,
@@ -144,8 +145,9 @@ def run_policy(policy: Policy, stream: Stream) -> Trace:
         offloaded[t] = offload
         audited[t] = audit
     got = full[np.arange(n), arms]
-    if audited.any():
-        got = np.where(audited, offload_reward[np.arange(n), arms], got)
+    # an offloaded frame earns the offload reward whatever its exit's confidence: audits, and
+    # frames below a stricter threshold than alpha
+    got = np.where(offloaded, offload_reward[np.arange(n), arms], got)
     return Trace(arms, got, costs, right, offloaded, audited)
 
 
