@@ -45,7 +45,7 @@ def _time_policy(
     for c, k in zip(conf, cls, strict=True):
         d = policy.decide()
         arm = d.arm
-        known = arm == last or d.audit or c[arm] < alpha
+        known = arm == last or d.audit or not d.answers(c[arm], alpha)
         obs = Observation(
             tuple(c[: arm + 1]),
             c[last] if known else None,

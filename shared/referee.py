@@ -14,9 +14,9 @@ frames on which answering at exit j publishes a label the final classifier would
 
 The same audits count ``d_j(tau)`` at stricter thresholds too (:data:`THRESHOLDS`, those above
 alpha): an exit that is confidently wrong under noise at 0.8 may still agree when it is 0.95
-sure. Each exit answers at its own threshold ``tau_j``, the lowest of alpha and the stricter
-ones that is still :meth:`Referee.plausible` (not refuted by the audits, and certifiable within
-the referee's patience): the cheapest threshold whose guarantee can hold. A frame exits at j
+sure. Each exit answers at its own threshold ``tau_j``: the lowest of alpha and the stricter
+ones at which it is trusted, or, while none is, the lowest that is still worth auditing for
+(not refuted by the audits and certifiable within the referee's patience). A frame exits at j
 only when ``C_j >= tau_j``; below that it is offloaded. Everything below holds for
 ``D_j = D_j(tau_j)``.
 
@@ -31,11 +31,11 @@ still long enough for the bound to be valid, each trusted exit loses at most ``t
 accuracy against the final layer with the one-sided confidence of ``z`` (z = 2: about 97.7 %
 per check). It is an online, label-free analogue of CALM's calibrated exits (Schuster et al.
 2022): agreement with the full model, not accuracy, and checked as the scene changes. Which
-threshold an exit answers at is chosen from the same audits (at most ``LEVELS`` = 7
-candidates, each a stricter subset of the frames of the one before, tried lowest first and
-left only when the audits refute it), so the confidence of the check at the chosen threshold
-is that of one check among at most seven, not below ``1 - 7 (1 - P(z))`` by the union bound
-(84 % at z = 2), and nearer ``P(z)`` in practice since a threshold is left only on evidence.
+threshold an exit answers at is chosen from the same audits (the lowest trusted of at most
+``LEVELS`` = 7 candidates, each a stricter subset of the frames of the one before), so the
+check at the chosen threshold is one of at most seven on the same audits: its confidence is
+not below ``1 - 7 (1 - P(z))`` by the union bound (84 % at z = 2), and nearer ``P(z)`` in
+practice, since the candidates' counts are nested and move together.
 
 Assumptions (the caller's): audits are chosen without looking at the frame (the schedule
 below is a deterministic credit counter: every ``1/rate``-th decision), so audited frames are
@@ -60,6 +60,7 @@ agreement, down to ``min_rate``: audits become rare when the exits keep agreeing
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -172,6 +173,7 @@ class Referee:
         self._lower = [0.0] * n_exits
         self._trust = [False] * n_exits
         self._plaus = [True] * n_exits
+        self._explore: list[int | None] = [None] * n_exits
         self._agree_n = [0.0] * n_exits  # confident and computed, for the agreement report
         self._agree_d = [0.0] * n_exits
         self.rate = self.max_rate
@@ -254,20 +256,34 @@ class Referee:
         self._relevel()
 
     def _relevel(self) -> None:
-        """Each exit's threshold: the lowest level still plausible (alpha when none is); and
-        its bounds, trust and plausibility there, which decisions read."""
-        alpha = self._alpha
+        """Each exit's threshold: the lowest trusted level, else the lowest plausible one,
+        else alpha (then the exit is neither); its bounds, trust and plausibility there, and
+        the lowest plausible level below a trusted one (worth auditing for), which decisions
+        read. Counts at every level keep growing from the audits, so an exit trusted at a
+        strict level moves down as soon as a lower one is trusted too."""
+        alpha, n, z, target = self._alpha, self._n, self.z, self.target
         for j in range(self.n_exits):
-            level, plausible = 0, self._plausible_at(j, 0)
-            if not plausible and alpha is not None:
-                for k, tau in enumerate(THRESHOLDS, start=1):
-                    if tau > alpha and self._plausible_at(j, k):
-                        level, plausible = k, True
-                        break
+            d = self._d[j]
+            candidates = [0]
+            if alpha is not None:
+                candidates += [k for k, tau in enumerate(THRESHOLDS, start=1) if tau > alpha]
+            # a stricter level never counts more disagreements, so its bound is never higher:
+            # if the strictest candidate is not trusted, none is
+            trusted = n[j] > 0.0 and wilson_bounds(d[candidates[-1]], n[j], z)[1] <= target
+            explore = None
+            if trusted:
+                level = next(k for k in candidates if wilson_bounds(d[k], n[j], z)[1] <= target)
+                plausible = True
+                explore = next(
+                    (k for k in candidates if k < level and self._plausible_at(j, k)), None
+                )
+            else:
+                level = next((k for k in candidates if self._plausible_at(j, k)), 0)
+                plausible = self._plausible_at(j, level)
             self._level[j] = level
-            lo, hi = wilson_bounds(self._d[j][level], self._n[j], self.z)
-            self._lower[j] = lo
-            self._trust[j] = self._n[j] > 0.0 and hi <= self.target
+            self._explore[j] = explore
+            self._lower[j] = wilson_bounds(d[level], n[j], z)[0]
+            self._trust[j] = trusted
             self._plaus[j] = plausible
 
     def threshold(self, j: int, alpha: float) -> float:
@@ -289,13 +305,23 @@ class Referee:
         """The lower end of :meth:`bounds`."""
         return self._lower[j]
 
+    def explore_level(self, j: int) -> int | None:
+        """A level below exit j's trusted one that is still worth auditing for (the lowest),
+        or None: the policy audits for it while its optimistic value beats answering now."""
+        return self._explore[j]
+
+    def lower_at(self, j: int, k: int) -> float:
+        """Lower Wilson bound of exit j's disagreement rate at level k."""
+        return wilson_bounds(self._d[j][k], self._n[j], self.z)[0]
+
     def trusted(self, j: int) -> bool:
         """Exit j may answer at its threshold: its disagreement rate there is below
         ``target`` with confidence z."""
         return self._trust[j]
 
     def plausible(self, j: int) -> bool:
-        """Exit j is worth auditing to earn its trust at its threshold (:meth:`_plausible_at`)."""
+        """Exit j is worth pricing at its threshold: trusted there, or worth auditing to earn
+        that trust (:meth:`_plausible_at`)."""
         return self._plaus[j]
 
     def _plausible_at(self, j: int, k: int) -> bool:
@@ -446,8 +472,13 @@ def _disagreements(values: object, n_exits: int, levels: int) -> list[list[float
     for v in values:
         if _is_count(v):
             out.append([float(v)] * levels)  # type: ignore[arg-type]
-        elif isinstance(v, list) and len(v) == levels and all(_is_count(x) for x in v):
-            out.append([float(x) for x in v])
+        elif (
+            isinstance(v, list)
+            and len(v) == levels
+            and all(_is_count(x) for x in v)
+            and all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(v))
+        ):
+            out.append([float(x) for x in v])  # a stricter level never counts more
         else:
             raise ValueError(
                 f"referee.d should hold, per exit, {levels} finite counts >= 0, got {v!r}"
@@ -475,7 +506,9 @@ class AuditedSplitEE(ISplitEE):
     I-SplitEE) and D_j the referee's disagreement rate there. Exploration is safe: a split
     whose exit is plausible but not yet trusted is valued optimistically (D_j at its lower
     bound) and, if chosen, played as an audit until its trust is earned or refuted; an exit
-    that is not trusted never publishes.
+    that is not trusted never publishes. Likewise for an exit trusted only at a strict
+    threshold: a lower one still plausible is priced the same optimistic way, and while that
+    beats answering now the exit is audited for it.
     Under the paper's costs the fallback when no exit is trusted is the offload-all baseline
     (audit at block 3, 57.9 % cheaper than the whole network at its accuracy).
 
@@ -551,28 +584,19 @@ class AuditedSplitEE(ISplitEE):
         mu, cost = rm.mu, rm.cost
         last = self.n_arms - 1
         log_t = math.log(self._horizon())
-        w = self._w
         best, best_value, audit = last, 1.0 - mu * cost.edge[last], False
         for j in range(last):
             edge, off = mu * cost.edge[j], mu * cost.offload[j]
             value, forced = 1.0 - edge - off, True  # audit at j
             if ref.plausible(j):
-                k = ref.level(j)
-                if k == 0:
-                    n, e = self._n[j], self._e[j]
-                else:
-                    n, e = self._cn[j], self._c[j * len(THRESHOLDS) + k - 1]
-                if n > 0.0:
-                    q = (n - e) / n
-                    bonus = self.c * (
-                        math.sqrt(2.0 * q * (1.0 - q) * w * log_t / n) + 3.0 * w * log_t / n
-                    )
-                    q_low = max(0.0, q - bonus)
-                else:
-                    q_low = 0.0
-                answer = 1.0 - ref.lower(j) - edge - q_low * off
+                answer = 1.0 - ref.lower(j) - edge - self._q_low(j, ref.level(j), log_t) * off
                 if answer > value:
                     value, forced = answer, not ref.trusted(j)
+                k = ref.explore_level(j)
+                if k is not None:  # a lower threshold, not yet trusted: worth auditing for?
+                    explore = 1.0 - ref.lower_at(j, k) - edge - self._q_low(j, k, log_t) * off
+                    if explore > value:
+                        value, forced = explore, True
             if value > best_value + 1e-12:
                 best, best_value, audit = j, value, forced
         audit = audit or (best != last and ref.audit_now())
@@ -582,6 +606,19 @@ class AuditedSplitEE(ISplitEE):
             best, audit = last, False
         self._pending_audit = audit
         return best
+
+    def _q_low(self, j: int, k: int, log_t: float) -> float:
+        """Lower confidence bound of the share of frames exit j offloads at level k (the
+        optimistic end: fewer offloads), 0 before any sample."""
+        if k == 0:
+            n, e = self._n[j], self._e[j]
+        else:
+            n, e = self._cn[j], self._c[j * len(THRESHOLDS) + k - 1]
+        if n <= 0.0:
+            return 0.0
+        q, w = (n - e) / n, self._w
+        bonus = self.c * (math.sqrt(2.0 * q * (1.0 - q) * w * log_t / n) + 3.0 * w * log_t / n)
+        return max(0.0, q - bonus)
 
     def _audit(self, arm: int) -> bool:
         return self._pending_audit
@@ -622,11 +659,15 @@ class AuditedSplitEE(ISplitEE):
 
     def arm_stats(self) -> list[dict[str, Any]]:
         out = super().arm_stats()
-        alpha = self._rewards.alpha
+        alpha, width = self._rewards.alpha, len(THRESHOLDS)
         for j, ref in enumerate(self.referee.stats()):
             out[j]["agreement"] = ref["agreement"]
             out[j]["trusted"] = ref["trusted"]
             out[j]["threshold"] = self.referee.threshold(j, alpha)
+            k = self.referee.level(j)
+            if k > 0:  # how often it reaches the threshold it answers at
+                cn = self._cn[j]
+                out[j]["exit_rate"] = self._c[j * width + k - 1] / cn if cn > 0 else None
         return out
 
     def _params(self) -> dict[str, Any]:
