@@ -50,7 +50,9 @@ confidences do: the next audit comes within ``ceil(1 / min_rate)`` decisions; a 
 disagreement at a trusted exit sets the audit rate to ``max_rate`` (1: every frame is
 audited, so nothing is published from the exits), and the exit's upper bound crosses
 ``target`` after at most :meth:`Referee.disagreements_to_distrust` further disagreeing
-audits. ``tests/test_referee.py`` checks the bound. A change that moves the confidences
+audits (at alpha: the exit may stay trusted at a stricter threshold its confidences do not
+reach, which answers none of those frames). ``tests/test_referee.py`` checks the bound. A
+change that moves the confidences
 themselves (the share of frames on which exit 0 is confident, seen on every frame for free)
 is caught sooner: a fast and a slow running mean of that share drift apart by more than
 ``shift``, and then everything learnt is forgotten and audits go to ``max_rate`` until trust
@@ -259,8 +261,8 @@ class Referee:
         """Each exit's threshold: the lowest trusted level, else the lowest plausible one,
         else alpha (then the exit is neither); its bounds, trust and plausibility there, and
         the lowest plausible level below a trusted one (worth auditing for), which decisions
-        read. Counts at every level keep growing from the audits, so an exit trusted at a
-        strict level moves down as soon as a lower one is trusted too."""
+        read. Every audit updates the counts at every level, so an exit trusted at a strict
+        level moves down as soon as a lower one is trusted too."""
         alpha, n, z, target = self._alpha, self._n, self.z, self.target
         for j in range(self.n_exits):
             d = self._d[j]
@@ -338,7 +340,14 @@ class Referee:
             return False
         if n < 0.1 * self.clean_audits:
             return True
-        return self.audits_needed(d / n) <= self.patience * self.clean_audits
+        return self.audits_needed(d / n) <= self._patient_audits
+
+    @property
+    def _patient_audits(self) -> float:
+        """The most audits an exit may need to be worth auditing for: ``patience`` times a
+        flawless exit's, and fewer than the memory holds (else trust could never come)."""
+        capacity = math.inf if self.memory >= 1.0 else 0.95 / (1.0 - self.memory)
+        return min(self.patience * self.clean_audits, capacity)
 
     def audits_needed(self, rate: float) -> float:
         """Audits after which an exit disagreeing on ``rate`` of them is trusted (inf: never).
@@ -476,9 +485,9 @@ def _disagreements(values: object, n_exits: int, levels: int) -> list[list[float
             isinstance(v, list)
             and len(v) == levels
             and all(_is_count(x) for x in v)
-            and all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(v))
-        ):
-            out.append([float(x) for x in v])  # a stricter level never counts more
+            and all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(v[1:]))
+        ):  # THRESHOLDS ascend, so each counts no more than the one before (alpha may be above)
+            out.append([float(x) for x in v])
         else:
             raise ValueError(
                 f"referee.d should hold, per exit, {levels} finite counts >= 0, got {v!r}"

@@ -492,3 +492,98 @@ def test_renormalising_the_discounted_sums_keeps_the_threshold_counts_in_step() 
     assert [a["exit_rate"] for a in after] == pytest.approx(
         [b["exit_rate"] for b in before], nan_ok=True
     )
+
+
+def test_a_trusted_exit_keeps_alpha_though_its_rate_fails_the_patience_test() -> None:
+    """About 3 disagreements in the referee's memory at alpha: trusted there (upper bound under
+    the target), though an exit with that rate would need more audits than patience allows
+    to earn trust afresh. It keeps answering at alpha, not at a stricter threshold."""
+    ref = Referee(1)
+    for i in range(2000):
+        ref.record([0.85], [2 if i % 160 == 0 else 1], 1, 0.8)
+    rate = ref._d[0][0] / ref._n[0]
+    assert ref.audits_needed(rate) > ref.patience * ref.clean_audits  # fails patience
+    assert ref.trusted(0) and ref.threshold(0, 0.8) == 0.8 and ref.explore_level(0) is None
+
+
+def test_an_exit_trusted_at_a_strict_threshold_stays_trusted_while_alpha_is_explored() -> None:
+    """One early disagreement at 0.85 keeps alpha untrusted for a while; 0.9 (never wrong) is
+    trusted once the audits suffice. The exit answers at 0.9, and alpha, still plausible, is
+    the level worth auditing for; once alpha is trusted too the exit answers there."""
+    ref = Referee(1)
+    ref.record([0.85], [2], 1, 0.8)
+    levels = []
+    for i in range(1, 800):
+        ref.record([0.85 if i % 10 < 7 else 0.95], [1], 1, 0.8)
+        levels.append((ref.level(0), ref.trusted(0), ref.explore_level(0)))
+    assert (1, True, 0) in levels  # trusted at 0.9, exploring alpha
+    first = levels.index((1, True, 0))
+    assert all(t for _, t, _ in levels[first:])  # never demoted to untrusted
+    assert levels[-1] == (0, True, None)  # alpha trusted in the end
+
+
+def test_the_policy_audits_for_a_lower_threshold_while_that_is_worth_more() -> None:
+    """Exit 0 is 0.85 sure of 70 % of frames and 0.95 of the rest, always right but for one
+    early frame. Trusted at 0.9 it could answer 30 % of frames now; alpha, once trusted, would
+    answer them all, and its optimistic price is higher, so the policy keeps auditing at
+    exit 0 (rather than answering at 0.9) until alpha is trusted."""
+    n, k = 900, len(BLOCKS)
+    rng = np.random.default_rng(4)
+    conf = np.full((n, k), 0.3) + rng.uniform(0.0, 0.1, (n, k))
+    conf[:, 0] = np.where(np.arange(n) % 10 < 7, 0.85, 0.95)
+    conf[:, -1] = 0.9
+    labels = rng.integers(0, 10, n)
+    classes = np.repeat(labels[:, None], k, axis=1)
+    classes[0, 0] = (labels[0] + 1) % 10
+    policy = build_policy("isplitee", RM)
+    ref = policy.referee
+    conf_l, cls_l = conf.tolist(), classes.tolist()
+    explored = answered_strict = 0
+    for t in range(n):
+        exploring = ref.trusted(0) and ref.explore_level(0) == 0 and ref.level(0) > 0
+        d = policy.decide()
+        c, y = conf_l[t], cls_l[t]
+        if exploring and d.arm == 0:
+            explored += d.audit
+            answered_strict += not d.audit
+        known = d.audit or not d.answers(c[d.arm], RM.alpha)
+        policy.observe(
+            d,
+            Observation(
+                tuple(c[: d.arm + 1]),
+                c[-1] if known else None,
+                audit=d.audit,
+                classes=tuple(y[: d.arm + 1]),
+                final_class=y[-1] if known else None,
+            ),
+        )
+    assert explored > 10 and answered_strict == 0
+    assert ref.level(0) == 0 and ref.trusted(0)
+
+
+def test_patience_is_capped_by_what_the_memory_can_hold() -> None:
+    """With patience 3 a rate needing about 520 audits would count as worth auditing for, but
+    the memory holds about 490: alpha could never be trusted, so it is not explored (the exit
+    stays trusted at 0.9, where it never disagreed) and nothing is audited for it forever."""
+    ref = Referee(1, patience=3.0)
+    full = 0.999 / (1 - ref.memory)  # a memory full of audits, 3.8 of them disagreeing at 0.85
+    state = ref.to_state()
+    state.update(n=[full], d=[[3.8] + [0.0] * (Referee.LEVELS - 1)], alpha=0.8)
+    ref = Referee.from_state(1, state)
+    needed = ref.audits_needed(3.8 / full)
+    assert 1 / (1 - ref.memory) < needed <= ref.patience * ref.clean_audits
+    assert ref.trusted(0) and ref.threshold(0, 0.8) == 0.9
+    assert ref.explore_level(0) is None
+
+
+def test_a_state_with_alpha_above_a_stricter_threshold_restores() -> None:
+    """alpha 0.95 sits above 0.9: a wrong frame at 0.92 counts at level 1 but not at alpha."""
+    rm = RewardModel(paper_cost(BLOCKS), alpha=0.95)
+    policy = build_policy("isplitee", rm)
+    d = policy.decide()
+    assert d.audit and d.arm == 0
+    policy.observe(d, Observation((0.92,), 0.9, audit=True, classes=(2,), final_class=1))
+    row = policy.referee._d[0]
+    assert row[0] < row[1]
+    restored = policy_from_state(json.loads(json.dumps(policy.to_state())), rm)
+    assert restored.referee._d == policy.referee._d
