@@ -40,3 +40,17 @@ def test_quick_page_has_every_section(tiny_checkpoint, tmp_path) -> None:
     assert "### ONNX Runtime at 32 px, block 3" in page
     assert "cProfile of `isplitee`" in page
     assert "### Pipeline overhead at 1 node" in page
+
+
+def test_quick_worker_bench_states_the_batching_verdict_and_its_ceiling(tiny_checkpoint) -> None:
+    """bench/bench_worker.py (a part of ``make bench`` the page's --quick run leaves out)."""
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_worker.py"), "--quick",
+           "--model", str(tiny_checkpoint)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| 8 node(s), 1 worker | onnxruntime" in out and "| 8 node(s), 1 worker | torch" in out
+    assert "Target: micro-batching at least 2x batch 1 with 8 nodes: onnxruntime" in out
+    assert "How far micro-batching can go on ONNX Runtime (Amdahl's law" in out
+    assert "At 224 px, where the cloud half is most of the work" in out
+    assert "8 nodes, micro-batched: 2 workers" in out
