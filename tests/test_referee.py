@@ -43,6 +43,25 @@ def turncoat_stream(n: int, turn: int, *, seed: int = 0) -> Stream:
     return Stream(conf, correct, (Segment("steady", 0, turn), Segment("turned", turn, n)), classes)
 
 
+def feed(policy, c: list[float], k: list[int]) -> Decision:
+    """One frame through the policy as a device would: decide, then observe what the frame
+    revealed (C_L and the final class only when it was offloaded or ran to the end)."""
+    d = policy.decide()
+    last = len(c) - 1
+    known = d.arm == last or d.audit or not d.answers(c[d.arm], policy.rewards.alpha)
+    policy.observe(
+        d,
+        Observation(
+            tuple(c[: d.arm + 1]),
+            c[-1] if known else None,
+            audit=d.audit,
+            classes=tuple(k[: d.arm + 1]),
+            final_class=k[-1] if known else None,
+        ),
+    )
+    return d
+
+
 def test_wilson_bounds() -> None:
     assert wilson_bounds(0, 0, 2.0) == (0.0, 1.0)
     lo, hi = wilson_bounds(0, 196, 2.0)
@@ -76,21 +95,10 @@ def test_an_exit_that_turns_confidently_wrong_is_distrusted_within_the_stated_bo
     conf, classes = stream.confidences.tolist(), stream.classes.tolist()
     published_wrong_after = 0
     for t in range(n):
-        d = policy.decide()
-        c, k = conf[t], classes[t]
-        known = d.audit or not d.answers(c[d.arm], RM.alpha)
-        if t >= turn and not known and d.arm == 0:
+        c = conf[t]
+        d = feed(policy, c, classes[t])
+        if t >= turn and d.arm == 0 and not d.audit and d.answers(c[0], RM.alpha):
             published_wrong_after += 1
-        policy.observe(
-            d,
-            Observation(
-                tuple(c[: d.arm + 1]),
-                c[-1] if known else None,
-                audit=d.audit,
-                classes=tuple(k[: d.arm + 1]),
-                final_class=k[-1] if known else None,
-            ),
-        )
         # trusted to answer these frames: trusted at a threshold its confidence 0.95 reaches
         trusted_at.append(ref.trusted(0) and c[0] >= ref.threshold(0, RM.alpha))
     assert trusted_at[turn - 1], "exit 0 should be trusted before it turns"
@@ -237,25 +245,9 @@ def test_json_round_trip_gives_the_same_next_decisions(spec: str) -> None:
     stream = turncoat_stream(900, 600, seed=2)
     conf, classes = stream.confidences.tolist(), stream.classes.tolist()
 
-    def feed(p, t):
-        d = p.decide()
-        c, k = conf[t], classes[t]
-        known = d.audit or not d.answers(c[d.arm], RM.alpha)
-        p.observe(
-            d,
-            Observation(
-                tuple(c[: d.arm + 1]),
-                c[-1] if known else None,
-                audit=d.audit,
-                classes=tuple(k[: d.arm + 1]),
-                final_class=k[-1] if known else None,
-            ),
-        )
-        return d
-
     p = build_policy(spec, RM)
     for t in range(500):
-        feed(p, t)
+        feed(p, conf[t], classes[t])
     open_decision = p.decide()
     restored = policy_from_state(json.loads(json.dumps(p.to_state())), RM)
     assert restored.pending == 1 and restored.audits == p.audits
@@ -263,7 +255,7 @@ def test_json_round_trip_gives_the_same_next_decisions(spec: str) -> None:
     restored.cancel(open_decision)
     p.cancel(open_decision)
     for t in range(500, 900):
-        assert feed(p, t) == feed(restored, t)
+        assert feed(p, conf[t], classes[t]) == feed(restored, conf[t], classes[t])
     assert restored.to_state()["extra"].get("referee") == p.to_state()["extra"].get("referee")
 
 
@@ -541,22 +533,10 @@ def test_the_policy_audits_for_a_lower_threshold_while_that_is_worth_more() -> N
     explored = answered_strict = 0
     for t in range(n):
         exploring = ref.trusted(0) and ref.explore_level(0) == 0 and ref.level(0) > 0
-        d = policy.decide()
-        c, y = conf_l[t], cls_l[t]
+        d = feed(policy, conf_l[t], cls_l[t])
         if exploring and d.arm == 0:
             explored += d.audit
             answered_strict += not d.audit
-        known = d.audit or not d.answers(c[d.arm], RM.alpha)
-        policy.observe(
-            d,
-            Observation(
-                tuple(c[: d.arm + 1]),
-                c[-1] if known else None,
-                audit=d.audit,
-                classes=tuple(y[: d.arm + 1]),
-                final_class=y[-1] if known else None,
-            ),
-        )
     assert explored > 10 and answered_strict == 0
     assert ref.level(0) == 0 and ref.trusted(0)
 
