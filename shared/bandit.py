@@ -177,8 +177,7 @@ class Policy(ABC):
         self.rounds = 0
         self.audits = 0
         self._next_id = 0
-        self._pending: dict[int, int] = {}
-        self._strict: dict[int, float] = {}  # pending decisions with a threshold above alpha
+        self._pending: dict[int, Decision] = {}  # handed out, not yet observed or cancelled
         k = self.n_arms
         self._n, self._e, self._s, self._s2 = [0.0] * k, [0.0] * k, [0.0] * k, [0.0] * k
         self._m, self._f, self._f2 = [0.0] * k, [0.0] * k, [0.0] * k
@@ -228,9 +227,7 @@ class Policy(ABC):
         threshold = None if audit else self._threshold(arm)
         decision = Decision(self._next_id, arm, audit, threshold)
         self._next_id += 1
-        self._pending[decision.id] = arm
-        if threshold is not None:
-            self._strict[decision.id] = threshold
+        self._pending[decision.id] = decision
         return decision
 
     def observe(self, decision: Decision | int, obs: Observation) -> None:
@@ -247,7 +244,6 @@ class Policy(ABC):
         did, arm = self._open(decision)
         conf, final = self._check(did, arm, obs)
         del self._pending[did]
-        self._strict.pop(did, None)
         self._learn(arm, conf, final, obs.audit)
         self._observed(arm, obs)
 
@@ -255,7 +251,6 @@ class Policy(ABC):
         """Settle a decision learning nothing (e.g. the frame was dropped before the edge ran)."""
         did, _ = self._open(decision)
         del self._pending[did]
-        self._strict.pop(did, None)
 
     @property
     def audit_rate(self) -> float:
@@ -275,10 +270,11 @@ class Policy(ABC):
             did = int(decision)  # type: ignore[arg-type]
         else:
             raise BanditError(f"a decision is a Decision or its id, got {decision!r}")
-        arm = self._pending.get(did)
-        if arm is None:
+        pending = self._pending.get(did)
+        if pending is None:
             state = "was already settled" if 0 <= did < self._next_id else "was never made"
             raise BanditError(f"decision {did} {state}: each decision is settled once")
+        arm = pending.arm
         if isinstance(decision, Decision) and decision.arm != arm:
             raise BanditError(f"decision {did} chose arm {arm}, not {decision.arm}")
         return did, arm
@@ -316,9 +312,10 @@ class Policy(ABC):
                 )
         elif (
             final is not None
-            and conf[arm] >= (threshold := self._strict.get(did, self._rewards.alpha))
             and not obs.audit
+            and (pending := self._pending[did]).answers(conf[arm], self._rewards.alpha)
         ):
+            threshold = self._rewards.alpha if pending.threshold is None else pending.threshold
             raise BanditError(
                 f"decision {did}: exit {arm} was confident ({conf[arm]:g} >= its threshold "
                 f"{threshold:g}), so nobody computed C_L; pass audit=True if the frame was "
@@ -583,8 +580,8 @@ class Policy(ABC):
             "audits": self.audits,
             "next_id": self._next_id,
             "pending": [
-                [i, a] if i not in self._strict else [i, a, self._strict[i]]
-                for i, a in self._pending.items()
+                [d.id, d.arm] if d.threshold is None else [d.id, d.arm, d.threshold]
+                for d in self._pending.values()
             ],
             "stats": stats,
             "extra": self._extra_state(),
@@ -882,8 +879,7 @@ def _load(state: Mapping[str, Any], rewards: RewardModel) -> Policy:
     if not (_is_index(audits) and 0 <= audits <= rounds):
         raise ValueError(f"audits should be an integer in 0..rounds, got {audits!r}")
     policy.audits = int(audits)
-    pending: dict[int, int] = {}
-    strict: dict[int, float] = {}
+    pending: dict[int, Decision] = {}
     for item in state["pending"]:
         did, arm, *rest = item
         if not (_is_index(did) and 0 <= did < next_id and _is_index(arm) and 0 <= arm < k):
@@ -892,14 +888,17 @@ def _load(state: Mapping[str, Any], rewards: RewardModel) -> Policy:
             )
         if int(did) in pending:
             raise ValueError(f"pending decision {did!r} appears twice")
+        threshold = None
         if rest:
             (threshold,) = rest
             if not (_is_unit(threshold) and threshold > rewards.alpha):
                 raise ValueError(
                     f"pending decision {item!r}: a threshold is a number in (alpha, 1]"
                 )
-            strict[int(did)] = float(threshold)
-        pending[int(did)] = int(arm)
+            threshold = float(threshold)
+        # the audit flag is not kept: once the decision is out, only its arm and threshold
+        # are checked against the observation
+        pending[int(did)] = Decision(int(did), int(arm), threshold=threshold)
     stats = state["stats"]
     for key in _STATS:
         values = stats[key]
@@ -910,7 +909,6 @@ def _load(state: Mapping[str, Any], rewards: RewardModel) -> Policy:
         ):
             raise ValueError(f"stats.{key} should be {k} finite numbers >= 0, got {values!r}")
     policy.rounds, policy._next_id, policy._pending = int(rounds), int(next_id), pending
-    policy._strict = strict
     for key in _STATS:
         setattr(policy, f"_{key}", [float(v) for v in stats[key]])
     for j in range(k):

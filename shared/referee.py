@@ -264,11 +264,11 @@ class Referee:
         read. Every audit updates the counts at every level, so an exit trusted at a strict
         level moves down as soon as a lower one is trusted too."""
         alpha, n, z, target = self._alpha, self._n, self.z, self.target
+        candidates = [0]
+        if alpha is not None:
+            candidates += [k for k, tau in enumerate(THRESHOLDS, start=1) if tau > alpha]
         for j in range(self.n_exits):
             d = self._d[j]
-            candidates = [0]
-            if alpha is not None:
-                candidates += [k for k, tau in enumerate(THRESHOLDS, start=1) if tau > alpha]
             # a stricter level never counts more disagreements, so its bound is never higher:
             # if the strictest candidate is not trusted, none is
             trusted = n[j] > 0.0 and wilson_bounds(d[candidates[-1]], n[j], z)[1] <= target
@@ -280,8 +280,8 @@ class Referee:
                     (k for k in candidates if k < level and self._plausible_at(j, k)), None
                 )
             else:
-                level = next((k for k in candidates if self._plausible_at(j, k)), 0)
-                plausible = self._plausible_at(j, level)
+                found = next((k for k in candidates if self._plausible_at(j, k)), None)
+                level, plausible = (0, False) if found is None else (found, True)
             self._level[j] = level
             self._explore[j] = explore
             self._lower[j] = wilson_bounds(d[level], n[j], z)[0]
@@ -616,13 +616,17 @@ class AuditedSplitEE(ISplitEE):
         self._pending_audit = audit
         return best
 
+    def _confident_at(self, j: int, k: int) -> tuple[float, float]:
+        """Samples that computed exit j and, of them, those confident at level k (stored
+        times ``_w``): the base statistics at alpha, this policy's own counts above it."""
+        if k == 0:
+            return self._n[j], self._e[j]
+        return self._cn[j], self._c[j * len(THRESHOLDS) + k - 1]
+
     def _q_low(self, j: int, k: int, log_t: float) -> float:
         """Lower confidence bound of the share of frames exit j offloads at level k (the
         optimistic end: fewer offloads), 0 before any sample."""
-        if k == 0:
-            n, e = self._n[j], self._e[j]
-        else:
-            n, e = self._cn[j], self._c[j * len(THRESHOLDS) + k - 1]
+        n, e = self._confident_at(j, k)
         if n <= 0.0:
             return 0.0
         q, w = (n - e) / n, self._w
@@ -633,10 +637,9 @@ class AuditedSplitEE(ISplitEE):
         return self._pending_audit
 
     def _threshold(self, arm: int) -> float | None:
-        if arm == self.n_arms - 1:
+        if arm == self.n_arms - 1 or self.referee.level(arm) == 0:
             return None
-        k = self.referee.level(arm)
-        return None if k == 0 else THRESHOLDS[k - 1]
+        return self.referee.threshold(arm, self._rewards.alpha)
 
     def _extra_sums(self) -> tuple[list[float], ...]:
         return (self._cn, self._c)
@@ -668,15 +671,15 @@ class AuditedSplitEE(ISplitEE):
 
     def arm_stats(self) -> list[dict[str, Any]]:
         out = super().arm_stats()
-        alpha, width = self._rewards.alpha, len(THRESHOLDS)
+        alpha = self._rewards.alpha
         for j, ref in enumerate(self.referee.stats()):
             out[j]["agreement"] = ref["agreement"]
             out[j]["trusted"] = ref["trusted"]
             out[j]["threshold"] = self.referee.threshold(j, alpha)
             k = self.referee.level(j)
             if k > 0:  # how often it reaches the threshold it answers at
-                cn = self._cn[j]
-                out[j]["exit_rate"] = self._c[j * width + k - 1] / cn if cn > 0 else None
+                cn, c = self._confident_at(j, k)
+                out[j]["exit_rate"] = c / cn if cn > 0 else None
         return out
 
     def _params(self) -> dict[str, Any]:
