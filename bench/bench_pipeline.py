@@ -5,8 +5,8 @@
     python bench/bench_pipeline.py --model models/digits.pt --quick     # 1, 2 nodes; seconds
 
 Every node is a real ``isplitee-device`` process (one torch thread; ONNX Runtime edge half, the
-audited policy, fp16) replaying a video of held-out digits (clean for the first half, then
-Gaussian noise level 2) at a camera's pace (``--fps``, 30); the worker is one real
+audited policy, ``encoding = "auto"``) replaying a video of held-out digits (clean for the first
+half, then Gaussian noise level 2) at a camera's pace (``--fps``, 30); the worker is one real
 ``isplitee-cloud`` process (``--workers``, one thread each, default micro-batching); an
 independent subscriber collects every result. The fleet grows in steps on the same broker and
 worker (1 node, then 4, then 8): at each step the new nodes' start-up (torch import, ONNX load;

@@ -33,6 +33,7 @@ from shared.cost import RewardModel, paper_cost
 from shared.mqtt import MqttLink
 from shared.profile import profile_model
 from shared.protocol import Topics
+from shared.wire import FALLBACK, wire_encodings
 
 __all__ = ["DeviceApp", "RunSummary"]
 
@@ -131,8 +132,9 @@ class DeviceApp:
         log.info("timing each split on this device ...")
         edge_s = time_splits(self.edge, meta.arm_blocks, meta.input_size)
         prof = profile_model(self.ckpt.model, meta.input_size)
+        wire = wire_encodings(self.config.encoding, meta.exit_blocks, meta.wire_encodings)
         payload = {
-            b: prof.block(b).payload_bytes(self.config.encoding) + _HEADER_BYTES
+            b: prof.block(b).payload_bytes(wire.get(b, FALLBACK)) + _HEADER_BYTES
             for b in meta.arm_blocks
         }
         self._probe_bytes = {i: payload[b] for i, b in enumerate(meta.arm_blocks[:-1])}

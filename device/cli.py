@@ -15,6 +15,7 @@ from shared.entrypoint import (
     setup_logging,
 )
 from shared.errors import IsplitEEError
+from shared.wire import WIRE_CHOICES
 
 __all__ = ["main"]
 
@@ -40,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         "offload-all | fixed:BLOCK | final",
     )
     p.add_argument("--alpha", type=float, help="exit threshold (default 0.8)")
-    p.add_argument("--encoding", choices=("fp32", "fp16", "int8"), help="activation encoding")
+    p.add_argument(
+        "--encoding", choices=WIRE_CHOICES, help="activation encoding (auto: the checkpoint's)"
+    )
     p.add_argument("--state", type=Path, help="bandit state file, restored at start")
     p.add_argument("--cost", choices=("measured", "paper"), help="cost model (default measured)")
     p.add_argument("--prefix", help="topic prefix (default isplitee)")

@@ -14,7 +14,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from shared.config import ProgramSettings
-from shared.protocol import ENCODINGS, validate_id
+from shared.protocol import validate_id
+from shared.wire import WIRE_CHOICES
 
 __all__ = ["RECOMMENDED_ALPHA", "DeviceConfig"]
 
@@ -76,8 +77,11 @@ class DeviceConfig(ProgramSettings):
         description="Audited policies: the least share of frames sent to the cloud to check "
         "the exits (default: the policy's own, 0.05).",
     )
-    encoding: Literal["fp32", "fp16", "int8"] = Field(
-        "fp16", description=f"Activation encoding on the wire: {', '.join(ENCODINGS)}."
+    encoding: Literal["auto", "fp32", "fp16", "int8", "int4"] = Field(
+        "auto",
+        description=f"Activation encoding on the wire: {', '.join(WIRE_CHOICES)}. auto: per "
+        "split, the smallest encoding the checkpoint's held-out images tolerated (fp16 for a "
+        "checkpoint without that check).",
     )
     cost: Literal["measured", "paper"] = Field(
         "measured",

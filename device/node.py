@@ -47,6 +47,7 @@ from shared.protocol import (
     iso_utc,
 )
 from shared.transforms import FramePreprocessor
+from shared.wire import AUTO, wire_encodings
 
 __all__ = ["Node", "NodeCounters", "Publisher"]
 
@@ -111,7 +112,7 @@ class Node:
         publisher: Publisher,
         topics: Topics,
         device_id: str,
-        encoding: str = "fp16",
+        encoding: str = AUTO,
         reply_timeout_s: float = 2.0,
         max_pending: int = 8,
         reoffloads: int = 1,
@@ -128,6 +129,10 @@ class Node:
         self.out = publisher
         self.device_id = device_id
         self.encoding = encoding
+        self.wire = wire_encodings(
+            encoding, checkpoint.meta.exit_blocks, checkpoint.meta.wire_encodings
+        )
+        """Split block -> the encoding its offloads are sent in (``encoding`` resolved)."""
         self.reply_timeout_s = reply_timeout_s
         self.max_pending = max_pending
         self.reoffloads = reoffloads
@@ -195,7 +200,7 @@ class Node:
                 exit_confidence=confs[arm],
                 exit_class=classes[arm],
                 tensor=activation[0],
-                encoding=self.encoding,
+                encoding=self.wire[block],
                 audit=audit,
             )
             self._pending[frame_id] = _Pending(
@@ -412,6 +417,8 @@ class Node:
         with self._lock:
             key, value = setting.key, setting.value
             if key == "encoding":
+                meta = self.ckpt.meta
+                self.wire = wire_encodings(value, meta.exit_blocks, meta.wire_encodings)
                 self.encoding = value
             elif key == "mu":
                 self.rewards = RewardModel(self.rewards.cost, self.rewards.alpha, value)
@@ -438,6 +445,7 @@ class Node:
                 "mu": self.rewards.mu,
                 "policy": self.policy.spec,
                 "encoding": self.encoding,
+                "wire": {str(b): e for b, e in self.wire.items()},
                 "cost": "paper" if self.costs is None else "measured",
                 "reply_timeout_s": self.reply_timeout_s,
                 "max_pending": self.max_pending,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import IsplitEEError
-from shared.protocol import ENCODINGS
+from shared.wire import WIRE_CHOICES
 
 __all__ = ["SETTABLE", "Setting", "SettingError", "parse_setting", "validate_policy"]
 
@@ -111,7 +111,7 @@ def parse_setting(key: str, payload: bytes, *, blocks: tuple[int, ...]) -> Setti
             raise SettingError(f"mu should be >= 0, got {text!r}")
         return Setting(key, value)
     if key == "encoding":
-        if text not in ENCODINGS:
-            raise SettingError(f"encoding should be one of {', '.join(ENCODINGS)}, got {text!r}")
+        if text not in WIRE_CHOICES:
+            raise SettingError(f"encoding should be one of {', '.join(WIRE_CHOICES)}, got {text!r}")
         return Setting(key, text)
     return Setting(key, validate_policy(text, blocks))

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared.errors import IsplitEEError
 from shared.model import DEFAULT_EXIT_BLOCKS, NUM_BLOCKS, MultiExitMobileNetV2
+from shared.protocol import ENCODINGS
 from shared.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -62,6 +63,11 @@ class ModelMeta(BaseModel):
     temperatures: tuple[float, ...] | None = Field(
         None, description="Per-arm softmax temperature from calibration; None means 1.0."
     )
+    wire_encodings: tuple[str, ...] | None = Field(
+        None,
+        description="Per exit block, the smallest activation encoding the held-out images "
+        "tolerated (shared.wire); None: not measured, nodes on encoding 'auto' send fp16.",
+    )
     dataset: str = Field("", description="Dataset spec the model was trained on.")
     split_seed: int = Field(0, description="Seed of the train/val/test split (held-out data).")
     notes: dict[str, str] = Field(default_factory=dict, description="Free-form provenance.")
@@ -75,6 +81,14 @@ class ModelMeta(BaseModel):
         if self.temperatures is not None and len(self.temperatures) != len(self.arm_blocks):
             raise ValueError(
                 f"temperatures has {len(self.temperatures)} values for {len(self.arm_blocks)} arms"
+            )
+        if self.wire_encodings is not None and (
+            len(self.wire_encodings) != len(self.exit_blocks)
+            or not set(self.wire_encodings) <= set(ENCODINGS)
+        ):
+            raise ValueError(
+                f"wire_encodings should name one of {', '.join(ENCODINGS)} for each of the "
+                f"{len(self.exit_blocks)} exit blocks, got {list(self.wire_encodings)!r}"
             )
         if self.arch != "mobilenet_v2":
             raise ValueError(f"arch should be 'mobilenet_v2', got {self.arch!r}")
@@ -118,7 +132,10 @@ class Checkpoint:
 def content_hash(meta: ModelMeta, state_dict: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the metadata (canonical JSON) and every tensor's name, dtype, shape, bytes."""
     h = hashlib.sha256()
-    h.update(json.dumps(meta.model_dump(mode="json"), sort_keys=True).encode())
+    fields = meta.model_dump(mode="json")
+    if fields["wire_encodings"] is None:  # absent from files written before the field existed
+        del fields["wire_encodings"]
+    h.update(json.dumps(fields, sort_keys=True).encode())
     for name in sorted(state_dict):
         t = state_dict[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())

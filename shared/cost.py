@@ -52,7 +52,7 @@ RECOMMENDED_ALPHA = 0.8
 the paper's 0.5): with the audited policy a higher threshold lets more exits earn trust."""
 FULL_DEPTH = 19
 
-BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1, "int4": 0.5}
 """Bytes per activation element for each payload encoding the pipeline can send."""
 
 # Defaults of the measured model (see measured_cost for where they come from).
@@ -114,7 +114,7 @@ def measured_cost(
     edge_gmacs_per_s: float = DEFAULT_EDGE_GMACS,
     link_mbit_per_s: float = DEFAULT_LINK_MBIT,
     rtt_ms: float = DEFAULT_RTT_MS,
-    encoding: str = DEFAULT_ENCODING,
+    encoding: str | Mapping[int, str] = DEFAULT_ENCODING,
     header_bytes: int = 64,
     gamma: float = PAPER_GAMMA,
     edge_seconds: Mapping[int, float] | None = None,
@@ -124,7 +124,8 @@ def measured_cost(
     Edge time of arm i = MACs the device spends on that split (backbone up to block l_i and
     every exit head on the way: the device computes them all, they are the side observations)
     / device throughput; offload time = (activation
-    bytes in ``encoding`` + message header) * 8 / link rate + one round trip. Both are divided by
+    bytes in ``encoding``, one for all splits or one per split block, + message header) * 8 /
+    link rate + one round trip. Both are divided by
     the device time of the whole network and multiplied by ``gamma * 19``, so the last arm costs
     the same as in the paper model and mu means the same in both.
 
@@ -151,8 +152,13 @@ def measured_cost(
         edge_s = [float(edge_seconds[b]) for b in blocks]
     else:
         edge_s = [profile.macs_to_split(b) / (edge_gmacs_per_s * 1e9) for b in blocks]
+    per_block = (
+        dict.fromkeys(blocks, encoding)
+        if isinstance(encoding, str)
+        else {b: encoding.get(b, DEFAULT_ENCODING) for b in blocks}  # the last arm sends nothing
+    )
     send_s = [
-        (profile.block(b).payload_bytes(encoding) + header_bytes) * 8 / (link_mbit_per_s * 1e6)
+        (profile.block(b).payload_bytes(per_block[b]) + header_bytes) * 8 / (link_mbit_per_s * 1e6)
         + rtt_ms / 1e3
         for b in blocks
     ]

@@ -11,6 +11,7 @@ pooling are left out, as there.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ class BlockProfile:
     def payload_bytes(self, encoding: str = "fp32") -> int:
         """Raw activation bytes for one image in ``encoding`` (before any framing)."""
         try:
-            return self.elements * BYTES_PER_ELEMENT[encoding]
+            return math.ceil(self.elements * BYTES_PER_ELEMENT[encoding])
         except KeyError:
             raise ValueError(
                 f"encoding should be one of {sorted(BYTES_PER_ELEMENT)}, got {encoding!r}"

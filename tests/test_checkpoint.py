@@ -51,6 +51,21 @@ def test_hash_changes_with_weights_and_with_metadata(tmp_path: Path, saved) -> N
     assert save_checkpoint(tmp_path / "c.pt", model, _meta(temperatures=(1.5,) * 7)) != digest
 
 
+def test_a_file_from_before_wire_encodings_keeps_its_hash(tmp_path: Path, saved) -> None:
+    """Checkpoints written before the field existed have no key for it: they still load, with
+    the hash their fleet already expects; one that holds the check hashes differently."""
+    path, model, digest = saved
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["meta"])
+    assert meta.pop("wire_encodings") is None
+    payload["meta"] = json.dumps(meta)
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_checkpoint(tmp_path / "old.pt", expected_hash=digest)
+    assert old.meta.wire_encodings is None
+    checked = _meta(temperatures=(1.5,) * 7, wire_encodings=("int4",) * 6)
+    assert save_checkpoint(tmp_path / "checked.pt", model, checked) != digest
+
+
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"nope\.pt: no such checkpoint file"):
         load_checkpoint(tmp_path / "nope.pt")

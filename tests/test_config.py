@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_device_defaults_are_the_recommended_setting() -> None:
     cfg = load_config(DeviceConfig, None, {"model": "m.pt", "device_id": "cam1"})
     assert cfg.alpha == RECOMMENDED_ALPHA != 0.5
-    assert (cfg.policy, cfg.cost, cfg.encoding) == ("isplitee", "measured", "fp16")
+    assert (cfg.policy, cfg.cost, cfg.encoding) == ("isplitee", "measured", "auto")
 
 
 @pytest.mark.parametrize(

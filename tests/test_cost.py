@@ -46,6 +46,11 @@ def test_measured_cost_follows_flops_and_payload() -> None:
     assert list(cost.edge) == sorted(cost.edge)
     faster = measured_cost(prof, BLOCKS, link_mbit_per_s=100.0)
     assert faster.offload[0] < cost.offload[0]
+    # One encoding per split, as a node on encoding "auto" sends: int4 halves int8's bytes.
+    mixed = measured_cost(prof, BLOCKS, encoding={3: "int4", 6: "int8"})
+    assert mixed.offload[0] == pytest.approx(((24 * 56 * 56 // 2 + 64) * 8 / 10e6 + 0.02) * unit)
+    assert mixed.offload[1] == measured_cost(prof, BLOCKS, encoding="int8").offload[1]
+    assert mixed.offload[2:] == cost.offload[2:]  # splits it does not name: fp16
 
 
 @pytest.mark.parametrize(

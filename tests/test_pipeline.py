@@ -14,7 +14,7 @@ from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.lab.clips import whole_model_predictions, write_digit_clip
 from shared.lab.procs import worker_command
 from shared.mqtt import MqttLink
-from shared.protocol import decode_result
+from shared.protocol import decode_activation, decode_result
 
 from .pipeline_helpers import ResultReader, WorkerPool, run_device_cli
 
@@ -380,3 +380,40 @@ def test_a_worker_serving_another_checkpoint_gets_fallbacks_and_one_log_line_per
     assert sorted(r["frame_id"] for r in results) == list(range(40))
     assert {r["source"] for r in results} == {"fallback"}
     assert err.count("could not answer (unknown_model") == 1, err[-2000:]
+
+
+def test_a_node_on_auto_sends_each_split_in_the_checkpoints_measured_encoding(
+    broker, tiny_checkpoint, video, whole, reader, tmp_path: Path
+) -> None:
+    """The default ``encoding = "auto"``: what goes on the wire at block 9 is what the
+    checkpoint says its held-out images tolerated there (int4 here, fp16 elsewhere), and the
+    worker finishes it."""
+    ckpt = load_checkpoint(tiny_checkpoint)
+    chosen = tuple("int4" if b == 9 else "fp16" for b in ckpt.meta.exit_blocks)
+    model = tmp_path / "checked.pt"
+    save_checkpoint(model, ckpt.model, ckpt.meta.model_copy(update={"wire_encodings": chosen}))
+    pool = WorkerPool(broker.url, [model])
+    pool.start("w1")
+    wire = MqttLink(broker.url, f"wire-{time.monotonic_ns()}", subscriptions=["isplitee/camw/#"])
+    wire.start(10)
+    try:
+        proc = run_device_cli(
+            broker.url, model, video.path, "camw", "--policy", "fixed:9", "--alpha", "1",
+            "--max-frames", "40",
+        )  # fmt: skip
+        _finish(proc)
+        results = reader.collect(40)
+    finally:
+        pool.close()
+    messages = []
+    while not wire.inbox.empty():
+        messages.append(wire.inbox.get())
+    wire.stop()
+    sent = [decode_activation(m.payload) for m in messages if m.topic.endswith("/activation")]
+    assert len(sent) == 40 and {a.encoding for a in sent} == {"int4"}
+    assert all(len(a.data) == (a.array().size + 1) // 2 for a in sent)  # two codes a byte
+    assert {r["source"] for r in results} == {"cloud"} and len(results) == 40
+    agree = np.mean([r["label"] == whole[r["frame_id"]] for r in results])
+    assert agree >= 0.9, agree  # 4-bit codes of a barely trained model: most labels survive
+    config = json.loads(next(m.payload for m in messages if m.topic.endswith("/config")))
+    assert config["encoding"] == "auto" and config["wire"]["9"] == "int4"

@@ -99,14 +99,16 @@ def test_bad_ids_are_refused_with_the_reason(value: str, match: str) -> None:
             Topics(value)
 
 
-@pytest.mark.parametrize("encoding", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("encoding", ["fp32", "fp16", "int8", "int4"])
 def test_activation_round_trip(encoding: str) -> None:
     x = np.random.default_rng(0).normal(size=(16, 8, 8)).astype(np.float32)
     act = decode_activation(activation(x, encoding))
     assert (act.device_id, act.frame_id, act.split_block, act.exit_class) == ("cam1", 7, 6, 3)
     assert act.model_hash == HASH[:MODEL_HASH_CHARS] and act.shape == (16, 8, 8)
     assert not act.audit
-    tol = {"fp32": 0, "fp16": 2e-3 * np.abs(x).max(), "int8": (x.max() - x.min()) / 255 * 0.51}
+    span = x.max() - x.min()
+    tol = {"fp32": 0, "fp16": 2e-3 * np.abs(x).max(), "int8": span / 255 * 0.51}
+    tol["int4"] = span / 15 * 0.51
     assert np.abs(act.array() - x).max() <= tol[encoding] + 1e-7
     assert decode_activation(activation(x, encoding, audit=True)).audit
 
@@ -148,6 +150,44 @@ def test_int8_is_about_a_quarter_of_fp32_and_raw_bytes() -> None:
     assert x.tobytes() in fp32  # raw bytes, no base64
 
 
+def test_int4_packs_two_codes_a_byte_low_nibble_first() -> None:
+    """The documented layout (docs/protocol.md), on an odd count: codes 0..15 of a ramp."""
+    x = np.arange(15, dtype=np.float32).reshape(3, 5)  # 0..14: scale 14/15, zero point 0
+    body = msgpack.unpackb(activation(x, "int4"), raw=False)
+    data = body[ACTIVATION_KEYS["data"]]
+    assert len(data) == 8 and body[ACTIVATION_KEYS["zero_point"]] == 0
+    codes = np.rint(x.reshape(-1) / body[ACTIVATION_KEYS["scale"]]).astype(np.uint8)
+    assert data[0] == codes[0] | codes[1] << 4 and data[7] == codes[14]  # high bits of pad: 0
+    assert np.abs(decode_activation(activation(x, "int4")).array() - x).max() <= 14 / 15 / 2 + 1e-6
+
+
+def test_int4_is_about_an_eighth_of_fp32() -> None:
+    x = np.random.default_rng(4).normal(size=(24, 8, 8)).astype(np.float32)
+    fp32, int4 = activation(x, "fp32"), activation(x, "int4")
+    assert len(int4) - x.size // 2 <= 140 and len(int4) <= 0.15 * len(fp32)
+
+
+def test_fp16_bytes_are_numpys_rounding_whatever_converts_them() -> None:
+    """torch converts fp16 where installed (27x faster than numpy 2.4); the bytes on the wire
+    must be those numpy's round-to-nearest-even gives, overflow and subnormals included, so a
+    node without torch sends the same message."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate(
+        [
+            rng.normal(scale=s, size=4096).astype(np.float32)
+            for s in (1e-7, 1e-5, 1e-2, 1.0, 1e3, 6e4)
+        ]
+        + [np.array([65519.0, 65520.0, 7e4, -7e4, 0.0, -0.0, 2.0**-25], np.float32)]
+    )
+    body = msgpack.unpackb(activation(x, "fp16"), raw=False)
+    with np.errstate(over="ignore"):  # 7e4 overflows to infinity, as it should
+        assert body[ACTIVATION_KEYS["data"]] == x.astype(np.float16).tobytes()
+    # A read-only, non-contiguous input too (torch views neither).
+    y = np.broadcast_to(x[:8], (3, 8))[:, ::2]
+    body = msgpack.unpackb(activation(y, "fp16"), raw=False)
+    assert body[ACTIVATION_KEYS["data"]] == y.astype(np.float16).tobytes()
+
+
 def test_constant_tensor_survives_int8() -> None:
     x = np.full((4, 2, 2), 0.5, np.float32)
     assert np.allclose(decode_activation(activation(x, "int8")).array(), 0.5, atol=0.5 / 255)
@@ -177,6 +217,9 @@ def test_constant_tensor_survives_int8() -> None:
         (tamper(activation(), audit=1), "decode", "audit"),
         (tamper(activation(encoding="int8"), tensor_scale=0.0), "decode", "scale"),
         (tamper(activation(encoding="int8"), tensor_zero_point=300), "decode", "zero point"),
+        (tamper(activation(encoding="int4"), tensor_zero_point=16), "decode", r"\[0, 15\]"),
+        (tamper(activation(encoding="int4"), tensor_scale=-1.0), "decode", "scale"),
+        (tamper(activation(encoding="int4"), tensor_data=b"\0" * 24), "decode", "needs 12 bytes"),
     ],
 )
 def test_bad_activations_raise_protocol_error(payload: bytes, kind: str, match: str) -> None:
@@ -185,11 +228,15 @@ def test_bad_activations_raise_protocol_error(payload: bytes, kind: str, match: 
     assert info.value.kind == kind
 
 
-def test_non_finite_tensor_values_are_refused() -> None:
+@pytest.mark.parametrize("encoding", ["fp32", "fp16"])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_tensor_values_are_refused(encoding: str, bad: float) -> None:
     x = np.ones((2, 2, 2), np.float32)
-    x[1, 1, 1] = np.inf
+    x[1, 1, 1] = bad
     with pytest.raises(ProtocolError, match="NaN or infinite"):
-        decode_activation(activation(x))
+        decode_activation(activation(x, encoding))
+    x[1, 1, 1] = 65504.0 if encoding == "fp16" else 3e38  # the largest finite values pass
+    assert decode_activation(activation(x, encoding)).array().max() == x.max()
 
 
 def test_oversize_payload_is_refused_before_decoding() -> None:

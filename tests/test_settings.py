@@ -43,7 +43,7 @@ def test_valid_settings(key: str, payload: bytes, value) -> None:
         ("policy", b"fixed:7", r"BLOCK should be one of the model's exits \[3, 6, 9, 12, 15, 18\]"),
         ("policy", b"fixed:19", "BLOCK should be one of the model's exits"),
         ("policy", b"greedy", "policy should be one of isplitee"),
-        ("encoding", b"bf16", "encoding should be one of fp32, fp16, int8"),
+        ("encoding", b"bf16", "encoding should be one of auto, fp32, fp16, int8, int4"),
         ("alpha", b"\xff\xfe", "UTF-8"),
         ("colour", b"red", "unknown setting 'colour'"),
     ],

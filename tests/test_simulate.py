@@ -229,3 +229,17 @@ def test_simulate_cli_refuses_bad_or_idle_flags_before_building_a_table(
     assert main(["simulate", "--model", str(tiny_checkpoint), *flags, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err, err
+
+
+def test_measured_costs_price_each_split_in_what_a_node_on_auto_sends(tiny_checkpoint) -> None:
+    """The simulator's default encoding is the node's: the checkpoint's per-split choice."""
+    from shared.checkpoint import load_checkpoint
+    from shared.lab.simulate_cli import cost_model
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    auto = cost_model(ckpt, "measured")
+    by_block = dict(zip(ckpt.meta.exit_blocks, ckpt.meta.wire_encodings, strict=True))
+    for i, block in enumerate(ckpt.meta.exit_blocks):
+        alone = cost_model(ckpt, "measured", encoding=by_block[block])
+        assert auto.offload[i] == pytest.approx(alone.offload[i])
+    assert cost_model(ckpt, "measured", encoding="auto").offload == auto.offload

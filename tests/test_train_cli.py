@@ -11,6 +11,7 @@ import pytest
 from shared.checkpoint import load_checkpoint
 from shared.lab.cli import main
 from shared.lab.datasets import DatasetError, load_dataset, split_indices
+from shared.protocol import ENCODINGS
 
 from .conftest import TINY_TRAIN_ARGS
 
@@ -24,6 +25,21 @@ def test_train_writes_a_loadable_checkpoint_and_prints_the_exit_table(
     assert meta.class_names == tuple(str(i) for i in range(10))
     assert meta.temperatures is not None and len(meta.temperatures) == 7
     assert all(t > 0 for t in meta.temperatures)
+    assert meta.wire_encodings is not None and len(meta.wire_encodings) == 6
+    assert set(meta.wire_encodings) <= set(ENCODINGS)
+
+
+def test_check_encodings_repeats_trainings_measurement(
+    tmp_path: Path, tiny_checkpoint: Path, capsys
+) -> None:
+    """The command for older checkpoints measures what training stores, on the same images."""
+    out = tmp_path / "checked.pt"
+    assert main(["check-encodings", str(tiny_checkpoint), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| exit | fp16" in printed and "auto sends" in printed
+    trained, checked = load_checkpoint(tiny_checkpoint), load_checkpoint(out)
+    assert checked.meta.wire_encodings == trained.meta.wire_encodings
+    assert checked.hash == trained.hash  # nothing else changed
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path: Path, tiny_checkpoint: Path, capsys):

@@ -92,6 +92,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from shared.lab.report import format_table
     from shared.lab.training import (
         TrainConfig,
+        calibration_distortions,
         calibration_logits,
         evaluate_arms,
         fit_temperatures,
@@ -99,6 +100,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed_everything,
         train_model,
     )
+    from shared.lab.wire_check import check_encodings
     from shared.model import MultiExitMobileNetV2, load_imagenet_backbone
     from shared.profile import profile_model
 
@@ -141,6 +143,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model, val_set, distorted=args.calibrate_on == "distorted", seed=args.seed, **norm
     )
     temperatures = fit_temperatures(val_logits, val_labels)
+    wire = check_encodings(
+        model, val_set, distortions=calibration_distortions(args.calibrate_on), **norm
+    )
     meta = ModelMeta(
         width_mult=args.width,
         num_classes=len(splits.class_names),
@@ -150,6 +155,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         mean=config.mean,
         std=config.std,
         temperatures=temperatures,
+        wire_encodings=tuple(c.chosen for c in wire),
         dataset=splits.spec,
         split_seed=args.seed,
         notes={
@@ -184,6 +190,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ["block", "acc %", "mean conf", "calibrated conf", "temperature", "MFLOPs"], rows
         )
     )
+    print(
+        "\nsmallest encoding each exit's held-out images tolerated (what nodes on encoding "
+        "'auto' send): " + ", ".join(f"{c.block}: {c.chosen}" for c in wire)
+    )
     print(f"\nwrote {args.out} (hash {digest[:12]})")
     return 0
 
@@ -198,6 +208,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from shared.checkpoint import load_checkpoint
     from shared.lab.report import format_table
     from shared.profile import profile_model
+    from shared.protocol import ENCODINGS
+    from shared.wire import AUTO, FALLBACK, wire_encodings
 
     ckpt = load_checkpoint(args.model)
     meta = ckpt.meta
@@ -214,6 +226,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for key, value in sorted(meta.notes.items()):
         print(f"note         {key} = {value}")
     prof = profile_model(ckpt.model, meta.input_size)
+    auto = wire_encodings(AUTO, meta.exit_blocks, meta.wire_encodings)
     rows = []
     for block in meta.arm_blocks:
         bp = prof.block(block)
@@ -223,18 +236,77 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 f"{prof.macs_to_exit(block) / 1e6:.2f}",
                 f"{100 * prof.macs_to_exit(block) / prof.total_macs:.1f}",
                 "x".join(str(d) for d in bp.out_shape),
-                str(bp.payload_bytes("fp32")),
-                str(bp.payload_bytes("fp16")),
-                str(bp.payload_bytes("int8")),
+                *(str(bp.payload_bytes(e)) for e in ENCODINGS),
+                auto.get(block, "-"),
             ]
         )
     print()
+    encoding_heads = [f"{e} B" for e in ENCODINGS]
     print(
         format_table(
-            ["exit", "MFLOPs", "% of full", "activation", "fp32 B", "fp16 B", "int8 B"], rows
+            ["exit", "MFLOPs", "% of full", "activation", *encoding_heads, "auto sends"], rows
         )
     )
+    if meta.wire_encodings is None:
+        print(f"\nThis checkpoint holds no encoding check: 'auto' sends {FALLBACK}.")
     print("\nMFLOPs are multiply-accumulates up to and including the exit head.")
+    return 0
+
+
+def _add_check_encodings(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check-encodings",
+        help="measure which wire encodings a checkpoint's exits tolerate (what 'auto' sends)",
+        description="Runs the checkpoint's held-out validation images through the wire codec "
+        "at every exit, as training does, and prints per encoding the share of final "
+        "predictions unchanged and the accuracy change. --out writes a copy that carries the "
+        "result (a new hash: give the cloud worker the same file).",
+    )
+    p.add_argument("model", type=Path)
+    p.add_argument("--out", type=Path, help="write the checkpoint with the result here")
+    p.set_defaults(func=_cmd_check_encodings)
+
+
+def _cmd_check_encodings(args: argparse.Namespace) -> int:
+    from shared.checkpoint import load_checkpoint, save_checkpoint
+    from shared.lab.datasets import load_dataset
+    from shared.lab.report import format_table
+    from shared.lab.training import calibration_distortions
+    from shared.lab.wire_check import check_encodings
+    from shared.wire import MAX_ACCURACY_DROP, MIN_AGREEMENT
+
+    ckpt = load_checkpoint(args.model)
+    meta = ckpt.meta
+    if not meta.dataset:
+        raise ValueError(f"{args.model} does not say which dataset it was trained on")
+    val = load_dataset(meta.dataset, meta.input_size, meta.split_seed).val
+    distortions = calibration_distortions(meta.notes.get("calibrated_on", "clean"))
+    checks = check_encodings(ckpt.model, val, mean=meta.mean, std=meta.std, distortions=distortions)
+    encodings = list(checks[0].agreement)
+    rows = [
+        [
+            str(c.block),
+            *(
+                f"{100 * c.agreement[e]:.1f} / {0.0 - 100 * c.accuracy_drop[e] + 0.0:+.2f}"
+                for e in encodings
+            ),
+            c.chosen,
+        ]
+        for c in checks
+    ]
+    print(
+        f"{len(val)} validation images x {len(distortions)} condition(s); cells: % of final "
+        "predictions unchanged / accuracy change (points), against the fp32 activation"
+    )
+    print(format_table(["exit", *encodings, "auto sends"], rows))
+    print(
+        f"\nauto sends the smallest encoding with >= {100 * MIN_AGREEMENT:g} % unchanged and "
+        f"at most {100 * MAX_ACCURACY_DROP:g} points lost"
+    )
+    if args.out:
+        new = meta.model_copy(update={"wire_encodings": tuple(c.chosen for c in checks)})
+        digest = save_checkpoint(args.out, ckpt.model, new)
+        print(f"wrote {args.out} (hash {digest[:12]}; was {ckpt.short_hash})")
     return 0
 
 
@@ -256,6 +328,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_info(sub)
+    _add_check_encodings(sub)
     add_simulate(sub)
     add_demo(sub)
     return parser

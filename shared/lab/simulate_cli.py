@@ -18,6 +18,7 @@ from shared.bandit import DiscountedUCB, ISplitEE
 from shared.lab.distortions import Distortion
 from shared.lab.simulate import default_policy_names
 from shared.referee import AuditedSplitEE
+from shared.wire import AUTO, WIRE_CHOICES, wire_encodings
 
 if TYPE_CHECKING:
     from shared.checkpoint import Checkpoint
@@ -141,8 +142,9 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--encoding",
-        choices=sorted(costs.BYTES_PER_ELEMENT),
-        help=f"measured: activation encoding ({costs.DEFAULT_ENCODING})",
+        choices=WIRE_CHOICES,
+        help="measured: activation encoding (auto: per split, what the checkpoint says a node "
+        "on its default sends)",
     )
     p.add_argument(
         "--calibration",
@@ -191,6 +193,8 @@ def cost_model(
     if name != "measured":
         raise ValueError(f"cost model should be 'paper' or 'measured', got {name!r}")
     profile = profile_model(ckpt.model, ckpt.meta.input_size)
+    if measured.get("encoding", AUTO) == AUTO:  # priced as a node on its default sends
+        measured["encoding"] = wire_encodings(AUTO, ckpt.meta.exit_blocks, ckpt.meta.wire_encodings)
     if time_edge:
         measured["edge_seconds"] = measure_exit_latency(ckpt.model, ckpt.meta.input_size)
     return measured_cost(profile, blocks, gamma=gamma, **measured)

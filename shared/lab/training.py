@@ -161,6 +161,15 @@ def predict_arms(
     return torch.cat(logits), torch.cat(labels)
 
 
+def calibration_distortions(calibrate_on: str) -> list[Distortion]:
+    """The conditions held-out checks run under: clean, or also every paper level."""
+    kinds = [Distortion()]
+    if calibrate_on == "distorted":
+        kinds += [Distortion("gaussian_noise", lv) for lv in NOISE_LEVELS]
+        kinds += [Distortion("gaussian_blur", lv) for lv in BLUR_LEVELS]
+    return kinds
+
+
 def calibration_logits(
     model: MultiExitMobileNetV2,
     val_set: Dataset,
@@ -176,13 +185,10 @@ def calibration_logits(
     wrong way for the distorted frames where exits fail; the distorted set asks the exits to be
     honest across the conditions a camera meets.
     """
-    kinds = [Distortion()]
-    if distorted:
-        kinds += [Distortion("gaussian_noise", lv) for lv in NOISE_LEVELS]
-        kinds += [Distortion("gaussian_blur", lv) for lv in BLUR_LEVELS]
     g = torch.Generator().manual_seed(seed)
     parts = [
-        predict_arms(model, val_set, mean=mean, std=std, distortion=d, generator=g) for d in kinds
+        predict_arms(model, val_set, mean=mean, std=std, distortion=d, generator=g)
+        for d in calibration_distortions("distorted" if distorted else "clean")
     ]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
