@@ -167,6 +167,8 @@ class SplitBytes:
     png: float
     auto: str
     """What a node on ``encoding = "auto"`` sends from this split with this checkpoint."""
+    elements: int
+    """Values in one activation."""
 
     @property
     def int8_ratio(self) -> float:
@@ -218,7 +220,13 @@ def bytes_table(ckpt: Checkpoint, quick: bool = False) -> list[SplitBytes]:
             n = len(act)
             out.append(
                 SplitBytes(
-                    block, {k: v / n for k, v in sizes.items()}, changes, jpeg, png, auto[block]
+                    block,
+                    {k: v / n for k, v in sizes.items()},
+                    changes,
+                    jpeg,
+                    png,
+                    auto[block],
+                    act[0].numel(),
                 )
             )
     return out
@@ -263,16 +271,20 @@ def bytes_verdict(splits: list[SplitBytes]) -> str:
     """The int8 target as stated, and the same ratio for what a node sends by default."""
     missed = [b for b in splits if b.int8_ratio > INT8_TARGET]
     text = (
-        f"int8 at most {INT8_TARGET:g} of fp32: **{'met' if not missed else 'missed'}** at "
+        f"int8 at most {INT8_TARGET:g} of fp32: **{'met' if not missed else 'missed'}** (met at "
         f"{len(splits) - len(missed)} of {len(splits)} splits"
     )
     if missed:
         worst = max(missed, key=lambda b: b.int8_ratio)
+        values = [b.elements for b in missed]
+        header = worst.sizes["int8"] - worst.elements
         text += (
-            f" (worst {worst.int8_ratio:.3f} at block {worst.block}: at 32 px the deeper "
-            "tensors hold 160 to 512 values, and the message's header, about 106 B, weighs on "
-            "int8 as on fp32; its breakdown is under the profiles below)"
+            f"; worst {worst.int8_ratio:.3f} at block {worst.block}: the tensors there hold "
+            f"{min(values)} to {max(values)} values, and the message's header, {header:.0f} B at "
+            f"block {worst.block}, weighs on int8 as on fp32; its breakdown is under the profiles "
+            "below"
         )
+    text += ")"
     ratio = {b.block: b.sizes[b.auto] / b.sizes["fp32"] for b in splits}
     worst = max(splits, key=lambda b: ratio[b.block])
     moved = max(splits, key=lambda b: abs(b.accuracy_change[b.auto]))

@@ -66,7 +66,8 @@ class ActivationTemplate:
         return cls(ckpt.hash, act)
 
     def payload(self, device_id: str, frame: int) -> bytes:
-        """The message a node sends for this frame (fp16, as a node's default)."""
+        """The message a node sends for this frame (fp16: what a node on its default sends for
+        a checkpoint without an encoding check)."""
         return encode_activation(
             device_id=device_id,
             frame_id=frame,

@@ -41,6 +41,7 @@ from shared.lab.simulate_cli import cost_model, parse_schedule
 from shared.profile import profile_model
 from shared.referee import THRESHOLDS as referee_thresholds
 from shared.referee import AuditedSplitEE, Referee
+from shared.wire import AUTO, wire_encodings
 
 DISTORTIONS = (
     "clean",
@@ -680,10 +681,13 @@ def main() -> int:
             prof = profile_model(ck.model, ck.meta.input_size)
             full_macs = prof.macs_to_split(ck.meta.arm_blocks[-1])
             full_ms = full_macs / (costs.DEFAULT_EDGE_GMACS * 1e9) * 1e3
+            auto = wire_encodings(AUTO, ck.meta.exit_blocks, ck.meta.wire_encodings)
+            sent = ", ".join(f"block {b} {e}" for b, e in auto.items())
             w(
                 f"Measured model with its defaults: device {costs.DEFAULT_EDGE_GMACS:g} GMAC/s, "
                 f"uplink {costs.DEFAULT_LINK_MBIT:g} Mbit/s, {costs.DEFAULT_RTT_MS:g} ms round "
-                f"trip, {costs.DEFAULT_ENCODING} activations; costs in the paper's units (the "
+                f'trip, activations in what a node on `encoding = "auto"` sends ({sent}); '
+                f"costs in the paper's units (the "
                 f"whole network on the device = {mc.full_cost:g}). A split pays the backbone up "
                 "to it and every exit head on the way (the device computes them all). Per arm, "
                 "edge: "

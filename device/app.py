@@ -31,7 +31,7 @@ from shared.bandit import Policy, build_policy
 from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.cost import RewardModel, paper_cost
 from shared.mqtt import MqttLink
-from shared.profile import profile_model
+from shared.profile import ModelProfile, profile_model
 from shared.protocol import Topics
 from shared.wire import FALLBACK, wire_encodings
 
@@ -85,7 +85,7 @@ class DeviceApp:
         blocks = self.ckpt.meta.arm_blocks
         validate_policy(config.policy, blocks)
         self.edge = make_backend(config.backend, self.ckpt, config.cache_dir_path(), config.threads)
-        self._probe_bytes: dict[int, int] = {}  # arm -> bytes of its offload message
+        self._profile: ModelProfile | None = None  # per-block activation sizes, for probes
         self._probe_turn = 0
         self.costs = self._live_costs() if config.cost == "measured" else None
         cost = self.costs.cost_model() if self.costs else paper_cost(blocks)
@@ -137,7 +137,7 @@ class DeviceApp:
             b: prof.block(b).payload_bytes(wire.get(b, FALLBACK)) + _HEADER_BYTES
             for b in meta.arm_blocks
         }
-        self._probe_bytes = {i: payload[b] for i, b in enumerate(meta.arm_blocks[:-1])}
+        self._profile = prof
         log.info(
             "edge ms per split: %s",
             ", ".join(f"{b}: {edge_s[b] * 1e3:.2f}" for b in meta.arm_blocks),
@@ -195,11 +195,15 @@ class DeviceApp:
     # -- running -------------------------------------------------------------------------------
     def _probe_next(self) -> None:
         """One probe, cycling over the splits that offload."""
-        if not self._probe_bytes:
+        if self._profile is None:
             return
-        arm = self._probe_turn % len(self._probe_bytes)
+        offloading = self.ckpt.meta.exit_blocks
+        arm = self._probe_turn % len(offloading)
         self._probe_turn += 1
-        self.node.probe(arm, self._probe_bytes[arm])
+        # Sized as the node sends now: a runtime change of encoding changes the probes too.
+        block = offloading[arm]
+        payload = self._profile.block(block).payload_bytes(self.node.wire[block])
+        self.node.probe(arm, payload + _HEADER_BYTES)
 
     def _reply_loop(self) -> None:
         inbox = self.link.inbox
@@ -282,7 +286,7 @@ class DeviceApp:
         replies.start()
         if self.costs is not None:  # measure the link before the first decision
             for _ in range(2):
-                for _ in self._probe_bytes:
+                for _ in self.ckpt.meta.exit_blocks:
                     self._probe_next()
             deadline = time.monotonic() + 2.0
             while self.node.probes_pending and time.monotonic() < deadline:

@@ -191,18 +191,30 @@ class Node:
                 )
                 self.counters.edge += 1
                 return
-            payload = encode_activation(
-                device_id=self.device_id,
-                frame_id=frame_id,
-                captured_at=captured_at,
-                split_block=block,
-                model_hash=self.ckpt.hash,
-                exit_confidence=confs[arm],
-                exit_class=classes[arm],
-                tensor=activation[0],
-                encoding=self.wire[block],
-                audit=audit,
-            )
+            try:
+                payload = encode_activation(
+                    device_id=self.device_id,
+                    frame_id=frame_id,
+                    captured_at=captured_at,
+                    split_block=block,
+                    model_hash=self.ckpt.hash,
+                    exit_confidence=confs[arm],
+                    exit_class=classes[arm],
+                    tensor=activation[0],
+                    encoding=self.wire[block],
+                    audit=audit,
+                )
+            except ValueError as exc:  # NaN or infinite activations: no worker could use them
+                self.policy.cancel(decision)
+                self.counters.errors["encode"] += 1
+                more = self._log_throttle.admit("encode")
+                if more is not None:
+                    log.warning("frame %d: not offloaded (%s)%s", frame_id, exc, more)
+                self._publish_result(
+                    frame_id, classes[arm], confs[arm], block, block, "fallback", captured_at
+                )
+                self.counters.fallback += 1
+                return
             self._pending[frame_id] = _Pending(
                 self.policy,
                 decision,

@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # only for the signature: this module stays free of torch
     from shared.profile import ModelProfile
 
 __all__ = [
-    "BYTES_PER_ELEMENT",
     "CostModel",
     "Observation",
     "Outcome",
@@ -52,8 +51,6 @@ RECOMMENDED_ALPHA = 0.8
 the paper's 0.5): with the audited policy a higher threshold lets more exits earn trust."""
 FULL_DEPTH = 19
 
-BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1, "int4": 0.5}
-"""Bytes per activation element for each payload encoding the pipeline can send."""
 
 # Defaults of the measured model (see measured_cost for where they come from).
 DEFAULT_EDGE_GMACS = 2.0

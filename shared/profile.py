@@ -11,7 +11,6 @@ pooling are left out, as there.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Iterator
@@ -20,11 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from shared.cost import BYTES_PER_ELEMENT
 from shared.model import NUM_BLOCKS, MultiExitMobileNetV2
+from shared.protocol import ENCODINGS, tensor_bytes
 
 __all__ = [
-    "BYTES_PER_ELEMENT",
     "BlockProfile",
     "ModelProfile",
     "measure_exit_latency",
@@ -52,10 +50,10 @@ class BlockProfile:
     def payload_bytes(self, encoding: str = "fp32") -> int:
         """Raw activation bytes for one image in ``encoding`` (before any framing)."""
         try:
-            return math.ceil(self.elements * BYTES_PER_ELEMENT[encoding])
+            return tensor_bytes(self.elements, encoding)  # type: ignore[arg-type]
         except KeyError:
             raise ValueError(
-                f"encoding should be one of {sorted(BYTES_PER_ELEMENT)}, got {encoding!r}"
+                f"encoding should be one of {', '.join(ENCODINGS)}, got {encoding!r}"
             ) from None
 
 

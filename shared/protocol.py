@@ -30,6 +30,7 @@ from shared.errors import IsplitEEError
 __all__ = [
     "ACTIVATION_KEYS",
     "ACTIVATION_VERSION",
+    "BITS",
     "ENCODINGS",
     "MAX_ID_LENGTH",
     "MAX_PAYLOAD_BYTES",
@@ -93,7 +94,9 @@ MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 """Default cap on a message's size: the largest default split at 224 px is under 2 MB in fp32."""
 
 MAX_ID_LENGTH = 64
-ENCODINGS = ("fp32", "fp16", "int8", "int4")
+BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
+"""Bits per value of each tensor encoding."""
+ENCODINGS = tuple(BITS)
 SOURCES = ("edge", "cloud", "fallback")
 Encoding = Literal["fp32", "fp16", "int8", "int4"]
 Source = Literal["edge", "cloud", "fallback"]
@@ -105,6 +108,7 @@ _DTYPES = {
     "int4": np.dtype("u1"),  # two codes a byte
 }
 _QUANTISED = {"int8": (-128, 127), "int4": (0, 15)}
+_F32_MAX = float(np.finfo(np.float32).max)
 """Quantised encodings and the range of their codes (and of their zero point)."""
 _RESERVED_IDS = frozenset({"workers"})
 _HASH_RE = re.compile(r"[0-9a-f]{12,64}")
@@ -197,9 +201,7 @@ class Topics:
 
 def tensor_bytes(elements: int, encoding: Encoding) -> int:
     """Bytes of ``elements`` values in ``encoding`` on the wire (int4 packs two to a byte)."""
-    if encoding == "int4":
-        return (elements + 1) // 2
-    return elements * _DTYPES[encoding].itemsize
+    return (elements * BITS[encoding] + 7) // 8
 
 
 @functools.cache
@@ -224,7 +226,7 @@ def _to_fp16(x: np.ndarray) -> np.ndarray:
         return x.astype(np.float16)
     if not (x.flags.writeable and x.flags.c_contiguous):  # torch views writable C arrays only
         x = np.array(x, order="C")
-    return torch.from_numpy(x).half().numpy()
+    return torch.from_numpy(x).half().numpy().astype("<f2", copy=False)
 
 
 def _from_fp16(raw: np.ndarray) -> np.ndarray:
@@ -240,6 +242,8 @@ def _affine(x: np.ndarray, encoding: str) -> tuple[np.ndarray, float, int]:
     range, which keeps the error below half a step wherever the values lie."""
     qmin, qmax = _QUANTISED[encoding]
     lo, hi = float(x.min(initial=0.0)), float(x.max(initial=0.0))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"tensor holds NaN or infinite values: {encoding} cannot encode it")
     scale = (hi - lo) / (qmax - qmin) or 1.0
     zero_point = min(max(round(qmin - lo / scale), qmin), qmax)
     q = np.clip(np.rint(x / scale) + zero_point, qmin, qmax)
@@ -269,9 +273,9 @@ def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:
             data = (codes[0::2] | (codes[1::2] << 4)).tobytes()
         out.update({k["scale"]: scale, k["zero_point"]: zero_point, k["data"]: data})
     elif encoding == "fp16":
-        out[k["data"]] = _to_fp16(x).tobytes()
+        out[k["data"]] = _to_fp16(x).astype("<f2", copy=False).tobytes()
     else:
-        out[k["data"]] = x.tobytes()
+        out[k["data"]] = x.astype("<f4", copy=False).tobytes()
     return out
 
 
@@ -293,7 +297,7 @@ def dequantize(data: bytes, encoding: Encoding, shape: tuple[int, ...], scale: f
 
 def _finite_values(data: bytes, encoding: Encoding) -> bool:
     if encoding == "fp16":  # exponent bits all ones is an infinity or a NaN: a bit test is 10x
-        return bool((np.frombuffer(data, np.uint16) & 0x7FFF).max(initial=0) < 0x7C00)  # isfinite
+        return bool((np.frombuffer(data, "<u2") & 0x7FFF).max(initial=0) < 0x7C00)  # isfinite
     return bool(np.isfinite(np.frombuffer(data, dtype=_DTYPES[encoding])).all())
 
 
@@ -541,14 +545,17 @@ def decode_activation(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> 
     scale, zero_point = 1.0, 0
     if encoding in _QUANTISED:
         qmin, qmax = _QUANTISED[encoding]
-        scale = _finite(get("scale", (int, float)), "scale", 0.0)
-        if scale == 0.0:
-            raise ProtocolError("decode", f"{encoding} scale should be positive")
+        # Decoded in float32: a scale whose steps overflow it, or round to 0, is refused.
+        scale = _finite(get("scale", (int, float)), "scale", 0.0, _F32_MAX / (qmax - qmin) / 2)
+        if not np.float32(scale) > 0:
+            raise ProtocolError("decode", f"{encoding} scale should be positive, got {scale!r}")
         zero_point = int(get("zero_point", int))
         if not qmin <= zero_point <= qmax:
             raise ProtocolError(
                 "decode", f"{encoding} zero point {zero_point} is outside [{qmin}, {qmax}]"
             )
+        if encoding == "int4" and math.prod(shape) % 2 and data[-1] >> 4:
+            raise ProtocolError("decode", "int4 padding bits (the last byte's high four) not 0")
     elif not _finite_values(data, encoding):
         raise ProtocolError("decode", "tensor holds NaN or infinite values")
     model_hash = get("model_hash", str)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from shared.protocol import ENCODINGS
+from shared.protocol import BITS, ENCODINGS
 
 __all__ = [
     "AUTO",
@@ -35,7 +35,7 @@ WIRE_CHOICES = (AUTO, *ENCODINGS)
 FALLBACK = "fp16"
 """What ``auto`` sends where the checkpoint holds no measurement."""
 
-SMALLEST_FIRST = ("int4", "int8", "fp16", "fp32")
+SMALLEST_FIRST = tuple(sorted(ENCODINGS, key=BITS.__getitem__))
 
 MIN_AGREEMENT = 0.99
 """Share of held-out images whose final prediction must be the same as from the fp32

@@ -33,17 +33,22 @@ from shared.protocol import (
 EXAMPLES = {"bytes": 3000, "mutated": 4000, "truncated": 1500, "reply_result": 2000}
 FAST = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-VALID = encode_activation(
-    device_id="cam1",
-    frame_id=7,
-    captured_at=1_700_000_000.0,
-    split_block=6,
-    model_hash="ab" * 32,
-    exit_confidence=0.4,
-    exit_class=3,
-    tensor=np.linspace(-1, 1, 32 * 4 * 4, dtype=np.float32).reshape(32, 4, 4),
-    encoding="int8",
-)
+
+def _valid(tensor: np.ndarray, encoding: str, frame_id: int, split_block: int) -> bytes:
+    return encode_activation(
+        device_id="cam1",
+        frame_id=frame_id,
+        captured_at=1_700_000_000.0,
+        split_block=split_block,
+        model_hash="ab" * 32,
+        exit_confidence=0.4,
+        exit_class=3,
+        tensor=tensor,
+        encoding=encoding,
+    )
+
+
+VALID = _valid(np.linspace(-1, 1, 32 * 4 * 4, dtype=np.float32).reshape(32, 4, 4), "int8", 7, 6)
 _BODY = msgpack.unpackb(VALID, raw=False)
 _TENSOR = ("encoding", "shape", "data", "scale", "zero_point")
 # The same activation as a version-1 node wrote it (keys spelled out, the tensor nested):
@@ -56,6 +61,8 @@ VALID_V1 = msgpack.packb(
     },
     use_bin_type=True,
 )
+# int4 with an odd count: packing, padding bits and the 0..15 zero point get fuzzed too.
+VALID_INT4 = _valid(np.linspace(-1, 2, 3 * 5 * 7, dtype=np.float32).reshape(3, 5, 7), "int4", 8, 9)
 VALID_REPLY = encode_reply(Reply(frame_id=3, worker_id="w1", label=2, confidence=0.9, cloud_ms=1.5))
 VALID_ERROR = encode_reply(Reply(frame_id=3, worker_id="w1", error=ReplyError("shape", "bad")))
 VALID_RESULT = encode_result(
@@ -140,7 +147,7 @@ def _mutate(body: dict, data: st.DataObject) -> dict:
 @settings(max_examples=EXAMPLES["mutated"], **FAST)
 @given(st.data())
 def test_mutated_activations(data: st.DataObject) -> None:
-    base = data.draw(st.sampled_from([VALID, VALID_V1]))
+    base = data.draw(st.sampled_from([VALID, VALID_V1, VALID_INT4]))
     body = _mutate(msgpack.unpackb(base, raw=False), data)
     if data.draw(st.booleans()):  # a second change on top
         body = _mutate(body, data)
@@ -153,7 +160,7 @@ def test_mutated_activations(data: st.DataObject) -> None:
 
 @settings(max_examples=EXAMPLES["truncated"], **FAST)
 @given(
-    st.sampled_from([VALID, VALID_V1, VALID_REPLY, VALID_ERROR, VALID_RESULT]),
+    st.sampled_from([VALID, VALID_V1, VALID_INT4, VALID_REPLY, VALID_ERROR, VALID_RESULT]),
     st.integers(min_value=0),
     st.sampled_from(DECODERS),
 )

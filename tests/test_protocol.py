@@ -182,10 +182,24 @@ def test_fp16_bytes_are_numpys_rounding_whatever_converts_them() -> None:
     body = msgpack.unpackb(activation(x, "fp16"), raw=False)
     with np.errstate(over="ignore"):  # 7e4 overflows to infinity, as it should
         assert body[ACTIVATION_KEYS["data"]] == x.astype(np.float16).tobytes()
-    # A read-only, non-contiguous input too (torch views neither).
-    y = np.broadcast_to(x[:8], (3, 8))[:, ::2]
+    # A read-only, non-contiguous input too (torch views neither), large enough for torch.
+    y = np.broadcast_to(x[:8192], (2, 8192))[:, ::2]
+    assert not y.flags.writeable and not y.flags.c_contiguous and y.size >= 4096
     body = msgpack.unpackb(activation(y, "fp16"), raw=False)
     assert body[ACTIVATION_KEYS["data"]] == y.astype(np.float16).tobytes()
+    # Decoding: torch's fp16 -> fp32 gives numpy's values exactly (the cast is exact).
+    finite = x[np.abs(x) < 6e4]
+    decoded = decode_activation(activation(finite, "fp16")).array()
+    assert np.array_equal(decoded, finite.astype(np.float16).astype(np.float32))
+
+
+@pytest.mark.parametrize("encoding", ["int8", "int4"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_quantising_non_finite_values_is_a_clear_error(encoding: str, bad: float) -> None:
+    x = np.ones((2, 3), np.float32)
+    x[0, 1] = bad
+    with pytest.raises(ValueError, match=f"NaN or infinite values: {encoding} cannot encode"):
+        activation(x, encoding)
 
 
 def test_constant_tensor_survives_int8() -> None:
@@ -220,6 +234,14 @@ def test_constant_tensor_survives_int8() -> None:
         (tamper(activation(encoding="int4"), tensor_zero_point=16), "decode", r"\[0, 15\]"),
         (tamper(activation(encoding="int4"), tensor_scale=-1.0), "decode", "scale"),
         (tamper(activation(encoding="int4"), tensor_data=b"\0" * 24), "decode", "needs 12 bytes"),
+        # Steps that overflow float32 once decoded, or round to 0 in it:
+        (tamper(activation(encoding="int8"), tensor_scale=1e300), "decode", "scale"),
+        (tamper(activation(encoding="int4"), tensor_scale=1e-50), "decode", "positive"),
+        (
+            tamper(activation(np.ones(5, np.float32), "int4"), tensor_data=b"\0\0\xf0"),
+            "decode",
+            "padding bits",
+        ),
     ],
 )
 def test_bad_activations_raise_protocol_error(payload: bytes, kind: str, match: str) -> None:

@@ -233,13 +233,16 @@ def test_simulate_cli_refuses_bad_or_idle_flags_before_building_a_table(
 
 def test_measured_costs_price_each_split_in_what_a_node_on_auto_sends(tiny_checkpoint) -> None:
     """The simulator's default encoding is the node's: the checkpoint's per-split choice."""
-    from shared.checkpoint import load_checkpoint
+    from shared.checkpoint import Checkpoint, load_checkpoint
     from shared.lab.simulate_cli import cost_model
 
-    ckpt = load_checkpoint(tiny_checkpoint)
+    loaded = load_checkpoint(tiny_checkpoint)
+    mixed = ("int4", "int8", "fp16", "fp32", "int4", "int8")
+    meta = loaded.meta.model_copy(update={"wire_encodings": mixed})
+    ckpt = Checkpoint(loaded.model, meta, loaded.hash, loaded.path)
     auto = cost_model(ckpt, "measured")
-    by_block = dict(zip(ckpt.meta.exit_blocks, ckpt.meta.wire_encodings, strict=True))
-    for i, block in enumerate(ckpt.meta.exit_blocks):
-        alone = cost_model(ckpt, "measured", encoding=by_block[block])
+    for i, encoding in enumerate(mixed):
+        alone = cost_model(ckpt, "measured", encoding=encoding)
         assert auto.offload[i] == pytest.approx(alone.offload[i])
+    assert auto.offload[0] < cost_model(ckpt, "measured", encoding="fp16").offload[0]
     assert cost_model(ckpt, "measured", encoding="auto").offload == auto.offload

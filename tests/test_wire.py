@@ -53,3 +53,15 @@ def test_a_checkpoint_names_one_known_encoding_per_exit() -> None:
     for bad in (("int4",) * 2, ("int4", "int8", "bf16")):
         with pytest.raises(ValidationError, match="wire_encodings should name one of"):
             ModelMeta(**base, wire_encodings=bad)
+
+
+def test_every_list_of_encodings_is_the_protocols() -> None:
+    """pydantic needs a Literal; it must name exactly what the protocol and wire.py accept."""
+    from typing import get_args
+
+    from device.config import DeviceConfig
+    from shared.protocol import ENCODINGS, Encoding
+    from shared.wire import SMALLEST_FIRST, WIRE_CHOICES
+
+    assert get_args(DeviceConfig.model_fields["encoding"].annotation) == WIRE_CHOICES
+    assert get_args(Encoding) == ENCODINGS and set(SMALLEST_FIRST) == set(ENCODINGS)

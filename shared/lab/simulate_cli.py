@@ -181,8 +181,9 @@ def cost_model(
     """The ``paper`` or ``measured`` cost model for a checkpoint.
 
     ``measured`` takes the keyword arguments of :func:`shared.cost.measured_cost` (device rate,
-    link rate, round trip, encoding); their defaults are that function's. ``time_edge`` times
-    the model on this machine instead of counting MACs.
+    link rate, round trip, encoding); their defaults are that function's, except the encoding:
+    by default each split is priced in what a node on ``encoding = "auto"`` sends.
+    ``time_edge`` times the model on this machine instead of counting MACs.
     """
     from shared.cost import measured_cost, paper_cost
     from shared.profile import measure_exit_latency, profile_model
