@@ -206,9 +206,9 @@ def tensor_bytes(elements: int, encoding: Encoding) -> int:
 
 @functools.cache
 def _torch() -> Any:
-    """torch, where installed: its float16 casts are vectorised, numpy 2.4's are not (432 us
-    against 16 us for block 3 at 224 px, 75,264 values, on the bench machine). Both round to
-    nearest even, so the bytes are the same either way."""
+    """torch, where installed: its float16 casts are vectorised, numpy 2.4's are not (the fp16
+    column of the codec table in docs/benchmarks.md). Both round to nearest even, so the bytes
+    are the same either way (tests/test_protocol.py checks it)."""
     try:
         import torch
     except ImportError:
