@@ -128,11 +128,7 @@ class Node:
         self.rewards = rewards
         self.out = publisher
         self.device_id = device_id
-        self.encoding = encoding
-        self.wire = wire_encodings(
-            encoding, checkpoint.meta.exit_blocks, checkpoint.meta.wire_encodings
-        )
-        """Split block -> the encoding its offloads are sent in (``encoding`` resolved)."""
+        self._use_encoding(encoding)
         self.reply_timeout_s = reply_timeout_s
         self.max_pending = max_pending
         self.reoffloads = reoffloads
@@ -383,6 +379,12 @@ class Node:
             return self._lock.wait_for(lambda: len(self._pending) < limit, timeout)
 
     # -- helpers (lock held) ---------------------------------------------------------------------
+    def _use_encoding(self, setting: str) -> None:
+        """The ``encoding`` setting and what it sends from each split block (``wire``)."""
+        meta = self.ckpt.meta
+        self.encoding = setting
+        self.wire = wire_encodings(setting, meta.exit_blocks, meta.wire_encodings)
+
     def _fall_back(self, p: _Pending) -> None:
         p.policy.cancel(p.decision)
         block = self.blocks[p.decision.arm]
@@ -429,9 +431,7 @@ class Node:
         with self._lock:
             key, value = setting.key, setting.value
             if key == "encoding":
-                meta = self.ckpt.meta
-                self.wire = wire_encodings(value, meta.exit_blocks, meta.wire_encodings)
-                self.encoding = value
+                self._use_encoding(value)
             elif key == "mu":
                 self.rewards = RewardModel(self.rewards.cost, self.rewards.alpha, value)
                 self.policy.set_rewards(self.rewards)

@@ -226,7 +226,7 @@ def _to_fp16(x: np.ndarray) -> np.ndarray:
         return x.astype(np.float16)
     if not (x.flags.writeable and x.flags.c_contiguous):  # torch views writable C arrays only
         x = np.array(x, order="C")
-    return torch.from_numpy(x).half().numpy().astype("<f2", copy=False)
+    return torch.from_numpy(x).half().numpy()
 
 
 def _from_fp16(raw: np.ndarray) -> np.ndarray:

@@ -139,13 +139,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     val_set = splits.val
     if args.limit:
         val_set = Subset(val_set, range(min(args.limit, len(val_set))))
+    conditions = calibration_distortions(args.calibrate_on)
     val_logits, val_labels = calibration_logits(
-        model, val_set, distorted=args.calibrate_on == "distorted", seed=args.seed, **norm
+        model, val_set, distortions=conditions, seed=args.seed, **norm
     )
     temperatures = fit_temperatures(val_logits, val_labels)
-    wire = check_encodings(
-        model, val_set, distortions=calibration_distortions(args.calibrate_on), **norm
-    )
+    wire = check_encodings(model, val_set, distortions=conditions, **norm)
     meta = ModelMeta(
         width_mult=args.width,
         num_classes=len(splits.class_names),

@@ -27,6 +27,7 @@ from shared.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 __all__ = [
     "ArmStats",
     "TrainConfig",
+    "calibration_distortions",
     "calibration_logits",
     "evaluate_arms",
     "fit_temperatures",
@@ -176,10 +177,11 @@ def calibration_logits(
     *,
     mean: Sequence[float],
     std: Sequence[float],
-    distorted: bool,
+    distortions: Sequence[Distortion],
     seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """Held-out logits to fit temperatures on: clean only, or also under every paper level.
+    """Held-out logits to fit temperatures on, under ``distortions`` (``calibration_distortions``:
+    clean only, or also every paper level).
 
     Temperatures fitted on clean images alone can make an exit *more* confident, which is the
     wrong way for the distorted frames where exits fail; the distorted set asks the exits to be
@@ -188,7 +190,7 @@ def calibration_logits(
     g = torch.Generator().manual_seed(seed)
     parts = [
         predict_arms(model, val_set, mean=mean, std=std, distortion=d, generator=g)
-        for d in calibration_distortions("distorted" if distorted else "clean")
+        for d in distortions
     ]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
