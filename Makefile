@@ -7,7 +7,7 @@ MODEL  ?= models/digits.pt
 PAPER_MODEL ?= models/digits-paper.pt
 STAMP  := $(VENV)/.installed-$(shell printf '%s' "$(EXTRAS)" | tr ',' '-')
 
-.PHONY: help install mosquitto test test-slow lint demo model paper-model bench bench-pipeline bench-reliability results examples clean
+.PHONY: help install mosquitto test test-slow lint demo model paper-model bench bench-pipeline bench-reliability bench-footprint pi-wheels results examples clean
 
 help:
 	@echo "make demo      set up, then broker + cloud worker + 3 camera nodes live on this machine"
@@ -17,6 +17,8 @@ help:
 	@echo "make bench-pipeline  1, 4 and 8 nodes + 1 worker end to end on a private Mosquitto"
 	@echo "make results   regenerate docs/results.md from the digits checkpoint"
 	@echo "make bench-reliability  every failure scenario + the 60 s load run -> docs/reliability.md"
+	@echo "make bench-footprint  memory, start-up and disk of node and worker, torch vs artefact"
+	@echo "make pi-wheels  check every [device] dependency has an aarch64 wheel (needs the index)"
 	@echo "make install   virtualenv in $(VENV) with extras [$(EXTRAS)], plus Mosquitto"
 
 $(STAMP): pyproject.toml
@@ -60,6 +62,13 @@ demo: install
 
 bench: install $(MODEL)
 	$(PY) bench/bench_perf.py --model $(MODEL) --out docs/benchmarks.md
+	$(PY) bench/bench_footprint.py --model $(MODEL) --out docs/benchmarks.md
+
+bench-footprint: install $(MODEL)
+	$(PY) bench/bench_footprint.py --model $(MODEL) --out docs/benchmarks.md
+
+pi-wheels: $(STAMP)
+	$(PY) bench/bench_footprint.py --pi-wheels
 
 bench-pipeline: install $(MODEL)
 	$(PY) bench/bench_pipeline.py --model $(MODEL) --json runs/bench/pipeline.json

@@ -39,8 +39,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import SETTLE_S, bench_message, median_ms  # noqa: E402
-from device.backend import OnnxEdge, TorchEdge  # noqa: E402
+from bench.common import SETTLE_S, bench_message, kept_section, median_ms  # noqa: E402
+from device.torch_edge import TorchEdge, onnx_edge  # noqa: E402
 from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.model import MultiExitMobileNetV2  # noqa: E402
@@ -116,7 +116,7 @@ def edge_table(
                 real = Checkpoint(
                     model, ModelMeta.model_validate(meta.model_dump()), "f" * 64, Path("bench")
                 )
-            onnx = OnnxEdge(real, Path(tmp), threads=THREADS)
+            onnx = onnx_edge(real, Path(tmp), threads=THREADS)
             torch_edge = TorchEdge(real)
             cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
             x = torch.rand(1, 3, size, size)
@@ -701,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
         "worker's mean compute per batch over the window; p50.",
         "",
         end_to_end,
+        "",
+        kept_section(args.out, "footprint"),
         "",
         "## Profiles of the missed targets",
         "",

@@ -225,14 +225,14 @@ class Shadow:
 
     @classmethod
     def of(cls, ckpt, video, fps: float) -> Shadow:
-        from device.backend import OnnxEdge
         from device.config import DeviceConfig
-        from shared.transforms import FramePreprocessor
+        from device.torch_edge import onnx_edge
+        from shared.preprocess import FramePreprocessor
 
         cache = DeviceConfig(model=ckpt.path).cache_dir_path()
         meta = ckpt.meta
         prep = FramePreprocessor(meta.input_size, meta.mean, meta.std)
-        return cls(OnnxEdge(ckpt, cache, threads=1), prep, video.frames, meta.arm_blocks, fps)
+        return cls(onnx_edge(ckpt, cache, threads=1), prep, video.frames, meta.arm_blocks, fps)
 
     def run(self, until: float) -> dict[int, float]:
         """Median milliseconds per split from now until the wall time ``until``."""
@@ -242,7 +242,7 @@ class Shadow:
             frame = self.frames[self._turn % len(self.frames)]
             self._turn += 1
             t0 = time.perf_counter()
-            self.edge(self.prep(frame).numpy(), block)
+            self.edge(self.prep(frame), block)
             samples[block].append((time.perf_counter() - t0) * 1e3)
             time.sleep(max(0.0, min(self.period, until - now) - (time.time() - now)))
         return {b: statistics.median(v) if v else float("nan") for b, v in samples.items()}

@@ -108,7 +108,7 @@ def batching_ceiling(model: Path, repeats: int = 9) -> dict[int, tuple[float, fl
     import torch
 
     from bench.common import median_ms, session
-    from shared.checkpoint import load_checkpoint
+    from shared.checkpoint import build_model, load_checkpoint
     from shared.onnx_halves import CloudHalf, export
 
     ckpt = load_checkpoint(model)
@@ -119,7 +119,7 @@ def batching_ceiling(model: Path, repeats: int = 9) -> dict[int, tuple[float, fl
         with tempfile.TemporaryDirectory() as tmp:
             for size in dict.fromkeys((ckpt.meta.input_size, 224)):
                 same = size == ckpt.meta.input_size
-                net = (ckpt.model if same else ckpt.meta.build_model()).eval()
+                net = (ckpt.model if same else build_model(ckpt.meta)).eval()
                 with torch.inference_mode():
                     acts = net.edge(torch.rand(8, 3, size, size), 3).activation
                 path = Path(tmp) / f"cloud-{size}.onnx"

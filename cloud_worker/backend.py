@@ -1,31 +1,30 @@
-"""How the worker runs the cloud half: ONNX Runtime where it is installed, PyTorch otherwise.
+"""How the worker runs the cloud half: ONNX Runtime on the artefact's graphs, or a checkpoint's.
 
 The cloud half at this fleet's sizes is small, and eager PyTorch spends most of its time in
 per-operator overhead; ONNX Runtime ran it 2.7-11 times faster at batch 1 and 1.9-7 times at
 batch 8 here (docs/benchmarks.md, "Cloud half"), and it is most of an offload's latency. Each
-split's cloud half is exported once per checkpoint with a free batch axis, cached under the
-model's hash (:mod:`shared.onnx_halves`), and checked against PyTorch at start-up on a batch of
-random activations: a backend whose logits differ by more than ``TOLERANCE`` is refused, since
-the node's reward needs the final classifier's confidence as PyTorch computes it.
+split's cloud half has a free batch axis.
+
+* An **artefact** carries the network as a chain of segment graphs, every split checked
+  against PyTorch when it was exported: the worker runs the segments after each split and
+  needs no torch.
+* A **checkpoint** needs torch: ``cloud_worker.torch_cloud`` exports its halves once (cached by
+  content hash), checks them against PyTorch at start-up on a batch of random activations, and
+  keeps eager PyTorch as a backend of its own.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
-from shared.checkpoint import Checkpoint
-from shared.onnx_halves import CloudHalf, cached_session, choose_backend
-from shared.profile import profile_model
+from shared.artefact import Artefact
+from shared.model_file import ModelFile, check_backend
 
-__all__ = ["CloudBackend", "OnnxCloud", "TorchCloud", "make_cloud_backend"]
-
-log = logging.getLogger(__name__)
+__all__ = ["CloudBackend", "OnnxCloud", "make_cloud_backend", "split_shapes"]
 
 
 class CloudBackend(Protocol):
@@ -36,81 +35,48 @@ class CloudBackend(Protocol):
         ...
 
 
-class TorchCloud:
-    name = "torch"
-
-    def __init__(self, ckpt: Checkpoint) -> None:
-        self.model = ckpt.model.eval()
-
-    def __call__(self, batch: np.ndarray, block: int) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model.cloud(torch.from_numpy(batch), block).numpy()
-
-
 class OnnxCloud:
+    """The cloud half on ONNX Runtime, batch axis free: an artefact's segment chain, or one
+    session per split exported from a checkpoint (:func:`cloud_worker.torch_cloud.onnx_cloud`)."""
+
     name = "onnxruntime"
 
-    def __init__(
-        self,
-        ckpt: Checkpoint,
-        shapes: dict[int, tuple[int, ...]],
-        cache_dir: Path,
-        threads: int | None = None,
-    ) -> None:
-        model = ckpt.model.eval()
-        self._sessions = {
-            # batch 2 in the example: the exporter keeps the axis free
-            block: cached_session(
-                cache_dir,
-                ckpt.hash,
-                f"cloud-{block}",
-                CloudHalf(model, block),
-                torch.zeros(2, *shape),
-                threads,
-                dynamic_batch=True,
-            )
-            for block, shape in shapes.items()
-        }
+    def __init__(self, run: Callable[[np.ndarray, int], np.ndarray]) -> None:
+        self._run = run
+
+    @classmethod
+    def from_sessions(cls, sessions: Mapping[int, Any]) -> OnnxCloud:
+        return cls(lambda batch, block: sessions[block].run(None, {"input": batch})[0])
+
+    @classmethod
+    def from_artefact(cls, artefact: Artefact, threads: int | None = None) -> OnnxCloud:
+        return cls(artefact.open_chain(threads, after=artefact.meta.exit_blocks[0]).cloud)
 
     def __call__(self, batch: np.ndarray, block: int) -> np.ndarray:
-        return self._sessions[block].run(None, {"input": batch})[0]
+        return self._run(batch, block)
 
 
-def split_shapes(ckpt: Checkpoint) -> dict[int, tuple[int, ...]]:
+def split_shapes(model: ModelFile) -> dict[int, tuple[int, ...]]:
     """Activation shape (C, H, W) at every split a node can offload (every exit but the last)."""
-    prof = profile_model(ckpt.model, ckpt.meta.input_size)
-    return {b: tuple(prof.block(b).out_shape) for b in ckpt.meta.arm_blocks[:-1]}
-
-
-def max_difference(
-    a: CloudBackend, b: CloudBackend, shapes: dict[int, tuple[int, ...]], batches: Sequence[int]
-) -> float:
-    rng = np.random.default_rng(0)
-    worst = 0.0
-    for block, shape in shapes.items():
-        for n in batches:
-            x = rng.standard_normal((n, *shape)).astype(np.float32)
-            worst = max(worst, float(np.abs(a(x, block) - b(x, block)).max()))
-    return worst
+    return {b: tuple(model.profile.block(b).out_shape) for b in model.meta.exit_blocks}
 
 
 def make_cloud_backend(
     name: str,
-    ckpt: Checkpoint,
+    model: ModelFile,
     cache_dir: Path,
     threads: int | None = None,
     shapes: dict[int, tuple[int, ...]] | None = None,
 ) -> CloudBackend:
-    """``torch``, ``onnxruntime``, or ``auto`` (ONNX Runtime when it is installed and within
-    ``TOLERANCE`` of PyTorch at batch 1 and 5, else PyTorch, with the reason logged).
-    ``shapes``: :func:`split_shapes` of ``ckpt``, if the caller has them."""
-    if name == "torch":
-        return TorchCloud(ckpt)
-    shapes = shapes or split_shapes(ckpt)
-    return choose_backend(
-        name,
-        TorchCloud(ckpt),
-        lambda: OnnxCloud(ckpt, shapes, cache_dir, threads),
-        lambda a, b: max_difference(a, b, shapes, (1, 5)),
-        f"cloud backend for {ckpt.short_hash}",
-    )
+    """The cloud half of ``model`` on ``name``: ``auto``, ``onnxruntime`` or ``torch``.
+
+    On an artefact, ``auto`` and ``onnxruntime`` open its graphs; ``torch`` is refused. On a
+    checkpoint, see :func:`cloud_worker.torch_cloud.make` (``shapes``: :func:`split_shapes`,
+    if the caller has them).
+    """
+    check_backend(name, model)
+    if isinstance(model, Artefact):
+        return OnnxCloud.from_artefact(model, threads)
+    from cloud_worker.torch_cloud import make
+
+    return make(name, model, cache_dir, threads, shapes or split_shapes(model))  # type: ignore[arg-type]

@@ -24,7 +24,8 @@ class WorkerConfig(ProgramSettings):
 
     models: list[Path] = Field(
         min_length=1,
-        description="Checkpoints to serve; each activation is matched to one by its model hash.",
+        description="Models to serve, artefacts (MODEL.isplitee) or, where torch is installed, "
+        "checkpoints (.pt); each activation is matched to one by its model hash.",
     )
     worker_id: str = Field(
         default_factory=_default_worker_id,

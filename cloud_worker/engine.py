@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from cloud_worker.backend import CloudBackend, make_cloud_backend, split_shapes
-from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.inference import confidence
-from shared.onnx_halves import default_cache_dir
+from shared.model_file import ModelFile, load_model
 from shared.protocol import Activation, ProtocolError
+from shared.runtime import default_cache_dir
 
 __all__ = ["ModelBank"]
 
 
 class ModelBank:
-    """The checkpoints a worker serves, each with its cloud half on ``backend`` (``auto``,
-    ``onnxruntime`` or ``torch``; see :mod:`cloud_worker.backend`)."""
+    """The models a worker serves (artefacts or checkpoints), each with its cloud half on
+    ``backend`` (``auto``, ``onnxruntime`` or ``torch``; see :mod:`cloud_worker.backend`)."""
 
     def __init__(
         self,
@@ -34,11 +34,11 @@ class ModelBank:
         cache_dir: Path | None = None,
         threads: int | None = None,
     ) -> None:
-        self.models: dict[str, Checkpoint] = {}
+        self.models: dict[str, ModelFile] = {}
         self.halves: dict[str, CloudBackend] = {}
         self._shapes: dict[tuple[str, int], tuple[int, ...]] = {}
         for path in paths:
-            ckpt = load_checkpoint(path)
+            ckpt = load_model(path)
             self.models[ckpt.hash] = ckpt
             shapes = split_shapes(ckpt)
             for block, shape in shapes.items():
@@ -47,7 +47,7 @@ class ModelBank:
                 backend, ckpt, cache_dir or default_cache_dir(), threads, shapes
             )
 
-    def lookup(self, model_hash: str) -> Checkpoint:
+    def lookup(self, model_hash: str) -> ModelFile:
         ckpt = self.models.get(model_hash)
         if ckpt is None and len(model_hash) >= 12:
             found = [c for h, c in self.models.items() if h.startswith(model_hash)]

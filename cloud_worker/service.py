@@ -20,6 +20,7 @@ from cloud_worker.config import WorkerConfig
 from cloud_worker.engine import ModelBank
 from cloud_worker.metrics import WorkerMetrics
 from shared.logthrottle import LogThrottle
+from shared.memory import release_freed_memory
 from shared.metrics_http import MetricsServer
 from shared.mqtt import Message, MqttLink
 from shared.protocol import (
@@ -55,6 +56,7 @@ class Worker:
             cache_dir=config.cache_dir_path(),
             threads=config.threads,
         )
+        release_freed_memory()  # what loading the models freed
         self.metrics = WorkerMetrics(config.worker_id)
         self._batcher: Batcher[_Job] = Batcher(config.max_batch, config.max_wait_ms / 1e3)
         self._status_topic = self.topics.worker_status(config.worker_id)

@@ -20,12 +20,12 @@ EXAMPLES = {
     HERE / "device.example.toml": (
         DeviceConfig,
         "isplitee-device configuration (e.g. /etc/isplitee/device.toml)",
-        {"model": "/var/lib/isplitee/models/digits.pt"},
+        {"model": "/var/lib/isplitee/models/digits.isplitee"},
     ),
     HERE / "cloud.example.toml": (
         WorkerConfig,
         "isplitee-cloud configuration (e.g. /etc/isplitee/cloud.toml)",
-        {"models": ["/var/lib/isplitee/models/digits.pt"]},
+        {"models": ["/var/lib/isplitee/models/digits.isplitee"]},
     ),
 }
 

@@ -28,10 +28,11 @@ from device.node import Node
 from device.settings import SettingError, parse_setting, validate_policy
 from device.state import load_state, save_state
 from shared.bandit import Policy, build_policy
-from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.cost import RewardModel, paper_cost
+from shared.memory import map_large_buffers, release_freed_memory
+from shared.model_file import ModelFile, load_model
 from shared.mqtt import MqttLink
-from shared.profile import ModelProfile, profile_model
+from shared.profile import ModelProfile
 from shared.protocol import Topics
 from shared.wire import FALLBACK, wire_encodings
 
@@ -78,9 +79,10 @@ class RunSummary:
 
 
 class DeviceApp:
-    def __init__(self, config: DeviceConfig, checkpoint: Checkpoint | None = None) -> None:
+    def __init__(self, config: DeviceConfig, checkpoint: ModelFile | None = None) -> None:
         self.config = config
-        self.ckpt = checkpoint or load_checkpoint(config.model)
+        map_large_buffers()  # before the model's buffers: see shared.memory
+        self.ckpt = checkpoint or load_model(config.model)
         self.topics = Topics(config.prefix)
         blocks = self.ckpt.meta.arm_blocks
         validate_policy(config.policy, blocks)
@@ -122,6 +124,7 @@ class DeviceApp:
             edge=self.edge,
         )
         self._replies_done = threading.Event()
+        release_freed_memory()  # what loading and timing the model freed
         self._started = time.monotonic()
         self._source: FrameSource | None = None
         self._metrics = None
@@ -131,7 +134,7 @@ class DeviceApp:
         meta = self.ckpt.meta
         log.info("timing each split on this device ...")
         edge_s = time_splits(self.edge, meta.arm_blocks, meta.input_size)
-        prof = profile_model(self.ckpt.model, meta.input_size)
+        prof = self.ckpt.profile
         wire = wire_encodings(self.config.encoding, meta.exit_blocks, meta.wire_encodings)
         payload = {
             b: prof.block(b).payload_bytes(wire.get(b, FALLBACK)) + _HEADER_BYTES

@@ -1,31 +1,31 @@
-"""How the node runs the edge half: ONNX Runtime where it is installed, PyTorch otherwise.
+"""How the node runs the edge half: ONNX Runtime on the artefact's graphs, or on a checkpoint's.
 
 The node runs a small network at batch 1, where eager PyTorch spends most of its time in
 per-operator overhead; ONNX Runtime runs the same graph several times faster (docs/benchmarks.md
-has the figures for this machine). Each split's edge half (blocks 1..b and every exit on the
-way, exactly ``model.edge(x, b)``) is exported once per checkpoint and cached beside the node's
-other files, keyed by the model's content hash (:mod:`shared.onnx_halves`). At start-up the
-node checks every exported split against PyTorch on the same input and refuses a backend whose
-outputs differ by more than ``TOLERANCE``: the exits' confidences must mean what the bandit
-learnt.
+has the figures for this machine). Each split's edge half is blocks 1..b and every exit on the
+way, exactly ``model.edge(x, b)``.
+
+* An **artefact** (what a device runs) carries the network as a chain of segment graphs, every
+  split checked against PyTorch when it was exported: the node runs the segments up to its
+  split and needs no torch at all.
+* A **checkpoint** needs torch: its halves are exported once and cached by content hash, and
+  checked against PyTorch at start-up (``auto`` falls back to PyTorch when they differ by more
+  than the tolerance); ``device.torch_edge`` holds that path.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
-from shared.checkpoint import Checkpoint
-from shared.onnx_halves import TOLERANCE, EdgeHalf, cached_session, choose_backend
+from shared.artefact import Artefact
+from shared.model_file import ModelFile, check_backend
+from shared.runtime import NODE_OPTIONS
 
-__all__ = ["TOLERANCE", "EdgeBackend", "OnnxEdge", "TorchEdge", "make_backend"]
-
-log = logging.getLogger(__name__)
+__all__ = ["EdgeBackend", "OnnxEdge", "make_backend"]
 
 
 class EdgeBackend(Protocol):
@@ -36,58 +36,45 @@ class EdgeBackend(Protocol):
         ...
 
 
-class TorchEdge:
-    name = "torch"
-
-    def __init__(self, ckpt: Checkpoint) -> None:
-        self.model = ckpt.model.eval()
-
-    def __call__(self, x: np.ndarray, block: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        with torch.inference_mode():
-            out = self.model.edge(torch.from_numpy(x), block)
-        return out.activation.numpy(), [t.numpy() for t in out.logits]
-
-
 class OnnxEdge:
+    """The edge half on ONNX Runtime: an artefact's segment chain, or one session per split
+    exported from a checkpoint (:func:`device.torch_edge.onnx_edge`)."""
+
     name = "onnxruntime"
 
-    def __init__(self, ckpt: Checkpoint, cache_dir: Path, threads: int | None = None) -> None:
-        self.blocks = ckpt.meta.arm_blocks
-        size = ckpt.meta.input_size
-        model = ckpt.model.eval()
-        example = torch.zeros(1, 3, size, size)
-        self._sessions = {
-            block: cached_session(
-                cache_dir, ckpt.hash, f"edge-{block}", EdgeHalf(model, block), example, threads
-            )
-            for block in self.blocks
-        }
-        self._input = {b: s.get_inputs()[0].name for b, s in self._sessions.items()}
+    def __init__(self, run: Callable[[np.ndarray, int], tuple[np.ndarray, list[np.ndarray]]]):
+        self._run = run
+
+    @classmethod
+    def from_sessions(cls, sessions: Mapping[int, Any]) -> OnnxEdge:
+        """One session per split block, outputs (activation, every exit's logits)."""
+        inputs = {b: s.get_inputs()[0].name for b, s in sessions.items()}
+
+        def run(x: np.ndarray, block: int) -> tuple[np.ndarray, list[np.ndarray]]:
+            out = sessions[block].run(None, {inputs[block]: x})
+            return out[0], out[1:]
+
+        return cls(run)
+
+    @classmethod
+    def from_artefact(cls, artefact: Artefact, threads: int | None = None) -> OnnxEdge:
+        return cls(artefact.open_chain(threads, **NODE_OPTIONS).edge)
 
     def __call__(self, x: np.ndarray, block: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        out = self._sessions[block].run(None, {self._input[block]: x})
-        return out[0], out[1:]
-
-
-def max_difference(a: EdgeBackend, b: EdgeBackend, blocks: Sequence[int], size: int) -> float:
-    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
-    worst = 0.0
-    for block in blocks:
-        (act_a, log_a), (act_b, log_b) = a(x, block), b(x, block)
-        for u, v in zip([act_a, *log_a], [act_b, *log_b], strict=True):
-            worst = max(worst, float(np.abs(u - v).max()))
-    return worst
+        return self._run(x, block)
 
 
 def make_backend(
-    name: str, ckpt: Checkpoint, cache_dir: Path, threads: int | None = None
+    name: str, model: ModelFile, cache_dir: Path, threads: int | None = None
 ) -> EdgeBackend:
-    """``torch``, ``onnxruntime``, or ``auto`` (ONNX Runtime when it is installed and exact
-    enough, else PyTorch, with the reason logged)."""
-    return choose_backend(
-        name,
-        TorchEdge(ckpt),
-        lambda: OnnxEdge(ckpt, cache_dir, threads),
-        lambda a, b: max_difference(a, b, ckpt.meta.arm_blocks, ckpt.meta.input_size),
-        "edge backend",
-    )
+    """The edge half of ``model`` on ``name``: ``auto``, ``onnxruntime`` or ``torch``.
+
+    On an artefact, ``auto`` and ``onnxruntime`` open its graphs; ``torch`` is refused (an
+    artefact holds no PyTorch weights). On a checkpoint, see :func:`device.torch_edge.make`.
+    """
+    check_backend(name, model)
+    if isinstance(model, Artefact):
+        return OnnxEdge.from_artefact(model, threads)
+    from device.torch_edge import make
+
+    return make(name, model, cache_dir, threads)  # type: ignore[arg-type]

@@ -36,7 +36,11 @@ def _default_device_id() -> str:
 class DeviceConfig(ProgramSettings):
     """A camera node: where frames come from, the model, the policy and the offload rules."""
 
-    model: Path = Field(description="Checkpoint (the same file the cloud workers serve).")
+    model: Path = Field(
+        description="The model: its deploy artefact (MODEL.isplitee, from isplitee export or "
+        "train; runs without torch) or, where torch is installed, its checkpoint (.pt). The "
+        "workers serve the same model, as either file."
+    )
     device_id: str = Field(
         default_factory=_default_device_id,
         description="Names this camera in every topic (default: the host name).",

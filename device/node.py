@@ -28,15 +28,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from device.backend import EdgeBackend, TorchEdge
+from device.backend import EdgeBackend
 from device.costs import LiveCosts
 from device.settings import Setting
 from shared.bandit import Decision, Policy
-from shared.checkpoint import Checkpoint
 from shared.cost import Observation, RewardModel
 from shared.inference import confidence
 from shared.logthrottle import LogThrottle
+from shared.model_file import ModelFile
 from shared.mqtt import Message
+from shared.preprocess import FramePreprocessor
 from shared.protocol import (
     ProtocolError,
     Result,
@@ -46,7 +47,6 @@ from shared.protocol import (
     encode_result,
     iso_utc,
 )
-from shared.transforms import FramePreprocessor
 from shared.wire import AUTO, wire_encodings
 
 __all__ = ["Node", "NodeCounters", "Publisher"]
@@ -105,7 +105,7 @@ class Node:
     def __init__(
         self,
         *,
-        checkpoint: Checkpoint,
+        checkpoint: ModelFile,
         policy: Policy,
         costs: LiveCosts | None,
         rewards: RewardModel,
@@ -117,10 +117,10 @@ class Node:
         max_pending: int = 8,
         reoffloads: int = 1,
         make_policy: Callable[[str, RewardModel], Policy] | None = None,
-        edge: EdgeBackend | None = None,
+        edge: EdgeBackend,
     ) -> None:
         self.ckpt = checkpoint
-        self.edge = edge or TorchEdge(checkpoint)
+        self.edge = edge
         self.policy = policy
         self.make_policy = make_policy
         self.last_settings_error: str | None = None
@@ -152,7 +152,7 @@ class Node:
     # -- frames --------------------------------------------------------------------------------
     def process(self, frame_id: int, image: np.ndarray, captured_at: float) -> None:
         """Decide, run the edge half, and answer or offload one frame."""
-        x = self.preprocess(image).numpy()
+        x = self.preprocess(image)
         with self._lock:
             decision = self.policy.decide()
             arm, block = decision.arm, self.blocks[decision.arm]

@@ -11,6 +11,7 @@ The file is a ``torch.save`` of plain tensors and one JSON string, read back wit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -18,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from shared.errors import IsplitEEError
-from shared.model import DEFAULT_EXIT_BLOCKS, NUM_BLOCKS, MultiExitMobileNetV2
-from shared.protocol import ENCODINGS
-from shared.transforms import IMAGENET_MEAN, IMAGENET_STD
+from shared.meta import ModelMeta
+from shared.model import MultiExitMobileNetV2
+from shared.profile import ModelProfile, profile_model
 
 __all__ = [
     "FORMAT",
@@ -31,6 +32,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "ModelMeta",
+    "build_model",
     "content_hash",
     "load_checkpoint",
     "save_checkpoint",
@@ -47,72 +49,11 @@ class CheckpointError(IsplitEEError):
     """A checkpoint file cannot be used; the message names the file and the problem."""
 
 
-class ModelMeta(BaseModel):
-    """What a checkpoint says about its model. Everything here is covered by the hash."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    arch: str = Field("mobilenet_v2", description="Backbone architecture.")
-    width_mult: float = Field(1.0, gt=0, description="MobileNetV2 width multiplier.")
-    num_classes: int = Field(ge=2, description="Classes of every exit.")
-    input_size: int = Field(ge=16, le=1024, description="Square input side in pixels.")
-    exit_blocks: tuple[int, ...] = Field(DEFAULT_EXIT_BLOCKS, description="Blocks with an exit.")
-    class_names: tuple[str, ...] = Field(description="Label of each class index.")
-    mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="Per-channel mean.")
-    std: tuple[float, float, float] = Field(IMAGENET_STD, description="Per-channel std.")
-    temperatures: tuple[float, ...] | None = Field(
-        None, description="Per-arm softmax temperature from calibration; None means 1.0."
+def build_model(meta: ModelMeta) -> MultiExitMobileNetV2:
+    """The untrained network ``meta`` describes (weights are loaded into it)."""
+    return MultiExitMobileNetV2(
+        num_classes=meta.num_classes, width_mult=meta.width_mult, exit_blocks=meta.exit_blocks
     )
-    wire_encodings: tuple[str, ...] | None = Field(
-        None,
-        description="Per exit block, the smallest activation encoding the held-out images "
-        "tolerated (shared.wire); None: not measured, nodes on encoding 'auto' send fp16.",
-    )
-    dataset: str = Field("", description="Dataset spec the model was trained on.")
-    split_seed: int = Field(0, description="Seed of the train/val/test split (held-out data).")
-    notes: dict[str, str] = Field(default_factory=dict, description="Free-form provenance.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ModelMeta:
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(
-                f"class_names has {len(self.class_names)} names for {self.num_classes} classes"
-            )
-        if self.temperatures is not None and len(self.temperatures) != len(self.arm_blocks):
-            raise ValueError(
-                f"temperatures has {len(self.temperatures)} values for {len(self.arm_blocks)} arms"
-            )
-        if self.wire_encodings is not None and (
-            len(self.wire_encodings) != len(self.exit_blocks)
-            or not set(self.wire_encodings) <= set(ENCODINGS)
-        ):
-            raise ValueError(
-                f"wire_encodings should name one of {', '.join(ENCODINGS)} for each of the "
-                f"{len(self.exit_blocks)} exit blocks, got {list(self.wire_encodings)!r}"
-            )
-        if self.arch != "mobilenet_v2":
-            raise ValueError(f"arch should be 'mobilenet_v2', got {self.arch!r}")
-        # The model's constructor would refuse these later, without naming the file.
-        blocks = self.exit_blocks
-        steps = zip((0, *blocks), (*blocks, NUM_BLOCKS), strict=True)
-        if not blocks or not all(a < b for a, b in steps):
-            raise ValueError(
-                "exit_blocks should be strictly increasing block numbers in "
-                f"1..{NUM_BLOCKS - 1}, got {list(blocks)!r}"
-            )
-        return self
-
-    @property
-    def arm_blocks(self) -> tuple[int, ...]:
-        return (*self.exit_blocks, NUM_BLOCKS)
-
-    def arm_temperatures(self) -> tuple[float, ...]:
-        return self.temperatures or tuple(1.0 for _ in self.arm_blocks)
-
-    def build_model(self) -> MultiExitMobileNetV2:
-        return MultiExitMobileNetV2(
-            num_classes=self.num_classes, width_mult=self.width_mult, exit_blocks=self.exit_blocks
-        )
 
 
 class Checkpoint:
@@ -128,14 +69,16 @@ class Checkpoint:
     def short_hash(self) -> str:
         return self.hash[:12]
 
+    @functools.cached_property
+    def profile(self) -> ModelProfile:
+        """Per-block compute and activation shape at the model's input size."""
+        return profile_model(self.model, self.meta.input_size)
+
 
 def content_hash(meta: ModelMeta, state_dict: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the metadata (canonical JSON) and every tensor's name, dtype, shape, bytes."""
     h = hashlib.sha256()
-    fields = meta.model_dump(mode="json")
-    if fields["wire_encodings"] is None:  # absent from files written before the field existed
-        del fields["wire_encodings"]
-    h.update(json.dumps(fields, sort_keys=True).encode())
+    h.update(json.dumps(meta.hashed_fields(), sort_keys=True).encode())
     for name in sorted(state_dict):
         t = state_dict[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
@@ -180,9 +123,13 @@ def load_checkpoint(path: str | Path, *, expected_hash: str | None = None) -> Ch
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        # torch's own text runs to several lines and, for a file that is not a checkpoint,
+        # advises loading with weights_only=False: unsafe for a file nobody trusts. The type
+        # (and an OS error's one line) is all a user needs.
+        why = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else type(exc).__name__
         raise CheckpointError(
-            f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); the file is "
-            "truncated, corrupted or not an isplitee checkpoint"
+            f"{path}: cannot read checkpoint ({why}); the file is truncated, corrupted or not "
+            "an isplitee checkpoint: copy it again, or train it again"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an isplitee checkpoint (no '{FORMAT}' header)")
@@ -235,7 +182,7 @@ def load_checkpoint(path: str | Path, *, expected_hash: str | None = None) -> Ch
             f"{path}: model hash {digest[:12]} differs from the expected {expected_hash[:12]}: "
             "device and cloud must load the same checkpoint"
         )
-    model = meta.build_model()
+    model = build_model(meta)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -96,17 +96,18 @@ class ProgramSettings(MqttSettings):
     threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads for this program's half of the network (default: torch's choice).",
+        description="CPU threads for this program's half of the network (default: ONNX "
+        "Runtime's choice, one per core).",
     )
     backend: Literal["auto", "onnxruntime", "torch"] = Field(
         "auto",
-        description="What runs this program's half of the network: auto = ONNX Runtime when "
-        "installed and within 1e-4 of PyTorch (several times faster at these sizes), else "
-        "PyTorch.",
+        description="What runs this program's half of the network: auto = ONNX Runtime (on an "
+        "artefact always; on a checkpoint when installed and within 1e-4 of PyTorch, several "
+        "times faster at these sizes, else PyTorch). torch needs a checkpoint.",
     )
     cache_dir: Path | None = Field(
         None,
-        description="Where exported ONNX halves are cached (default: systemd's "
+        description="Where halves exported from a checkpoint are cached (default: systemd's "
         "$CACHE_DIRECTORY/onnx, else $XDG_CACHE_HOME/isplitee/onnx or ~/.cache/isplitee/onnx).",
     )
     metrics_port: int | None = Field(
@@ -118,7 +119,7 @@ class ProgramSettings(MqttSettings):
     metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds.")
 
     def cache_dir_path(self) -> Path:
-        from shared.onnx_halves import default_cache_dir  # torch: only when it is needed
+        from shared.runtime import default_cache_dir
 
         return self.cache_dir if self.cache_dir is not None else default_cache_dir()
 

@@ -46,16 +46,11 @@ def load_program_config(
     cls: type[T], path: Path | None, flags: dict[str, Any], *, check: bool
 ) -> T | None:
     """The program's settings (file < ``ISPLITEE_*`` < flags), ready to run with: None when
-    ``check`` (``--check-config``: printed instead). Sets torch's thread count from
-    ``threads`` so the node and the worker size their CPU use the same way."""
+    ``check`` (``--check-config``: printed instead)."""
     from shared.config import load_config
 
     config = load_config(cls, path, flags)
     if check:
         print(config.model_dump_json(indent=2))
         return None
-    if config.threads:
-        import torch
-
-        torch.set_num_threads(config.threads)
     return config

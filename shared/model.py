@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
 
 from shared.errors import IsplitEEError
+from shared.meta import DEFAULT_EXIT_BLOCKS, NUM_BLOCKS
 
 __all__ = [
     "DEFAULT_EXIT_BLOCKS",
@@ -30,12 +31,6 @@ __all__ = [
     "exit_head",
     "load_imagenet_backbone",
 ]
-
-NUM_BLOCKS = 19
-"""Blocks in ``mobilenet_v2().features``; the final classifier follows the last one."""
-
-DEFAULT_EXIT_BLOCKS: tuple[int, ...] = (3, 6, 9, 12, 15, 18)
-"""Where the paper hangs its exits (1-based block numbers)."""
 
 
 class WeightsUnavailableError(IsplitEEError, RuntimeError):

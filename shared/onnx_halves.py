@@ -3,15 +3,18 @@ half, batch 1) and the worker (cloud half, micro-batches) share.
 
 At the sizes a camera fleet runs, eager PyTorch spends most of its time in per-operator
 overhead; ONNX Runtime runs the same graph several times faster (docs/benchmarks.md). A half is
-exported once per checkpoint and split, cached under the model's content hash, and checked
-against PyTorch at start-up by its user (``TOLERANCE``): the exits' confidences and the final
-classifier's C_L must mean what the bandit learnt. Only this module calls the exporter.
+exported once per checkpoint and split: into an artefact by ``isplitee export``
+(:mod:`shared.lab.export`), or, for a node or worker given the checkpoint itself, cached under
+the model's content hash and checked against PyTorch at start-up by its user (``TOLERANCE``):
+the exits' confidences and the final classifier's C_L must mean what the bandit learnt. Only
+this module calls the exporter.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,15 +22,17 @@ from typing import Any, TypeVar
 
 import torch
 
+from shared.runtime import session
+
 __all__ = [
+    "OPSET",
     "TOLERANCE",
     "CloudHalf",
     "EdgeHalf",
     "cached_session",
     "choose_backend",
-    "default_cache_dir",
     "export",
-    "session",
+    "export_bytes",
 ]
 
 log = logging.getLogger(__name__)
@@ -37,15 +42,8 @@ B = TypeVar("B")
 TOLERANCE = 1e-4
 """Largest difference from PyTorch's outputs accepted from another runtime."""
 
-
-def default_cache_dir() -> Path:
-    """Where exported halves are kept: systemd's ``CacheDirectory=`` when the program runs
-    as a service (a hardened unit cannot write to a home directory), else
-    ``$XDG_CACHE_HOME/isplitee/onnx`` or ``~/.cache/isplitee/onnx``."""
-    if os.environ.get("CACHE_DIRECTORY"):
-        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "onnx"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "isplitee" / "onnx"
+OPSET = 17
+"""ONNX opset the halves are exported at (ONNX Runtime 1.17 and later run it)."""
 
 
 class EdgeHalf(torch.nn.Module):
@@ -72,41 +70,37 @@ class CloudHalf(torch.nn.Module):
 
 
 def export(
-    half: torch.nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool = False
+    half: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    dynamic_batch: bool = False,
+    output_names: list[str] | None = None,
 ) -> None:
     """Write ``half`` to ``path`` atomically (another process may export the same file at the
-    same moment); ``dynamic_batch`` leaves the first axis of input and outputs free."""
+    same moment). The input is named ``input``; the outputs ``output_names``, or ``output``
+    for a half with one; ``dynamic_batch`` leaves the first axis of input and outputs free."""
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    options: dict[str, Any] = {}
+    names = output_names or ["output"]
+    options: dict[str, Any] = dict(input_names=["input"], output_names=names)
     if dynamic_batch:
-        options = dict(
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        )
+        options["dynamic_axes"] = {name: {0: "batch"} for name in ("input", *names)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its successor
         # The exporter restores the module's mode afterwards, recursively: it must be in eval
         # mode already, or the caller's own model would be left in training mode.
         torch.onnx.export(
-            half.eval(), (example,), str(tmp), dynamo=False, opset_version=17, **options
+            half.eval(), (example,), str(tmp), dynamo=False, opset_version=OPSET, **options
         )
     os.replace(tmp, path)
 
 
-def session(path: Path, threads: int | None = None, **options: Any) -> Any:
-    """An ONNX Runtime CPU session for ``path`` (``threads``: intra-op threads, default
-    torch's), fully optimised, one inter-op thread; ``options`` are set on its
-    ``SessionOptions`` (e.g. ``enable_profiling=True`` for the benchmarks)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    for key, value in options.items():
-        setattr(opts, key, value)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+def export_bytes(half: torch.nn.Module, example: torch.Tensor, **options: Any) -> bytes:
+    """The ONNX graph :func:`export` writes, as bytes (for an artefact)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "half.onnx"
+        export(half, example, path, **options)
+        return path.read_bytes()
 
 
 def cached_session(

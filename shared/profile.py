@@ -7,6 +7,10 @@ instead of the paper's flat 0.1 per block).
 FLOPs here are multiply-accumulates of convolutions and linear layers, the convention of
 torchvision's model table (MobileNetV2 at 224x224: about 300 M). BatchNorm, activations and
 pooling are left out, as there.
+
+Counting needs torch (hooks on the model); a profile, once counted, is plain data that an
+exported artefact carries (:meth:`ModelProfile.to_dict`), so a device without torch knows its
+activation sizes too.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from shared.model import NUM_BLOCKS, MultiExitMobileNetV2
+from shared.meta import NUM_BLOCKS
 from shared.protocol import ENCODINGS, tensor_bytes
+
+if TYPE_CHECKING:  # counting needs torch; reading a counted profile does not
+    import torch
+    from torch import nn
+
+    from shared.model import MultiExitMobileNetV2
 
 __all__ = [
     "BlockProfile",
@@ -81,8 +89,38 @@ class ModelProfile:
     def total_macs(self) -> int:
         return self.macs_to_exit(NUM_BLOCKS)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: what an exported artefact stores (read back by :meth:`from_dict`)."""
+        return {
+            "input_size": self.input_size,
+            "blocks": [[b.macs, list(b.out_shape)] for b in self.blocks],
+            "exit_macs": {str(b): m for b, m in self.exit_macs.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelProfile:
+        """The inverse of :meth:`to_dict`; ValueError (naming what) when it does not fit."""
+        try:
+            rows = [(int(macs), tuple(int(d) for d in shape)) for macs, shape in data["blocks"]]
+            exits = {int(b): int(m) for b, m in data["exit_macs"].items()}
+            size = int(data["input_size"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"profile is not input_size, blocks and exit_macs: {exc}") from None
+        if len(rows) != NUM_BLOCKS or NUM_BLOCKS not in exits:
+            raise ValueError(
+                f"profile should have {NUM_BLOCKS} blocks and the final classifier's head, got "
+                f"{len(rows)} blocks and heads at {sorted(exits)}"
+            )
+        blocks, cumulative = [], 0
+        for b, (macs, shape) in enumerate(rows, start=1):
+            cumulative += macs
+            blocks.append(BlockProfile(b, macs, cumulative, shape))
+        return cls(input_size=size, blocks=tuple(blocks), exit_macs=exits)
+
 
 def _count(module: nn.Module, out: torch.Tensor) -> int:
+    from torch import nn
+
     if isinstance(module, nn.Conv2d):
         k = module.kernel_size[0] * module.kernel_size[1]
         return out.numel() // out.shape[0] * (module.in_channels // module.groups) * k
@@ -92,6 +130,8 @@ def _count(module: nn.Module, out: torch.Tensor) -> int:
 
 
 def _macs_of(module: nn.Module, inp: torch.Tensor) -> tuple[int, torch.Tensor]:
+    from torch import nn
+
     total = 0
 
     def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
@@ -120,6 +160,9 @@ def _pieces(
     for each exit head; the final classifier is the head at block 19 (its input is pooled).
     Eval mode and no autograd for the whole walk.
     """
+    import torch
+    from torch import nn
+
     was_training = model.training
     model.eval()
     try:

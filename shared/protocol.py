@@ -204,37 +204,24 @@ def tensor_bytes(elements: int, encoding: Encoding) -> int:
     return (elements * BITS[encoding] + 7) // 8
 
 
-@functools.cache
-def _torch() -> Any:
-    """torch, where installed: its float16 casts are vectorised, numpy 2.4's are not (the fp16
-    column of the codec table in docs/benchmarks.md). Both round to nearest even, so the bytes
-    are the same either way (tests/test_protocol.py checks it)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
-_TORCH_CAST_MIN = 4096
-"""Below this many values numpy's cast is as fast as a call into torch."""
-
-
 def _to_fp16(x: np.ndarray) -> np.ndarray:
-    torch = _torch() if x.size >= _TORCH_CAST_MIN else None
-    if torch is None:
-        return x.astype(np.float16)
-    if not (x.flags.writeable and x.flags.c_contiguous):  # torch views writable C arrays only
-        x = np.array(x, order="C")
-    return torch.from_numpy(x).half().numpy()
+    return x.astype(np.float16)
+
+
+@functools.cache
+def _half_to_single() -> np.ndarray:
+    """float32 value of every float16 bit pattern (256 KB, built once): one gather decodes a
+    tensor. numpy's own float16 cast is scalar and branches on each value, about 2-3x slower
+    on activations (the codec table of docs/benchmarks.md); the table gives the same floats
+    by construction (tests/test_protocol.py checks every pattern)."""
+    table = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    table = table.astype(np.float32)
+    table.flags.writeable = False
+    return table
 
 
 def _from_fp16(raw: np.ndarray) -> np.ndarray:
-    torch = _torch() if raw.size >= _TORCH_CAST_MIN else None
-    if torch is None or not raw.flags.c_contiguous:
-        return raw.astype(np.float32)
-    # torch refuses to view a read-only buffer (message bytes are); the copy is a memcpy.
-    return torch.from_numpy(raw.copy()).float().numpy()
+    return _half_to_single()[raw.view(np.uint16)]
 
 
 def _affine(x: np.ndarray, encoding: str) -> tuple[np.ndarray, float, int]:

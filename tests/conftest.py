@@ -75,3 +75,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory):
     b = broker_from(DEV_CONFIG, tmp_path_factory.mktemp("broker")).start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_artefact(tiny_checkpoint: Path) -> Path:
+    """The deploy artefact ``isplitee train`` wrote beside the tiny checkpoint."""
+    from shared.artefact import SUFFIX
+
+    path = tiny_checkpoint.with_suffix(SUFFIX)
+    assert path.is_file(), "isplitee train should write the artefact beside the checkpoint"
+    return path

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_worker.backend import OnnxCloud, TorchCloud, make_cloud_backend, split_shapes
-from cloud_worker.backend import max_difference as cloud_difference
+from cloud_worker.backend import make_cloud_backend, split_shapes
 from cloud_worker.engine import ModelBank
-from device.backend import TOLERANCE, OnnxEdge, TorchEdge, make_backend, max_difference
+from cloud_worker.torch_cloud import TorchCloud, onnx_cloud
+from cloud_worker.torch_cloud import max_difference as cloud_difference
+from device.backend import make_backend
+from device.torch_edge import TOLERANCE, TorchEdge, max_difference, onnx_edge
 from shared.checkpoint import load_checkpoint
 from shared.inference import confidence
-from shared.onnx_halves import default_cache_dir
+from shared.runtime import default_cache_dir
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def ckpt(tiny_checkpoint):
 
 
 def test_onnx_edge_matches_pytorch_at_every_split(ckpt, tmp_path) -> None:
-    onnx = OnnxEdge(ckpt, tmp_path, threads=1)
+    onnx = onnx_edge(ckpt, tmp_path, threads=1)
     ref = TorchEdge(ckpt)
     assert max_difference(onnx, ref, ckpt.meta.arm_blocks, ckpt.meta.input_size) < TOLERANCE
     assert sorted(p.name for p in (tmp_path / ckpt.hash[:16]).iterdir()) == sorted(
@@ -32,7 +34,7 @@ def test_onnx_edge_matches_pytorch_at_every_split(ckpt, tmp_path) -> None:
 
 
 def test_split_on_onnx_edge_equals_the_whole_network(ckpt, tmp_path) -> None:
-    onnx = OnnxEdge(ckpt, tmp_path, threads=1)
+    onnx = onnx_edge(ckpt, tmp_path, threads=1)
     x = torch.rand(4, 1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     for block in ckpt.meta.arm_blocks[:-1]:
         for img in x:
@@ -66,7 +68,7 @@ def test_auto_falls_back_to_torch_when_onnxruntime_is_missing(ckpt, tmp_path, mo
 def test_onnx_cloud_matches_pytorch_at_every_split_and_batch(ckpt, tmp_path) -> None:
     shapes = split_shapes(ckpt)
     assert sorted(shapes) == list(ckpt.meta.arm_blocks[:-1])
-    onnx = OnnxCloud(ckpt, shapes, tmp_path, threads=1)
+    onnx = onnx_cloud(ckpt, shapes, tmp_path, threads=1)
     assert cloud_difference(onnx, TorchCloud(ckpt), shapes, (1, 3, 16)) < TOLERANCE
     assert sorted(p.name for p in (tmp_path / ckpt.hash[:16]).iterdir()) == sorted(
         f"cloud-{b}.onnx" for b in shapes
@@ -76,7 +78,7 @@ def test_onnx_cloud_matches_pytorch_at_every_split_and_batch(ckpt, tmp_path) -> 
 def test_edge_and_cloud_both_on_onnxruntime_equal_the_whole_network(ckpt, tmp_path) -> None:
     """The split a deployment runs by default: each half on ONNX Runtime, the final classifier's
     class and confidence as the whole PyTorch network gives them."""
-    edge = OnnxEdge(ckpt, tmp_path, threads=1)
+    edge = onnx_edge(ckpt, tmp_path, threads=1)
     bank = ModelBank([ckpt.path], backend="onnxruntime", cache_dir=tmp_path, threads=1)
     assert bank.halves[ckpt.hash].name == "onnxruntime"
     x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))

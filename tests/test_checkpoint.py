@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,6 +78,18 @@ def test_truncated_file_is_named(saved) -> None:
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=rf"{path.name}: cannot read checkpoint .*truncated"):
         load_checkpoint(path)
+
+
+def test_a_file_of_garbage_is_one_line_and_never_advises_unsafe_loading(tmp_path: Path) -> None:
+    """torch's own error for a file that is not a checkpoint runs to seven lines and tells the
+    user to load it with weights_only=False: arbitrary code from a file nobody vouched for."""
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    text = str(e.value)
+    assert text.startswith(f"{path}: cannot read checkpoint (UnpicklingError)")
+    assert "\n" not in text and "weights_only" not in text
 
 
 def test_flipped_weight_bytes_are_detected(saved) -> None:

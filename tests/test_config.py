@@ -60,4 +60,4 @@ def test_example_configs_are_current_and_load() -> None:
     )
     assert out.returncode == 0, out.stderr
     cfg = load_config(DeviceConfig, ROOT / "deploy" / "device.example.toml", {})
-    assert cfg.model == Path("/var/lib/isplitee/models/digits.pt")
+    assert cfg.model == Path("/var/lib/isplitee/models/digits.isplitee")

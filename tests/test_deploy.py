@@ -24,15 +24,15 @@ def _install(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
     )
 
 
-def test_dry_run_prints_every_step_and_changes_nothing(tiny_checkpoint) -> None:
-    out = _install("--dry-run", "--device-id", "camdry", "--model", str(tiny_checkpoint))
+def test_dry_run_prints_every_step_and_changes_nothing(tiny_artefact) -> None:
+    out = _install("--dry-run", "--device-id", "camdry", "--model", str(tiny_artefact))
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for step in (
         "apt-get install -y -qq --no-install-recommends python3-venv python3-picamera2",
         "python3 -m venv --system-site-packages /opt/isplitee/venv",
         "/opt/isplitee/venv/bin/python -m pip install",
-        "install -m 0644 " + str(tiny_checkpoint) + " /var/lib/isplitee/models/tiny.pt",
+        "install -m 0644 " + str(tiny_artefact) + " /var/lib/isplitee/models/tiny.isplitee",
         "/etc/isplitee/device-camdry.toml",
         "systemctl enable --now isplitee-device@camdry",
     ):
@@ -46,7 +46,7 @@ def test_dry_run_prints_every_step_and_changes_nothing(tiny_checkpoint) -> None:
         ([], "--device-id is required"),
         (["--device-id", "a/b", "--model", "x"], "--device-id may hold"),
         (["--device-id", "cam1"], "--model is required"),
-        (["--device-id", "cam1", "--model", "/nope.pt"], "/nope.pt: no such file"),
+        (["--device-id", "cam1", "--model", "/nope.isplitee"], "/nope.isplitee: no such file"),
     ],
 )
 def test_bad_arguments_say_what_to_fix(args: list[str], message: str) -> None:
@@ -54,12 +54,26 @@ def test_bad_arguments_say_what_to_fix(args: list[str], message: str) -> None:
     assert out.returncode == 2 and message in out.stderr
 
 
-def test_fake_root_install_is_complete_and_idempotent(tiny_checkpoint, tmp_path) -> None:
+def test_a_checkpoint_is_refused_with_the_export_command(tiny_checkpoint) -> None:
+    """The [device] install has no torch: a .pt would fail at start, so the installer says
+    which file to give instead."""
+    out = _install("--dry-run", "--device-id", "cam1", "--model", str(tiny_checkpoint))
+    assert out.returncode == 2
+    assert f"isplitee export {tiny_checkpoint}" in out.stderr and "tiny.isplitee" in out.stderr
+
+
+def test_help_is_the_header_and_nothing_else() -> None:
+    out = _install("--help")
+    assert out.returncode == 0 and "set -euo" not in out.stdout
+    assert out.stdout.startswith("Install an isplitee camera node")
+
+
+def test_fake_root_install_is_complete_and_idempotent(tiny_artefact, tmp_path) -> None:
     from device.config import DeviceConfig
     from shared.config import load_config
 
     root = tmp_path / "root"
-    args = ["--prefix", str(root), "--device-id", "cam1", "--model", str(tiny_checkpoint)]
+    args = ["--prefix", str(root), "--device-id", "cam1", "--model", str(tiny_artefact)]
     args += ["--broker", "mqtt://broker.lan:1883"]
     # --no-deps: the packages themselves are tested elsewhere; this checks where things land.
     first = _install(*args, env={"PIP_ARGS": "--no-deps"})
@@ -67,12 +81,13 @@ def test_fake_root_install_is_complete_and_idempotent(tiny_checkpoint, tmp_path)
     venv = root / "opt" / "isplitee" / "venv"
     assert (venv / "bin" / "isplitee-device").exists()
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
-    assert (root / "var/lib/isplitee/models/tiny.pt").read_bytes() == tiny_checkpoint.read_bytes()
+    installed = root / "var/lib/isplitee/models/tiny.isplitee"
+    assert installed.read_bytes() == tiny_artefact.read_bytes()
     unit = root / "etc/systemd/system/isplitee-device@.service"
     assert unit.read_text() == (UNITS / "isplitee-device@.service").read_text()
     conf = root / "etc/isplitee/device-cam1.toml"
     cfg = load_config(DeviceConfig, conf, {})
-    assert str(cfg.model) == "/var/lib/isplitee/models/tiny.pt"
+    assert str(cfg.model) == "/var/lib/isplitee/models/tiny.isplitee"
     assert cfg.broker == "mqtt://broker.lan:1883"
     conf.write_text(conf.read_text() + "alpha = 0.7\n")  # the user's edit
     second = _install(*args, env={"PIP_ARGS": "--no-deps"})

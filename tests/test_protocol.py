@@ -21,6 +21,7 @@ from shared.protocol import (
     decode_activation,
     decode_reply,
     decode_result,
+    dequantize,
     encode_activation,
     encode_reply,
     encode_result,
@@ -167,10 +168,10 @@ def test_int4_is_about_an_eighth_of_fp32() -> None:
     assert len(int4) - x.size // 2 <= 140 and len(int4) <= 0.15 * len(fp32)
 
 
-def test_fp16_bytes_are_numpys_rounding_whatever_converts_them() -> None:
-    """torch converts fp16 where installed (27x faster than numpy 2.4); the bytes on the wire
-    must be those numpy's round-to-nearest-even gives, overflow and subnormals included, so a
-    node without torch sends the same message."""
+def test_fp16_bytes_are_numpys_rounding_and_the_decode_table_is_exact() -> None:
+    """fp16 bytes on the wire are numpy's round-to-nearest-even, overflow and subnormals
+    included, for any input layout; decoding goes through a table of every float16 pattern,
+    which must give numpy's float32 for each of the 65,536 (NaNs as NaN)."""
     rng = np.random.default_rng(5)
     x = np.concatenate(
         [
@@ -182,15 +183,16 @@ def test_fp16_bytes_are_numpys_rounding_whatever_converts_them() -> None:
     body = msgpack.unpackb(activation(x, "fp16"), raw=False)
     with np.errstate(over="ignore"):  # 7e4 overflows to infinity, as it should
         assert body[ACTIVATION_KEYS["data"]] == x.astype(np.float16).tobytes()
-    # A read-only, non-contiguous input too (torch views neither), large enough for torch.
-    y = np.broadcast_to(x[:8192], (2, 8192))[:, ::2]
-    assert not y.flags.writeable and not y.flags.c_contiguous and y.size >= 4096
+    y = np.broadcast_to(x[:8192], (2, 8192))[:, ::2]  # read-only, not contiguous
+    assert not y.flags.writeable and not y.flags.c_contiguous
     body = msgpack.unpackb(activation(y, "fp16"), raw=False)
     assert body[ACTIVATION_KEYS["data"]] == y.astype(np.float16).tobytes()
-    # Decoding: torch's fp16 -> fp32 gives numpy's values exactly (the cast is exact).
     finite = x[np.abs(x) < 6e4]
     decoded = decode_activation(activation(finite, "fp16")).array()
     assert np.array_equal(decoded, finite.astype(np.float16).astype(np.float32))
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    table = dequantize(every.tobytes(), "fp16", (every.size,), 1.0, 0)
+    assert np.array_equal(table, every.view(np.float16).astype(np.float32), equal_nan=True)
 
 
 @pytest.mark.parametrize("encoding", ["int8", "int4"])

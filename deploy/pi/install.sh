@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Install an isplitee camera node on a Raspberry Pi (Raspberry Pi OS Bookworm, 64-bit).
 #
-#   sudo deploy/pi/install.sh --device-id cam1 --model models/digits.pt \
+#   sudo deploy/pi/install.sh --device-id cam1 --model models/digits.isplitee \
 #        --broker mqtt://broker.lan:1883 [--config my-device.toml]
 #
 # Or from your workstation, over SSH (copies this checkout, then runs this script there):
 #
 #   rsync -a --exclude .venv --exclude runs ./ pi@camera1:isplitee/
 #   ssh -t pi@camera1 sudo isplitee/deploy/pi/install.sh --device-id cam1 \
-#        --model isplitee/models/digits.pt --broker mqtt://broker.lan:1883
+#        --model isplitee/models/digits.isplitee --broker mqtt://broker.lan:1883
 #
 # What it does, each step skipped when already done (run it again to upgrade):
 #   1. apt: python3-venv, python3-picamera2 (the Pi camera; OpenCV cannot open it)
 #   2. a system user `isplitee` (groups video, render)
 #   3. a venv in /opt/isplitee/venv made with --system-site-packages, so apt's picamera2 is
-#      visible in it, and this checkout installed there with the [device] extra
-#   4. the checkpoint to /var/lib/isplitee/models/, the config to /etc/isplitee/device-ID.toml
+#      visible in it, and this checkout installed there with the [device] extra (no torch:
+#      the node runs the exported artefact on ONNX Runtime)
+#   4. the artefact (isplitee export MODEL.pt writes it; isplitee train writes it beside the
+#      checkpoint) to /var/lib/isplitee/models/, the config to /etc/isplitee/device-ID.toml
 #      (an existing config is kept: your edits survive a re-run)
 #   5. the systemd unit isplitee-device@.service, enabled and started as isplitee-device@ID
 #
@@ -25,7 +27,8 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+  # The comment block under the shebang, and nothing after it.
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
   exit "${1:-0}"
 }
 
@@ -55,8 +58,12 @@ fail() { echo "install.sh: $*" >&2; exit 2; }
 case "$DEVICE_ID" in
   *[!A-Za-z0-9_.-]*) fail "--device-id may hold letters, digits, '_', '.', '-' only: $DEVICE_ID" ;;
 esac
-[ -n "$MODEL" ] || fail "--model is required (the checkpoint the cloud workers serve too)"
+[ -n "$MODEL" ] || fail "--model is required (the artefact, MODEL.isplitee, of the checkpoint the workers serve)"
 [ -f "$MODEL" ] || fail "--model $MODEL: no such file"
+case "$MODEL" in
+  *.isplitee) ;;
+  *) fail "--model $MODEL: give the deploy artefact (isplitee export $MODEL writes ${MODEL%.*}.isplitee); the [device] install has no torch to read a checkpoint" ;;
+esac
 [ -z "$CONFIG" ] || [ -f "$CONFIG" ] || fail "--config $CONFIG: no such file"
 [ -f "$SRC/pyproject.toml" ] || fail "$SRC is not an isplitee checkout (use --source DIR)"
 if [ -n "$PREFIX" ]; then

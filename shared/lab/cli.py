@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.artefact import CHECK_IMAGES, SUFFIX
 from shared.lab.demo import add_demo
 from shared.lab.simulate_cli import add_simulate
 
@@ -80,6 +81,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, default=Path("models/digits.pt"))
+    p.add_argument(
+        "--no-export",
+        action="store_true",
+        help="write the checkpoint only, not the deploy artefact beside it (OUT.isplitee)",
+    )
     p.set_defaults(func=_cmd_train)
 
 
@@ -194,6 +200,54 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "'auto' send): " + ", ".join(f"{c.block}: {c.chosen}" for c in wire)
     )
     print(f"\nwrote {args.out} (hash {digest[:12]})")
+    if not args.no_export:
+        from shared.checkpoint import load_checkpoint
+        from shared.transforms import normalize
+
+        test = [splits.test[i][0] for i in range(min(CHECK_IMAGES, len(splits.test)))]
+        images = normalize(torch.stack(test), config.mean, config.std)
+        _export(load_checkpoint(args.out), args.out.with_suffix(SUFFIX), images)
+    return 0
+
+
+def _export(ckpt, out: Path, images=None) -> None:
+    from shared.lab.export import export_artefact
+
+    checks = export_artefact(ckpt, out, images=images)
+    worst = max(checks, key=lambda c: c.max_difference)
+    print(
+        f"wrote {out} (the {len(checks)} halves of every split checked against PyTorch, "
+        f"largest difference {worst.max_difference:.1e} in the {worst.name}, no prediction "
+        "changed): what a device runs without torch"
+    )
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the deploy artefact a node and a worker run without torch",
+        description="Export every split's edge and cloud graph of a checkpoint to one file, "
+        "check each against PyTorch on the checkpoint's held-out images (outputs within 1e-4, "
+        "predictions equal) and write it with the checkpoint's metadata and hash. A split that "
+        "fails is named and nothing is written.",
+    )
+    p.add_argument("model", type=Path, help="the checkpoint (.pt)")
+    p.add_argument("--out", type=Path, help=f"the artefact (default: MODEL with {SUFFIX})")
+    p.add_argument(
+        "--images",
+        type=int,
+        default=CHECK_IMAGES,
+        help=f"held-out images to check each graph on (default {CHECK_IMAGES})",
+    )
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from shared.checkpoint import load_checkpoint
+    from shared.lab.export import held_out
+
+    ckpt = load_checkpoint(args.model)
+    _export(ckpt, args.out or args.model.with_suffix(SUFFIX), held_out(ckpt, args.images))
     return 0
 
 
@@ -204,15 +258,15 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from shared.checkpoint import load_checkpoint
     from shared.lab.report import format_table
-    from shared.profile import profile_model
+    from shared.model_file import is_checkpoint, load_model
     from shared.protocol import ENCODINGS
     from shared.wire import AUTO, FALLBACK, wire_encodings
 
-    ckpt = load_checkpoint(args.model)
+    ckpt = load_model(args.model)
     meta = ckpt.meta
-    print(f"checkpoint   {ckpt.path}")
+    kind = "checkpoint" if is_checkpoint(ckpt) else "artefact"
+    print(f"{kind:<12} {ckpt.path}")
     print(f"hash         {ckpt.hash}")
     print(f"arch         {meta.arch} width {meta.width_mult:g}, input {meta.input_size}px")
     print(
@@ -224,7 +278,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"temperatures {', '.join(f'{t:.2f}' for t in meta.arm_temperatures())}")
     for key, value in sorted(meta.notes.items()):
         print(f"note         {key} = {value}")
-    prof = profile_model(ckpt.model, meta.input_size)
+    prof = ckpt.profile
     auto = wire_encodings(AUTO, meta.exit_blocks, meta.wire_encodings)
     rows = []
     for block in meta.arm_blocks:
@@ -306,6 +360,7 @@ def _cmd_check_encodings(args: argparse.Namespace) -> int:
         new = meta.model_copy(update={"wire_encodings": tuple(c.chosen for c in checks)})
         digest = save_checkpoint(args.out, ckpt.model, new)
         print(f"wrote {args.out} (hash {digest[:12]}; was {ckpt.short_hash})")
+        _export(load_checkpoint(args.out), args.out.with_suffix(SUFFIX))
     return 0
 
 
@@ -327,6 +382,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_info(sub)
+    _add_export(sub)
     _add_check_encodings(sub)
     add_simulate(sub)
     add_demo(sub)

@@ -19,7 +19,7 @@ import torch
 from shared.checkpoint import Checkpoint
 from shared.lab.datasets import load_dataset
 from shared.lab.distortions import Distortion
-from shared.transforms import FramePreprocessor
+from shared.preprocess import FramePreprocessor
 
 __all__ = ["FRAME_SIZE", "DigitClip", "whole_model_predictions", "write_digit_clip"]
 
@@ -77,6 +77,6 @@ def whole_model_predictions(ckpt: Checkpoint, frames: np.ndarray) -> np.ndarray:
     """The final classifier's label for each frame, preprocessed exactly as a node does."""
     meta = ckpt.meta
     prep = FramePreprocessor(meta.input_size, meta.mean, meta.std)
-    x = torch.cat([prep(f) for f in frames])
+    x = torch.from_numpy(np.concatenate([prep(f) for f in frames]))
     with torch.inference_mode():
         return ckpt.model(x)[-1].argmax(1).numpy()

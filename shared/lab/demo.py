@@ -125,12 +125,28 @@ def ensure_model(path: Path) -> None:
         raise SystemExit(f"isplitee demo: training {path} failed")
 
 
+def ensure_artefact(path: Path) -> Path:
+    """The deploy artefact beside the checkpoint ``path``, exported if it is not there yet
+    (a checkpoint trained before artefacts existed): the demo runs what a Pi would."""
+    from shared.artefact import SUFFIX
+
+    artefact = path.with_suffix(SUFFIX)
+    if not artefact.exists():
+        from shared.lab.cli import main as lab_main
+
+        print(f"isplitee demo: exporting {artefact} from {path} (once)")
+        if lab_main(["export", str(path)]) != 0:
+            raise SystemExit(f"isplitee demo: exporting {path} failed")
+    return artefact
+
+
 def run_demo(args: argparse.Namespace) -> int:
     if args.frames < 3:
         raise SystemExit("isplitee demo: --frames should be at least 3 (one per condition)")
     if args.fps <= 0:
         raise SystemExit("isplitee demo: --fps should be > 0")
     ensure_model(args.model)
+    deployed = ensure_artefact(args.model)
     if args.train_only:
         return 0
     from shared.checkpoint import load_checkpoint
@@ -154,7 +170,7 @@ def run_demo(args: argparse.Namespace) -> int:
     procs: list[subprocess.Popen] = []
     interrupted = False
     try:
-        summary = _run(args, url, cameras, procs, workdir)
+        summary = _run(args, deployed, url, cameras, procs, workdir)
     except KeyboardInterrupt:
         interrupted = True
         summary = None
@@ -195,7 +211,8 @@ def _stop_all(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def _run(args, url: str, cameras: list[Camera], procs: list, workdir: Path) -> dict:
+def _run(args, model: Path, url: str, cameras: list[Camera], procs: list, workdir: Path) -> dict:
+    """The worker and the nodes on ``model`` (the artefact: no torch in their processes)."""
     from shared.mqtt import MqttLink
 
     prefix = "isplitee"
@@ -208,7 +225,7 @@ def _run(args, url: str, cameras: list[Camera], procs: list, workdir: Path) -> d
     by_id = {c.device_id: c for c in cameras}
     try:
         procs.append(
-            _spawn(worker_command(url, args.model, "demo-worker"), workdir / "logs" / "worker.log")
+            _spawn(worker_command(url, model, "demo-worker"), workdir / "logs" / "worker.log")
         )
         _wait_worker(monitor, procs[0], workdir)
         started = time.monotonic()
@@ -216,7 +233,7 @@ def _run(args, url: str, cameras: list[Camera], procs: list, workdir: Path) -> d
             frames = ("--max-frames", str(args.frames), "--fps", f"{args.fps:g}")
             frames += ("--cost", args.cost)
             cam.proc = _spawn(
-                device_command(url, args.model, cam.clip.path, cam.device_id, *frames),
+                device_command(url, model, cam.clip.path, cam.device_id, *frames),
                 workdir / "logs" / f"{cam.device_id}.log",
             )
             procs.append(cam.proc)
