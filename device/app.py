@@ -26,7 +26,7 @@ from device.costs import LiveCosts
 from device.discovery import discovery_messages
 from device.node import Node
 from device.settings import SettingError, parse_setting, validate_policy
-from device.state import load_state, save_state
+from device.state import RESUMED, load_state, resumed_settings, save_state
 from shared.bandit import Policy, build_policy
 from shared.cost import RewardModel, paper_cost
 from shared.memory import map_large_buffers, release_freed_memory
@@ -86,13 +86,15 @@ class DeviceApp:
         self.topics = Topics(config.prefix)
         blocks = self.ckpt.meta.arm_blocks
         validate_policy(config.policy, blocks)
+        self.configured = {k: getattr(config, k) for k in RESUMED}
+        start = self._start_settings()
         self.edge = make_backend(config.backend, self.ckpt, config.cache_dir_path(), config.threads)
         self._profile: ModelProfile | None = None  # per-block activation sizes, for probes
         self._probe_turn = 0
         self.costs = self._live_costs() if config.cost == "measured" else None
         cost = self.costs.cost_model() if self.costs else paper_cost(blocks)
-        rewards = RewardModel(cost, alpha=config.alpha, mu=config.mu)
-        policy = self._policy(rewards)
+        rewards = RewardModel(cost, alpha=start["alpha"], mu=start["mu"])
+        policy = self._policy(rewards, start["policy"])
         self._status = self.topics.status(config.device_id)
         self._settings_prefix = self.topics.settings(config.device_id)[:-1]
         self.link = MqttLink(
@@ -116,7 +118,7 @@ class DeviceApp:
             publisher=self.link,
             topics=self.topics,
             device_id=config.device_id,
-            encoding=config.encoding,
+            encoding=start["encoding"],
             reply_timeout_s=config.reply_timeout_s,
             max_pending=config.max_pending,
             reoffloads=config.reoffloads,
@@ -135,7 +137,7 @@ class DeviceApp:
         log.info("timing each split on this device ...")
         edge_s = time_splits(self.edge, meta.arm_blocks, meta.input_size)
         prof = self.ckpt.profile
-        wire = wire_encodings(self.config.encoding, meta.exit_blocks, meta.wire_encodings)
+        wire = wire_encodings(self._start["encoding"], meta.exit_blocks, meta.wire_encodings)
         payload = {
             b: prof.block(b).payload_bytes(wire.get(b, FALLBACK)) + _HEADER_BYTES
             for b in meta.arm_blocks
@@ -154,7 +156,22 @@ class DeviceApp:
             smoothing=self.config.cost_smoothing,
         )
 
-    def _policy(self, rewards: RewardModel) -> Policy:
+    def _start_settings(self) -> dict:
+        """alpha, mu, policy and encoding to start with: the configuration's, or what was
+        set at run time before a restart (:func:`device.state.resumed_settings`)."""
+        start = dict(self.configured)
+        if self.config.state is not None:
+            start = resumed_settings(
+                self.config.state,
+                self.configured,
+                model_hash=self.ckpt.hash,
+                blocks=self.ckpt.meta.arm_blocks,
+            )
+            validate_policy(start["policy"], self.ckpt.meta.arm_blocks)
+        self._start = start
+        return start
+
+    def _policy(self, rewards: RewardModel, spec: str) -> Policy:
         cfg = self.config
         if cfg.state is not None:
             restored = load_state(
@@ -162,11 +179,11 @@ class DeviceApp:
                 rewards,
                 model_hash=self.ckpt.hash,
                 blocks=self.ckpt.meta.arm_blocks,
-                spec=cfg.policy,
+                spec=spec,
             )
             if restored is not None:
                 return restored
-        return self._new_policy(cfg.policy, rewards)
+        return self._new_policy(spec, rewards)
 
     def _new_policy(self, spec: str, rewards: RewardModel) -> Policy:
         """A fresh policy: the configured exploration where the policy explores."""
@@ -193,6 +210,8 @@ class DeviceApp:
                 model_hash=self.ckpt.hash,
                 blocks=self.ckpt.meta.arm_blocks,
                 spec=self.node.policy.spec,
+                settings=self.node.settings(),
+                configured=self.configured,
             )
 
     # -- running -------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ An operator (or Home Assistant, or Node-RED) changes a camera without restarting
 new value as the payload, plain text (``0.7``, ``fp16``, ``fixed:6``; JSON strings and numbers
 are accepted too). Every value is validated here, with a message that names the key and the
 fix; the node applies a valid one at once and echoes its effective settings, retained, on
-``<prefix>/<device>/config``. Changes last until the node restarts: put them in its
-``device.toml`` to keep them.
+``<prefix>/<device>/config``. A node with a ``--state`` file keeps alpha, mu, policy and
+encoding set this way across restarts (unless its ``device.toml`` has changed that key since:
+then the file wins); without one, changes last until the node restarts.
 
 What each key does to the bandit:
 

@@ -5,6 +5,12 @@ flushed to disk and renamed over the old one: a reader sees the old state or the
 never half of one. What was learnt belongs to one model and one set of arms; with another
 checkpoint the node starts afresh (with a warning) rather than trusting statistics of a
 different network. A file that cannot be read is moved aside, never silently deleted.
+
+The file also keeps the settings the policy was learning under (alpha, mu, policy, encoding)
+beside the ones the configuration gave at the time: a setting changed at run time over MQTT
+(``set/<key>``) outlives a restart, unless the configuration itself has changed that key since
+(:func:`resumed_settings`). Without that, a state learnt at a runtime alpha would not fit the
+configured one, and a restart would throw away everything learnt since the change.
 """
 
 from __future__ import annotations
@@ -19,15 +25,28 @@ from typing import Any
 from shared.bandit import BanditError, Policy, policy_from_state
 from shared.cost import RewardModel
 
-__all__ = ["STATE_FORMAT", "load_state", "save_state"]
+__all__ = ["RESUMED", "STATE_FORMAT", "load_state", "resumed_settings", "save_state"]
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "isplitee.node-state/1"
 
+RESUMED = ("alpha", "mu", "policy", "encoding")
+"""Runtime settings a state file carries across a restart (``reset`` leaves nothing to keep)."""
 
-def save_state(path: Path, policy: Policy, *, model_hash: str, blocks: tuple[int, ...], spec: str):
-    """Write the policy's state for this model (pending decisions die with the process)."""
+
+def save_state(
+    path: Path,
+    policy: Policy,
+    *,
+    model_hash: str,
+    blocks: tuple[int, ...],
+    spec: str,
+    settings: dict[str, Any] | None = None,
+    configured: dict[str, Any] | None = None,
+):
+    """Write the policy's state for this model (pending decisions die with the process), with
+    the ``settings`` in effect and the ``configured`` values they started from."""
     body: dict[str, Any] = {
         "format": STATE_FORMAT,
         "model_hash": model_hash,
@@ -36,6 +55,9 @@ def save_state(path: Path, policy: Policy, *, model_hash: str, blocks: tuple[int
         "saved_at": time.time(),
         "policy": {**policy.to_state(), "pending": []},
     }
+    if settings is not None and configured is not None:
+        body["settings"] = {k: settings[k] for k in RESUMED}
+        body["configured"] = {k: configured[k] for k in RESUMED}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
@@ -49,6 +71,46 @@ def _move_aside(path: Path, why: str) -> None:
     aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
     os.replace(path, aside)
     log.warning("bandit state %s %s; moved it to %s and started afresh", path, why, aside)
+
+
+def resumed_settings(
+    path: Path, configured: dict[str, Any], *, model_hash: str, blocks: tuple[int, ...]
+) -> dict[str, Any]:
+    """The settings to start with: ``configured``, except where the state file at ``path``
+    (of this model) holds a value set at run time for a key the configuration has not changed
+    since."""
+    try:
+        body = json.loads(path.read_text())
+        saved, then = body["settings"], body["configured"]
+        if not (isinstance(saved, dict) and isinstance(then, dict)):
+            return dict(configured)
+        if body.get("model_hash") != model_hash or tuple(body.get("blocks", ())) != blocks:
+            return dict(configured)  # load_state says why it starts afresh
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return dict(configured)  # no state, or one from before settings were kept
+    out = dict(configured)
+    for key in RESUMED:
+        if key not in saved or saved[key] == configured[key]:
+            continue
+        if then.get(key) == configured[key]:
+            out[key] = saved[key]
+            log.info(
+                "%s = %r set at run time kept from %s (the configuration says %r; publish "
+                "set/%s to change it)",
+                key,
+                saved[key],
+                path,
+                configured[key],
+                key,
+            )
+        else:
+            log.info(
+                "%s: the configuration changed to %r since %r was set at run time; using it",
+                key,
+                configured[key],
+                saved[key],
+            )
+    return out
 
 
 def load_state(
@@ -78,6 +140,16 @@ def load_state(
             path,
             body.get("policy_spec"),
             spec,
+        )
+        return None
+    learnt_at = body["policy"].get("alpha") if isinstance(body.get("policy"), dict) else None
+    if learnt_at is not None and learnt_at != rewards.alpha:
+        # Not damage: the configuration's alpha changed since (a runtime alpha is resumed).
+        log.warning(
+            "bandit state %s was learnt at alpha %r, the node now uses %r: starting afresh",
+            path,
+            learnt_at,
+            rewards.alpha,
         )
         return None
     try:
