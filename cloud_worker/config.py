@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from shared.config import ProgramSettings
+from shared.config import ProgramSettings, split_list
 from shared.protocol import MAX_PAYLOAD_BYTES, validate_id
 
 __all__ = ["WorkerConfig"]
@@ -25,7 +25,8 @@ class WorkerConfig(ProgramSettings):
     models: list[Path] = Field(
         min_length=1,
         description="Models to serve, artefacts (MODEL.isplitee) or, where torch is installed, "
-        "checkpoints (.pt); each activation is matched to one by its model hash.",
+        "checkpoints (.pt); each activation is matched to one by its model hash. As "
+        "ISPLITEE_MODELS: comma-separated paths, or a JSON list.",
     )
     worker_id: str = Field(
         default_factory=_default_worker_id,
@@ -52,6 +53,11 @@ class WorkerConfig(ProgramSettings):
         description="Received activations waiting for the worker; past it each is answered at "
         "once with an `overloaded` error (its node falls back) instead of queueing.",
     )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, value: object) -> object:
+        return split_list(value)
 
     @field_validator("worker_id")
     @classmethod

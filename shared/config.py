@@ -4,12 +4,15 @@ Values come from a TOML file, then ``ISPLITEE_*`` environment variables, then co
 flags, each overriding the one before (systemd units set the environment, a user tries a flag).
 Every model forbids unknown keys, so a typo is an error that names the key instead of a
 setting silently left at its default; :func:`load_config` turns pydantic's errors into one
-message listing each bad key with what was wrong.
+line naming each bad key with what was wrong. Environment values are never JSON-decoded by the
+settings library (it raised a traceback for ``ISPLITEE_MODELS=models/a.isplitee``): a
+list-valued key takes comma-separated values there, or a JSON list (:func:`split_list`).
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,12 +20,20 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from shared.errors import IsplitEEError
 from shared.mqtt import BrokerAddress
 from shared.protocol import validate_id
 
-__all__ = ["ENV_PREFIX", "ConfigError", "MqttSettings", "load_config", "render_example"]
+__all__ = [
+    "ENV_PREFIX",
+    "ConfigError",
+    "MqttSettings",
+    "load_config",
+    "render_example",
+    "split_list",
+]
 
 ENV_PREFIX = "ISPLITEE_"
 
@@ -33,6 +44,25 @@ _FILE_DATA: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.Conte
 
 class ConfigError(IsplitEEError):
     """A configuration that cannot be used; the message names each bad key and the fix."""
+
+
+def split_list(value: Any) -> Any:
+    """A list-valued key from the environment: ``a,b`` or ``["a", "b"]``; lists pass as given
+    (from the file or the flags)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a JSON list; or give comma-separated values"
+            ) from None
+        if not isinstance(parsed, list):
+            raise ValueError(f"{text!r} should be a list")
+        return parsed
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -49,7 +79,11 @@ class MqttSettings(BaseSettings):
     """Broker connection and topic prefix, the same for a node and a worker."""
 
     model_config = SettingsConfigDict(
-        extra="forbid", env_prefix=ENV_PREFIX, validate_default=True, frozen=True
+        extra="forbid",
+        env_prefix=ENV_PREFIX,
+        validate_default=True,
+        frozen=True,
+        enable_decoding=False,  # list values from the environment: split_list
     )
 
     broker: str = Field(
@@ -131,7 +165,7 @@ def _describe(errors: list[dict[str, Any]]) -> str:
     lines = []
     for err in errors:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (misspelt? see the example config in deploy/)"
         elif err["type"] == "missing":
@@ -140,8 +174,8 @@ def _describe(errors: list[dict[str, Any]]) -> str:
             value = err.get("input")
             if value is not None and not isinstance(value, dict):
                 msg += f" (got {value!r})"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
+        lines.append(f"{key}: {msg}")
+    return "; ".join(lines)
 
 
 def load_config(cls: type[S], path: Path | None, flags: Mapping[str, Any]) -> S:
@@ -163,7 +197,9 @@ def load_config(cls: type[S], path: Path | None, flags: Mapping[str, Any]) -> S:
         return cls(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
         where = f" ({path}, {ENV_PREFIX}* environment, flags)" if path else ""
-        raise ConfigError(f"invalid configuration{where}:\n{_describe(exc.errors())}") from None
+        raise ConfigError(f"invalid configuration{where}: {_describe(exc.errors())}") from None
+    except SettingsError as exc:  # a value the settings library could not even read
+        raise ConfigError(f"invalid configuration: {exc}") from None
     finally:
         _FILE_DATA.reset(token)
 
