@@ -16,7 +16,9 @@ set -euo pipefail
 
 fail() { echo "broker-setup.sh: $*" >&2; exit 2; }
 cmd="${1:-}"; dir="${2:-}"
-[ -n "$cmd" ] && [ -n "$dir" ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+case "$cmd" in -h|--help) usage; exit 0 ;; esac
+[ -n "$cmd" ] && [ -n "$dir" ] || { usage; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 valid_id() {
@@ -24,6 +26,18 @@ valid_id() {
     ""|*[!A-Za-z0-9_.-]*) fail "ids may hold letters, digits, '_', '.', '-' only: '$1'" ;;
   esac
   [ "${#1}" -le 64 ] || fail "ids are at most 64 characters: '$1'"
+  # isplitee/workers/... holds the workers' status: a node by that id would write there.
+  [ "$1" != workers ] || fail "'workers' is reserved (isplitee/workers/ holds the workers' status)"
+}
+
+# Append an ACL block for an account once: adding it again (a new password) keeps one block.
+add_acl() {
+  local name="$1" block="$2"
+  if grep -qx "user $name" "$dir/acl"; then
+    echo "the ACL already has a block for $name: kept as it is"
+  else
+    printf '\nuser %s\n%s' "$name" "$block" >>"$dir/acl"
+  fi
 }
 
 new_password() {
@@ -81,15 +95,21 @@ case "$cmd" in
   add-worker)
     id_="${3:-}"; valid_id "$id_"
     add_account "$id_"
-    printf '\nuser %s\ntopic read isplitee/+/activation\ntopic write isplitee/+/reply\ntopic write isplitee/workers/%s/status\n' \
-      "$id_" "$id_" >>"$dir/acl"
+    add_acl "$id_" "$(printf 'topic read isplitee/+/activation\ntopic write isplitee/+/reply\ntopic write isplitee/workers/%s/status\n' "$id_")
+"
     ;;
   add-reader|add-operator)
     id_="${3:-}"; valid_id "$id_"
     add_account "$id_"
-    printf '\nuser %s\ntopic read isplitee/+/result\ntopic read isplitee/+/status\ntopic read isplitee/+/stats\ntopic read isplitee/+/config\ntopic read isplitee/workers/+/status\n' \
-      "$id_" >>"$dir/acl"
-    [ "$cmd" = add-reader ] || printf 'topic write isplitee/+/set/#\n' >>"$dir/acl"
+    rules='topic read isplitee/+/result
+topic read isplitee/+/status
+topic read isplitee/+/stats
+topic read isplitee/+/config
+topic read isplitee/workers/+/status
+'
+    [ "$cmd" = add-reader ] || rules="${rules}topic write isplitee/+/set/#
+"
+    add_acl "$id_" "$rules"
     ;;
   *) fail "unknown command '$cmd' (init, add-node, add-worker, add-reader, add-operator)" ;;
 esac

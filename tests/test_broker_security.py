@@ -150,3 +150,24 @@ def test_setup_refuses_bad_ids(tmp_path) -> None:
         ["bash", str(SETUP), "add-node", str(tmp_path), "a/b"], capture_output=True, text=True
     )
     assert out.returncode == 2 and "ids may hold" in out.stderr
+
+
+def test_setup_without_arguments_prints_its_usage_and_nothing_else() -> None:
+    out = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stdout.startswith("Accounts, ACL")
+    assert "set -euo" not in out.stdout and "fail()" not in out.stdout
+
+
+def test_setup_refuses_the_reserved_id_and_keeps_one_acl_block_per_account(tmp_path) -> None:
+    conf = tmp_path / "conf"
+    _setup("init", str(conf))
+    refused = subprocess.run(
+        ["bash", str(SETUP), "add-node", str(conf), "workers"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "'workers' is reserved" in refused.stderr
+    for password in ("first", "second"):  # the second time: a new password, the same block
+        _setup("add-worker", str(conf), "w9", password=password)
+        _setup("add-operator", str(conf), "ops", password=password)
+    acl = (conf / "acl").read_text().splitlines()
+    assert acl.count("user w9") == 1 and acl.count("user ops") == 1
+    assert acl.count("topic write isplitee/+/set/#") == 1
