@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         type=Path,
         dest="models",
-        help="checkpoint; repeat to serve several",
+        help="model: artefact (.isplitee) or, with torch, checkpoint; repeat to serve several",
     )
     p.add_argument("--config", type=Path, help="cloud.toml (see deploy/cloud.example.toml)")
     p.add_argument("--worker-id", help="name of this worker (default: host-pid)")
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
     p.add_argument("--max-batch", type=int, help="most activations per batch (default 16)")
     p.add_argument("--max-wait-ms", type=float, help="longest wait to fill a batch (default 0)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="CPU threads for the cloud half")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument(
         "--check-config", action="store_true", help="print the effective settings and exit"
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop = threading.Event()
         install_stop_signals(stop)
         worker.start()
-    except IsplitEEError as exc:
+    except (IsplitEEError, ValueError) as exc:
         return report_error("isplitee-cloud", exc)
     try:
         worker.run(stop)

@@ -29,7 +29,11 @@ def _parser() -> argparse.ArgumentParser:
         "ISPLITEE_* variables, then these flags.",
     )
     p.add_argument("--broker", help="mqtt://HOST:PORT or mqtts://HOST:PORT")
-    p.add_argument("--model", type=Path, help="checkpoint (the one the workers serve)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="model: its artefact (.isplitee) or, with torch, its checkpoint (.pt)",
+    )
     p.add_argument("--source", help="camera index, video file, URL, image folder or picamera2")
     p.add_argument("--device-id", help="this camera's id in every topic (default: host name)")
     p.add_argument("--config", type=Path, help="device.toml (see deploy/device.example.toml)")
@@ -47,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state", type=Path, help="bandit state file, restored at start")
     p.add_argument("--cost", choices=("measured", "paper"), help="cost model (default measured)")
     p.add_argument("--prefix", help="topic prefix (default isplitee)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="CPU threads for the edge half")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics and /healthz")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument(

@@ -149,7 +149,7 @@ class Artefact:
         return self.hash[:12]
 
     def graph(self, name: str) -> bytes:
-        """The bytes of graph ``name`` (``edge-3``, ``cloud-3``, ...), checksum verified."""
+        """The bytes of graph ``name`` (``blocks-1-3``, ...), checksum verified."""
         entry = self.manifest.graphs.get(name)
         if entry is None:
             raise ArtefactError(f"{self.path}: holds no graph {name!r}")
@@ -213,8 +213,13 @@ def _read_graph(path: Path, name: str, entry: GraphEntry) -> bytes:
             data = z.read(f"{name}.onnx")
     except KeyError:
         raise ArtefactError(f"{path}: graph {name}.onnx is listed but missing") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArtefactError(f"{path}: cannot read graph {name}.onnx ({exc})") from exc
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+        # zipfile's own words for a damaged entry: bad CRC, an unknown compression method or
+        # an encryption flag set by a flipped bit
+        raise ArtefactError(
+            f"{path}: cannot read graph {name}.onnx ({exc}): the file is corrupted; copy or "
+            "export it again"
+        ) from exc
     if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
         raise ArtefactError(
             f"{path}: graph {name}.onnx does not match its checksum: the file is corrupted or "
@@ -261,7 +266,7 @@ def load_artefact(path: str | Path, *, expected_hash: str | None = None) -> Arte
                     "isplitee export MODEL.pt"
                 )
             raw = z.read(MANIFEST)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
         raise ArtefactError(
             f"{path}: not a readable artefact ({exc}): the file is truncated, corrupted or not "
             "an isplitee artefact; export it again (isplitee export MODEL.pt)"
@@ -350,11 +355,15 @@ def write_artefact(
         checked=dict(checked or {}),
         exported_with=dict(exported_with or {}),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
-        z.writestr(MANIFEST, manifest.model_dump_json(indent=1))
-        for name in graph_names(meta):
-            z.writestr(f"{name}.onnx", graphs[name])
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
+            z.writestr(MANIFEST, manifest.model_dump_json(indent=1))
+            for name in graph_names(meta):
+                z.writestr(f"{name}.onnx", graphs[name])
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ArtefactError(f"{path}: cannot write the artefact ({exc})") from None
     return path

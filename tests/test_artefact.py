@@ -189,3 +189,45 @@ def test_the_torch_backend_on_an_artefact_is_refused_by_name(tiny_artefact, tmp_
         with pytest.raises(ValueError, match="backend 'torch' needs the checkpoint's weights"):
             make("torch", art, tmp_path)
         assert make("auto", art, tmp_path).name == "onnxruntime"
+
+
+def test_export_never_overwrites_the_checkpoint_and_bad_arguments_are_one_line(
+    ckpt, tmp_path
+) -> None:
+    from shared.lab.cli import main
+
+    src = tmp_path / "same.pt"
+    shutil.copy(ckpt.path, src)
+    before = src.read_bytes()
+    assert main(["export", str(src), "--out", str(src)]) == 2
+    assert main(["export", str(src), "--images", "0"]) == 2
+    assert main(["export", str(src), "--out", "/proc/none/x.isplitee", "--images", "5"]) == 2
+    assert main(["train", "--out", str(tmp_path / "m.isplitee")]) == 2
+    assert src.read_bytes() == before and not (tmp_path / "m.isplitee").exists()
+
+
+def test_damaged_zip_entries_are_one_clear_error(tiny_artefact, tmp_path) -> None:
+    """A flipped bit can mark an entry encrypted or give it an unknown compression method:
+    zipfile raises RuntimeError / NotImplementedError there, not BadZipFile."""
+    data = bytearray(tiny_artefact.read_bytes())
+    central = data.rfind(b"PK\x01\x02")  # the last entry's central-directory record
+    bad = tmp_path / "method.isplitee"
+    data[central + 10] = 99  # compression method
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ArtefactError, match="method.isplitee"):
+        load_artefact(bad)
+
+
+def test_the_isplitee_command_reads_an_artefact_without_torch(tiny_artefact) -> None:
+    """`isplitee info MODEL` is the README's way to see a model's hash on a device: a [device]
+    install has the command but no torch, nor the training extras."""
+    blocked = "torch torchvision onnx sklearn skimage matplotlib tqdm rich".split()
+    code = (
+        "import sys\n"
+        f"for n in {blocked!r}: sys.modules[n] = None\n"
+        "from shared.lab.cli import main\n"
+        f"sys.exit(main(['info', {str(tiny_artefact)!r}]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("artefact")

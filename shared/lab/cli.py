@@ -89,7 +89,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _refuse_artefact_out(out: Path) -> None:
+    """--out names the checkpoint: the artefact is written beside it, never over it."""
+    if out.suffix == SUFFIX:
+        raise ValueError(
+            f"--out {out}: names the checkpoint (.pt); its artefact is written beside it as "
+            f"{out.with_suffix(SUFFIX).name}, so give --out {out.with_suffix('.pt')}"
+        )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    _refuse_artefact_out(args.out)
     import torch
     from torch.utils.data import Subset
 
@@ -211,8 +221,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _export(ckpt, out: Path, images=None) -> None:
+    from shared.artefact import ArtefactError
     from shared.lab.export import export_artefact
 
+    if out.resolve() == Path(ckpt.path).resolve():
+        raise ArtefactError(
+            f"{out}: is the checkpoint itself; the artefact would overwrite it: give --out "
+            f"another path (the default is {Path(ckpt.path).with_suffix(SUFFIX).name})"
+        )
     checks = export_artefact(ckpt, out, images=images)
     worst = max(checks, key=lambda c: c.max_difference)
     print(
@@ -246,6 +262,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from shared.checkpoint import load_checkpoint
     from shared.lab.export import held_out
 
+    if args.images < 1:
+        raise ValueError(f"--images should be at least 1, got {args.images}")
     ckpt = load_checkpoint(args.model)
     _export(ckpt, args.out or args.model.with_suffix(SUFFIX), held_out(ckpt, args.images))
     return 0
@@ -321,6 +339,8 @@ def _add_check_encodings(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_check_encodings(args: argparse.Namespace) -> int:
+    if args.out:
+        _refuse_artefact_out(args.out)
     from shared.checkpoint import load_checkpoint, save_checkpoint
     from shared.lab.datasets import load_dataset
     from shared.lab.report import format_table

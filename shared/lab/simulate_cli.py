@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from shared import cost as costs
 from shared.bandit import DiscountedUCB, ISplitEE
-from shared.lab.distortions import Distortion
 from shared.lab.simulate import default_policy_names
 from shared.referee import AuditedSplitEE
 from shared.wire import AUTO, WIRE_CHOICES, wire_encodings
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from shared.checkpoint import Checkpoint
     from shared.cost import CostModel
     from shared.lab.confidence import ConfidenceTable
+    from shared.lab.distortions import Distortion
 
 __all__ = ["DEFAULT_SAMPLES", "add_simulate", "cost_model", "parse_schedule", "run_simulate"]
 
@@ -33,6 +33,8 @@ MEASURED_FLAGS = ("edge_gmacs", "edge_timing", "link_mbps", "rtt_ms", "encoding"
 
 
 def parse_schedule(spec: str, samples: int) -> list[tuple[Distortion, int]]:
+    from shared.lab.distortions import Distortion  # torch: only for a simulation
+
     """``--distortion`` as (distortion, samples) segments.
 
     A plain distortion is one segment of ``samples``; ``schedule:clean:2000,gaussian_noise:2:2000``
