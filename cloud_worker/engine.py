@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud_worker.backend import CloudBackend, make_cloud_backend, split_shapes
+from cloud_worker.backend import CloudBackend, make_cloud_backend
 from shared.inference import confidence
 from shared.model_file import ModelFile, load_model
 from shared.protocol import Activation, ProtocolError
@@ -36,15 +36,11 @@ class ModelBank:
     ) -> None:
         self.models: dict[str, ModelFile] = {}
         self.halves: dict[str, CloudBackend] = {}
-        self._shapes: dict[tuple[str, int], tuple[int, ...]] = {}
         for path in paths:
             ckpt = load_model(path)
             self.models[ckpt.hash] = ckpt
-            shapes = split_shapes(ckpt)
-            for block, shape in shapes.items():
-                self._shapes[ckpt.hash, block] = shape
             self.halves[ckpt.hash] = make_cloud_backend(
-                backend, ckpt, cache_dir or default_cache_dir(), threads, shapes
+                backend, ckpt, cache_dir or default_cache_dir(), threads
             )
 
     def lookup(self, model_hash: str) -> ModelFile:
@@ -76,7 +72,7 @@ class ModelBank:
                 f"split block {act.split_block} is not an exit of model {ckpt.short_hash} "
                 f"(exits {list(ckpt.meta.exit_blocks)})",
             )
-        expected = self._shapes[ckpt.hash, act.split_block]
+        expected = tuple(ckpt.profile.block(act.split_block).out_shape)
         if act.shape not in (expected, (1, *expected)):
             raise ProtocolError(
                 "shape",
