@@ -68,7 +68,7 @@ bench-footprint: install $(MODEL)
 	$(PY) bench/bench_footprint.py --model $(MODEL) --out docs/benchmarks.md
 
 pi-wheels: $(STAMP)
-	$(PY) bench/bench_footprint.py --pi-wheels
+	$(PY) bench/bench_footprint.py --pi-wheels --out docs/benchmarks.md
 
 bench-pipeline: install $(MODEL)
 	$(PY) bench/bench_pipeline.py --model $(MODEL) --json runs/bench/pipeline.json

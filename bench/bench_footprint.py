@@ -2,7 +2,7 @@
 
     python bench/bench_footprint.py --model models/digits.pt --out docs/benchmarks.md   # ~6 min
     python bench/bench_footprint.py --model models/digits.pt --quick                    # ~1 min
-    python bench/bench_footprint.py --pi-wheels                   # the aarch64 check alone
+    python bench/bench_footprint.py --pi-wheels --out docs/benchmarks.md  # the aarch64 check alone
 
 Side by side in one run, at the checkpoint's own input size and at 224 px (the same weights on
 bigger inputs: memory and time do not depend on what the weights learnt), each pipeline is a
@@ -34,6 +34,7 @@ import os
 import platform
 import queue
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,9 +48,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_message, median_ms, replace_section  # noqa: E402
+from bench.common import bench_message, median_ms  # noqa: E402
 from shared.lab.broker import DEV_CONFIG, broker_from  # noqa: E402
 from shared.lab.clips import write_digit_clip  # noqa: E402
+from shared.lab.pages import replace_section, section  # noqa: E402
 from shared.lab.procs import device_command, worker_command  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.mqtt import MqttLink  # noqa: E402
@@ -64,6 +66,9 @@ CODEC_TARGET_MS = 1.0
 PI_PYTHON = "3.11"
 PI_PLATFORMS = [f"manylinux_2_{v}_aarch64" for v in range(36, 16, -1)] + ["manylinux2014_aarch64"]
 """Wheel tags a Raspberry Pi OS Bookworm (glibc 2.36, aarch64) pip accepts, newest first."""
+BOOKWORM_NUMPY = "1.24.2"
+"""Debian Bookworm's python3-numpy, which python3-picamera2 is built against: deploy/pi/install.sh
+pins the venv's numpy to the system's, so the wheel check resolves with the same pin."""
 
 NO_TORCH = (
     "import runpy, sys\n"
@@ -263,13 +268,20 @@ def pi_install_mb(where: Path) -> tuple[float | None, str]:
     """MB that ``[device]`` and this package take installed for a Pi (aarch64 wheels unpacked
     into a target directory: what a Pi's virtualenv holds besides pip itself)."""
     target = where / "pi-site-packages"
+    pin = where / "constraints.txt"
+    pin.write_text(f"numpy=={BOOKWORM_NUMPY}\n")
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target)]
     deps = subprocess.run(
-        [*pip, *_pi_flags(), *device_requirements()], capture_output=True, text=True
+        [*pip, *_pi_flags(), "-c", str(pin), *device_requirements()],
+        capture_output=True,
+        text=True,
     )
     if deps.returncode != 0:
         return None, f"pip could not install the aarch64 wheels here: {deps.stderr.strip()[-300:]}"
     subprocess.run([*pip, "--no-deps", str(ROOT)], capture_output=True, text=True, check=True)
+    # numpy stays the system's on a Pi (the installer's pin): not in the venv.
+    for numpy_dir in target.glob("numpy*"):
+        shutil.rmtree(numpy_dir)
     sizes = sorted(
         ((_du_mb(p), p.name) for p in target.iterdir() if p.is_dir() and "dist-info" not in p.name),
         reverse=True,
@@ -278,9 +290,12 @@ def pi_install_mb(where: Path) -> tuple[float | None, str]:
 
 
 def pi_wheels() -> tuple[list[list[str]], str]:
-    """Rows (package, version, wheel, MB) pip resolves for a Pi, and a verdict line."""
+    """Rows (package, version, wheel, MB) pip resolves for a Pi beside python3-picamera2
+    (numpy pinned to Bookworm's, as the installer does), and a verdict line."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", *_pi_flags()]
+        pin = Path(tmp) / "constraints.txt"
+        pin.write_text(f"numpy=={BOOKWORM_NUMPY}\n")
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", *_pi_flags(), "-c", str(pin)]
         cmd += ["-d", tmp, *device_requirements()]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
@@ -297,8 +312,31 @@ def pi_wheels() -> tuple[list[list[str]], str]:
     torch_free = not names & {"torch", "torchvision", "triton"}
     return rows, (
         f"Every `[device]` dependency resolves to a wheel for aarch64, CPython {PI_PYTHON} "
-        f"(Raspberry Pi OS Bookworm): {len(rows)} wheels, {total:.1f} MB to download, "
-        + ("no torch, no CUDA." if torch_free else "**torch is among them**.")
+        f"(Raspberry Pi OS Bookworm) with numpy held at the system's {BOOKWORM_NUMPY}: "
+        f"{len(rows)} wheels, {total:.1f} MB to download (numpy's included, though a Pi keeps "
+        "its own), " + ("no torch, no CUDA." if torch_free else "**torch is among them**.")
+    )
+
+
+def pi_wheels_text(wheels: list[list[str]], verdict: str) -> str:
+    """The wheel check's part of the page (section ``pi-wheels``): ``make pi-wheels``
+    rewrites it alone, ``make bench-footprint`` with the rest of the footprint section."""
+    table = format_table(["package", "version", "wheel", "MB"], wheels) + "\n\n" if wheels else ""
+    return "\n".join(
+        [
+            "### A Raspberry Pi can install it",
+            "",
+            "`make pi-wheels` (`python bench/bench_footprint.py --pi-wheels --out "
+            "docs/benchmarks.md`): pip resolves the `[device]` dependencies for aarch64, "
+            "CPython 3.11, glibc 2.36 with `--only-binary=:all:` (nothing may need building on "
+            f"the Pi) and `numpy=={BOOKWORM_NUMPY}`, as `deploy/pi/install.sh` does beside "
+            "Bookworm's `python3-picamera2`: that package, simplejpeg and python3-av are built "
+            "against the system's numpy 1.24, and a numpy 2 from pip breaks them (\"numpy.dtype "
+            'size changed", picamera2 issues #1088, #1211). The pin is what picks the OpenCV '
+            "below: the newest OpenCV wheels need numpy 2.",
+            "",
+            table + verdict,
+        ]
     )
 
 
@@ -365,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         if rows:
             print(format_table(["package", "version", "wheel", "MB"], rows))
         print(verdict)
+        if args.out is not None and rows:
+            replace_section(args.out, "pi-wheels", pi_wheels_text(rows, verdict))
+            print(f"wrote the pi-wheels section of {args.out}")
         return 0 if rows else 1
     frames, fps = (40, 20.0) if args.quick else (200, 20.0)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -384,10 +425,10 @@ def main(argv: list[str] | None = None) -> int:
             for extra in ("device", "cloud"):
                 venvs.append((extra, *_fresh_venv(extra, tmp)))
             pi_mb = pi_install_mb(tmp)
-    section = _page(args, runs, work_rows, work_verdict, venvs, pi_mb)
-    print(section)
+    page = _page(args, runs, work_rows, work_verdict, venvs, pi_mb)
+    print(page)
     if args.out:
-        replace_section(args.out, "footprint", section, before="## Profiles of the missed targets")
+        replace_section(args.out, "footprint", page, before="## Profiles of the missed targets")
         print(f"wrote the footprint section of {args.out}")
     return 0
 
@@ -457,7 +498,8 @@ def _page(args, runs: list[Run], work_rows, work_verdict: str, venvs, pi_mb) -> 
         verdict = "met" if mb <= DEVICE_DISK_TARGET_MB else "**missed**"
         disk.append(
             f"- the same `[device]` packages as a Pi installs them (the aarch64 wheels for "
-            f"CPython {PI_PYTHON} unpacked with `pip install --target`, this package included, "
+            f"CPython {PI_PYTHON} unpacked with `pip install --target`, numpy held at Bookworm's "
+            f"{BOOKWORM_NUMPY} and left out (the Pi's own), this package included, "
             f"pip itself not): **{mb:.0f} MB** (target ≤ {DEVICE_DISK_TARGET_MB} MB: {verdict}); "
             f"largest: {pi_mb[1]}"
         )
@@ -505,14 +547,7 @@ def _page(args, runs: list[Run], work_rows, work_verdict: str, venvs, pi_mb) -> 
         "",
         *(disk or ["(fresh virtualenvs not built with --quick)"]),
         "",
-        "### A Raspberry Pi can install it",
-        "",
-        "`make pi-wheels` (`python bench/bench_footprint.py --pi-wheels`): pip resolves the "
-        "`[device]` dependencies for aarch64, CPython 3.11, glibc 2.36 with "
-        "`--only-binary=:all:` (nothing may need building on the Pi).",
-        "",
-        (format_table(["package", "version", "wheel", "MB"], wheels) + "\n\n" if wheels else "")
-        + wheel_verdict,
+        section("pi-wheels", pi_wheels_text(wheels, wheel_verdict)),
         "",
         "### Per frame without torch (224 px, one thread)",
         "",

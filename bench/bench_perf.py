@@ -39,9 +39,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import SETTLE_S, bench_message, kept_section, median_ms  # noqa: E402
+from bench.common import SETTLE_S, bench_message, median_ms  # noqa: E402
 from device.torch_edge import TorchEdge, onnx_edge  # noqa: E402
 from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from shared.lab.pages import kept_section  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.model import MultiExitMobileNetV2  # noqa: E402
 from shared.protocol import ENCODINGS, decode_activation  # noqa: E402

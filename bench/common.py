@@ -22,7 +22,7 @@ import torch
 from shared.checkpoint import Checkpoint
 from shared.runtime import session as onnx_session
 
-__all__ = ["SETTLE_S", "digits", "kept_section", "median_ms", "replace_section", "session"]
+__all__ = ["SETTLE_S", "bench_message", "digits", "median_ms", "session"]
 
 SETTLE_S = 0.05
 """Pause before each timed block: longer than the runtimes' worker threads spin after a call."""
@@ -101,33 +101,3 @@ def bench_message(ckpt: Checkpoint, act, block: int, encoding: str, frame_id: in
         tensor=act,
         encoding=encoding,
     )
-
-
-def _markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-
-
-def kept_section(page: Path, name: str) -> str:
-    """Section ``name`` of ``page`` as it stands, markers included, for a script that rewrites
-    the rest of the page (another script owns the section); a placeholder if there is none."""
-    start, end = _markers(name)
-    text = page.read_text() if page.exists() else ""
-    if start in text and end in text:
-        return text[text.index(start) : text.index(end) + len(end)]
-    return f"{start}\n(not measured yet: see the Makefile's bench targets)\n{end}"
-
-
-def replace_section(page: Path, name: str, body: str, before: str | None = None) -> None:
-    """Write ``body`` into section ``name`` of ``page``; a page without it gets it before the
-    line ``before`` (where the script that writes the rest puts it), or at the end."""
-    start, end = _markers(name)
-    text = page.read_text() if page.exists() else ""
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    elif before and f"\n{before}\n" in text:
-        at = text.index(f"\n{before}\n") + 1
-        text = text[:at] + block + "\n\n" + text[at:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    page.write_text(text)

@@ -7,12 +7,32 @@ in one process (the tests, the demo) never clash over metric names.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 __all__ = ["WorkerMetrics"]
 
 _MS_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+
+
+class _Refusals:
+    """Publishes the broker refused, read from the MQTT link's own counts at scrape time."""
+
+    def __init__(self, worker_id: str, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._worker = worker_id
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        m = CounterMetricFamily(
+            "isplitee_worker_publish_refused",
+            "Publishes the broker refused (its ACL), by topic kind",
+            labels=["worker", "kind"],
+        )
+        for kind, n in self._counts().items():
+            m.add_metric([self._worker, kind], n)
+        yield m
 
 
 class WorkerMetrics:
@@ -56,6 +76,10 @@ class WorkerMetrics:
         ).labels(**labels)
         self.error_counts: dict[str, int] = {}
         self._lock = threading.Lock()  # overloads are counted on paho's thread
+
+    def count_refusals(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Export the broker's refusals of this worker's publishes (replies, status)."""
+        self.registry.register(_Refusals(self._worker, counts))
 
     def error(self, kind: str) -> None:
         self._errors.labels(worker=self._worker, kind=kind).inc()

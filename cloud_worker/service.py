@@ -22,7 +22,7 @@ from cloud_worker.metrics import WorkerMetrics
 from shared.logthrottle import LogThrottle
 from shared.memory import release_freed_memory
 from shared.metrics_http import MetricsServer
-from shared.mqtt import Message, MqttLink
+from shared.mqtt import Message, MqttError, MqttLink
 from shared.protocol import (
     Activation,
     ProtocolError,
@@ -32,6 +32,7 @@ from shared.protocol import (
     decode_activation,
     encode_reply,
 )
+from shared.refusal import Refusal, worker_advice
 
 __all__ = ["Worker"]
 
@@ -74,6 +75,7 @@ class Worker:
             session_expiry_s=0,
             on_overflow=self._overloaded,
         )
+        self.metrics.count_refusals(lambda: dict(self.link.refused))
         self._server: MetricsServer | None = None
         # A flood of refusals is counted by kind, and logged once per kind per 10 s.
         self._log_throttle = LogThrottle()
@@ -92,7 +94,11 @@ class Worker:
                 self.config.metrics_port,
             )
         self.link.start(timeout)
-        self.link.publish(self._status_topic, b"online", retain=True)
+        try:
+            self._check_topics()
+        except MqttError:
+            self.close()
+            raise
         models = ", ".join(c.short_hash for c in self.bank.models.values())
         log.info(
             "worker %s serving %s on %s (group %s)",
@@ -101,6 +107,26 @@ class Worker:
             self.link.address,
             self.config.group,
         )
+
+    def _check_topics(self) -> None:
+        """Stop at once, with the fix, if the broker refuses this worker's subscription or
+        status. (Mosquitto's acl_file grants every subscription and filters on delivery; its
+        dynamic-security plugin, like EMQX or HiveMQ, refuses in the SUBACK.)"""
+        refused = [
+            Refusal(topic, why, "subscribe") for topic, why in self.link.wait_subscribed().items()
+        ]
+        why = self.link.publish_checked(self._status_topic, b"online", retain=True)
+        if why is not None:
+            refused.append(Refusal(self._status_topic, why))
+        if refused:
+            raise MqttError(
+                worker_advice(
+                    refused,
+                    broker=str(self.link.address),
+                    user=self.link.user,
+                    worker_id=self.config.worker_id,
+                )
+            )
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set, then finish the batches in hand."""
@@ -127,6 +153,8 @@ class Worker:
 
     # -- one message -------------------------------------------------------------------------
     def _receive(self, msg: Message) -> None:
+        if not msg.payload:  # a node's start-up check of its ACL (docs/protocol.md)
+            return
         self.metrics.messages.inc()
         try:
             act = decode_activation(msg.payload, max_bytes=self.config.max_payload_bytes)

@@ -2,11 +2,17 @@
 # Accounts, ACL and (for trying TLS) certificates for the production broker.
 #
 #   deploy/broker-setup.sh init DIR [HOSTNAME]     CA + server certificate, empty password
-#                                                  file, ACL and a mosquitto.conf in DIR
+#                                                  file, ACL, isplitee.conf (for Debian's
+#                                                  /etc/mosquitto/conf.d/) and a stand-alone
+#                                                  mosquitto.conf in DIR
 #   deploy/broker-setup.sh add-node DIR DEVICE_ID  an account for a camera node
 #   deploy/broker-setup.sh add-worker DIR WORKER_ID
 #   deploy/broker-setup.sh add-reader DIR NAME     an app that reads results, status, stats
 #   deploy/broker-setup.sh add-operator DIR NAME   a reader that may also change settings
+#   deploy/broker-setup.sh add-homeassistant DIR NAME
+#                                                  Home Assistant: reads the nodes' discovery
+#                                                  configs and what their entities show, sets
+#                                                  alpha, publishes its own birth message
 #
 # The password of a new account is read from $ISPLITEE_NEW_PASSWORD, or generated and printed
 # once on stdout; only its hash is stored. Give it to the node or worker as ISPLITEE_PASSWORD
@@ -74,23 +80,31 @@ case "$cmd" in
     fi
     touch "$dir/passwd"
     [ -f "$dir/acl" ] || cp "$here/broker_config/acl" "$dir/acl"
-    sed -e "s|/etc/mosquitto/isplitee|$dir|g" -e "s|^persistence_location .*|persistence_location $dir/data/|" \
-      "$here/broker_config/mosquitto.prod.conf" >"$dir/mosquitto.conf"
+    # isplitee.conf: the fragment for /etc/mosquitto/conf.d/ beside Debian's own main file;
+    # mosquitto.conf: the same settings standing alone, for trying them (mosquitto -c).
+    sed -e "s|/etc/mosquitto/isplitee|$dir|g" "$here/broker_config/mosquitto.prod.conf" >"$dir/isplitee.conf"
+    { cat "$dir/isplitee.conf"; printf '\npersistence_location %s/data/\n' "$dir"; } >"$dir/mosquitto.conf"
     mkdir -p "$dir/data"
     # Mosquitto started as root reads these, then drops to its own user to write its data.
-    chmod 0644 "$dir/ca.crt" "$dir/server.crt" "$dir/acl" "$dir/mosquitto.conf"
+    chmod 0644 "$dir/ca.crt" "$dir/server.crt" "$dir/acl" "$dir/mosquitto.conf" "$dir/isplitee.conf"
     chmod 0640 "$dir/server.key" "$dir/passwd"
     chmod 0600 "$dir/ca.key"
     if id mosquitto >/dev/null 2>&1; then
       chgrp mosquitto "$dir/server.key" "$dir/passwd" 2>/dev/null || true
       chown mosquitto "$dir/data" 2>/dev/null || true
     fi
-    echo "set up in $dir: mosquitto -c $dir/mosquitto.conf"
+    echo "set up in $dir: try it with mosquitto -c $dir/mosquitto.conf;"
+    echo "on Debian: cp $dir/isplitee.conf /etc/mosquitto/conf.d/ && systemctl restart mosquitto"
     ;;
   add-node)
     id_="${3:-}"; valid_id "$id_"
-    # The ACL's patterns already confine a node to isplitee/<its id>/...
+    # The ACL's patterns already confine a node to isplitee/<its id>/... and its own Home
+    # Assistant configs; those name the node with '.' written '_', which %u cannot match.
     add_account "$id_"
+    case "$id_" in
+      *.*) add_acl "$id_" "topic write homeassistant/+/isplitee_${id_//./_}/+/config
+" ;;
+    esac
     ;;
   add-worker)
     id_="${3:-}"; valid_id "$id_"
@@ -111,5 +125,19 @@ topic read isplitee/workers/+/status
 "
     add_acl "$id_" "$rules"
     ;;
-  *) fail "unknown command '$cmd' (init, add-node, add-worker, add-reader, add-operator)" ;;
+  add-homeassistant)
+    id_="${3:-}"; valid_id "$id_"
+    add_account "$id_"
+    # Discovery (retained configs) and HA's birth/will on homeassistant/status; the entities
+    # read results, status, stats and config; the alpha number writes set/alpha.
+    add_acl "$id_" 'topic read homeassistant/#
+topic write homeassistant/status
+topic read isplitee/+/result
+topic read isplitee/+/status
+topic read isplitee/+/stats
+topic read isplitee/+/config
+topic write isplitee/+/set/#
+'
+    ;;
+  *) fail "unknown command '$cmd' (init, add-node, add-worker, add-reader, add-operator, add-homeassistant)" ;;
 esac

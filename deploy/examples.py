@@ -1,5 +1,6 @@
 """Regenerate deploy/device.example.toml, deploy/cloud.example.toml and docs/configuration.md
-from the config models.
+from the config models, and the lists of runtime settings and stats keys in docs/protocol.md
+from the code that accepts and publishes them.
 
     python deploy/examples.py          # write them
     python deploy/examples.py --check  # exit 1 when they are stale (the tests run this)
@@ -12,7 +13,10 @@ from pathlib import Path
 
 from cloud_worker.config import WorkerConfig
 from device.config import DeviceConfig
+from device.settings import EFFECTS, accepted
+from device.stats_fields import STATS_FIELDS
 from shared.config import render_example, render_reference
+from shared.lab.pages import with_section
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,6 +35,7 @@ EXAMPLES = {
 
 
 REFERENCE = HERE.parent / "docs" / "configuration.md"
+PROTOCOL = HERE.parent / "docs" / "protocol.md"
 
 
 def _reference() -> str:
@@ -50,6 +55,17 @@ def _reference() -> str:
     return "\n".join(parts)
 
 
+def _protocol() -> str:
+    """docs/protocol.md with its two generated lists set from the code."""
+    settings = ["| key | value | effect on the bandit |", "|---|---|---|"]
+    settings += [f"| `{key}` | {accepted(key)} | {effect} |" for key, effect in EFFECTS.items()]
+    stats = ["| key | meaning |", "|---|---|"]
+    stats += [f"| `{key}` | {meaning} |" for key, meaning in STATS_FIELDS.items()]
+    text = PROTOCOL.read_text()
+    text = with_section(text, "settings", "\n".join(settings))
+    return with_section(text, "stats-keys", "\n".join(stats))
+
+
 def main(argv: list[str]) -> int:
     unknown = set(argv) - {"--check", "-h", "--help"}
     if unknown or {"-h", "--help"} & set(argv):
@@ -61,6 +77,7 @@ def main(argv: list[str]) -> int:
         for path, (cls, title, required) in EXAMPLES.items()
     }
     outputs[REFERENCE] = _reference()
+    outputs[PROTOCOL] = _protocol()
     for path, text in outputs.items():
         if "--check" in argv:
             if not path.exists() or path.read_text() != text:

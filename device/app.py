@@ -31,9 +31,10 @@ from shared.bandit import Policy, build_policy
 from shared.cost import RewardModel, paper_cost
 from shared.memory import map_large_buffers, release_freed_memory
 from shared.model_file import ModelFile, load_model
-from shared.mqtt import MqttLink
+from shared.mqtt import MqttError, MqttLink
 from shared.profile import ModelProfile
 from shared.protocol import Topics
+from shared.refusal import Refusal, discovery_advice, node_advice
 from shared.wire import FALLBACK, wire_encodings
 
 __all__ = ["DeviceApp", "RunSummary"]
@@ -254,29 +255,95 @@ class DeviceApp:
             setting = parse_setting(key, msg.payload, blocks=self.ckpt.meta.arm_blocks)
         except SettingError as exc:
             log.warning("refused a runtime setting: %s", exc)
-            self.node.refuse(str(exc))
-            self.publish_stats()  # the refusal shows on the stats topic at once
+            self.node.refuse()
+            self.publish_stats(settings_error=str(exc))  # on the stats topic at once, once
             return
         settings = self.node.apply(setting)
         log.info("runtime setting %s = %r applied", key, setting.value)
         self.publish_config(settings)
+
+    def _check_topics(self) -> None:
+        """Stop at once, with the fix, if the broker refuses this node's own topics.
+
+        Mosquitto lets an account connect and then refuses what its ACL does not allow, one
+        publish at a time: without this check a node on the wrong account runs on and every
+        result vanishes. Status and config are published for real, the activation topic gets
+        one zero-byte message, which workers skip (docs/protocol.md); the result topic is
+        checked on the first real result (:meth:`_check_first_result`), so no reader of
+        results ever sees a message that is not one.
+        """
+        dev = self.config.device_id
+        refused = [
+            Refusal(topic, why, "subscribe") for topic, why in self.link.wait_subscribed().items()
+        ]
+        checks = [
+            (self._status, b"online", True),
+            (self.topics.config(dev), json.dumps(self.node.settings()).encode(), True),
+            (self.topics.activation(dev), b"", False),
+        ]
+        for topic, payload, retain in checks:
+            why = self.link.publish_checked(topic, payload, retain=retain)
+            if why is not None:
+                refused.append(Refusal(topic, why))
+        if refused:
+            raise MqttError(
+                node_advice(
+                    refused, broker=str(self.link.address), user=self.link.user, device_id=dev
+                )
+            )
+
+    def _check_first_result(self) -> None:
+        """The result topic's check: wait for the broker's answer to the first result."""
+        self.link.wait_acked("result")
+        if self.link.refused["result"]:
+            topic, why = self.link.last_refusal["result"]
+            raise MqttError(
+                node_advice(
+                    [Refusal(topic, why)],
+                    broker=str(self.link.address),
+                    user=self.link.user,
+                    device_id=self.config.device_id,
+                )
+            )
+
+    def _publish_discovery(self) -> None:
+        """Home Assistant's discovery configs, each checked: a refusal is a warning with the
+        fix, since the node works on without Home Assistant."""
+        cfg = self.config
+        refused = []
+        for topic, body in discovery_messages(
+            self.topics,
+            cfg.device_id,
+            ha_prefix=cfg.ha_prefix,
+            model_hash=self.ckpt.hash,
+            sw_version=_version(),
+        ):
+            why = self.link.publish_checked(topic, body, retain=True, kind="discovery")
+            if why is not None:
+                refused.append(Refusal(topic, why))
+        if refused:
+            log.warning(
+                discovery_advice(refused, broker=str(self.link.address), user=self.link.user)
+            )
 
     def publish_config(self, settings: dict | None = None) -> None:
         """The effective settings, retained, so a dashboard shows them whenever it connects."""
         body = json.dumps(settings or self.node.settings())
         self.link.publish(self.topics.config(self.config.device_id), body, retain=True)
 
-    def _stats(self) -> dict:
+    def _stats(self, settings_error: str | None = None) -> dict:
         stats = self.node.stats()
+        stats["settings_error"] = settings_error
         elapsed = max(time.monotonic() - self._started, 1e-9)
         stats["fps"] = round(stats["frames"] / elapsed, 3)
         stats["dropped"] = self._source.dropped if self._source is not None else 0
         stats["publish_dropped"] = self.link.publish_dropped
+        stats["publish_refused"] = dict(self.link.refused)
         stats["uptime_s"] = round(elapsed, 1)
         return stats
 
-    def publish_stats(self) -> dict:
-        stats = self._stats()
+    def publish_stats(self, settings_error: str | None = None) -> dict:
+        stats = self._stats(settings_error)
         self.link.publish(self.topics.stats(self.config.device_id), json.dumps(stats))
         return stats
 
@@ -293,17 +360,13 @@ class DeviceApp:
                 metrics.render, self.link.connected.is_set, cfg.metrics_host, cfg.metrics_port
             )
             log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self._metrics.port)
-        self.link.publish(self._status, b"online", retain=True)
-        self.publish_config()
+        try:
+            self._check_topics()
+        except MqttError:
+            self.link.stop()
+            raise
         if cfg.ha_discovery:
-            for topic, body in discovery_messages(
-                self.topics,
-                cfg.device_id,
-                ha_prefix=cfg.ha_prefix,
-                model_hash=self.ckpt.hash,
-                sw_version=_version(),
-            ):
-                self.link.publish(topic, body, retain=True)
+            self._publish_discovery()
         replies = threading.Thread(target=self._reply_loop, name="replies", daemon=True)
         replies.start()
         if self.costs is not None:  # measure the link before the first decision
@@ -315,6 +378,7 @@ class DeviceApp:
                 time.sleep(0.005)
         next_stats = time.monotonic() + cfg.stats_interval_s
         next_state = time.monotonic() + cfg.state_interval_s
+        result_checked = False
         try:
             with open_source(cfg.source, fps=cfg.fps) as source:
                 self._source = source
@@ -328,6 +392,9 @@ class DeviceApp:
                         if stop.is_set():
                             break
                     self.node.process(frame.index, frame.image, frame.captured_at)
+                    if not result_checked and self.node.counters.results:
+                        self._check_first_result()
+                        result_checked = True
                     now = time.monotonic()
                     if now >= next_stats:
                         self.publish_stats()
@@ -337,6 +404,8 @@ class DeviceApp:
                         next_state = now + cfg.state_interval_s
             # Every frame gets its result: wait for outstanding replies (or their timeouts).
             self.node.wait_below(1, cfg.reply_timeout_s * (cfg.reoffloads + 1) + 5.0)
+            if not result_checked and self.node.counters.results:
+                self._check_first_result()
         finally:
             self._replies_done.set()
             replies.join(5)
@@ -347,4 +416,4 @@ class DeviceApp:
             if self._metrics is not None:
                 self._metrics.close()
         c = self.node.counters
-        return RunSummary(c.frames, c.edge + c.cloud + c.fallback, c.edge, c.cloud, c.fallback)
+        return RunSummary(c.frames, c.results, c.edge, c.cloud, c.fallback)

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import stat
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -345,14 +346,51 @@ def _open_stream(url: str, fps: float | None) -> LiveSource:
     return _opencv_live(cap, f"stream {url}", check, fps)
 
 
+_NUMPY_ABI = ("numpy.dtype size changed", "compiled using NumPy 1.x", "numpy.core.multiarray")
+
+
+def _system_numpy() -> str | None:
+    """The numpy Raspberry Pi OS installed (python3-numpy), whatever this venv has."""
+    import importlib.metadata
+
+    for dist in importlib.metadata.distributions(path=["/usr/lib/python3/dist-packages"]):
+        if (dist.metadata["Name"] or "").lower() == "numpy":
+            return dist.version
+    return None
+
+
+def picamera2_import_problem(exc: BaseException) -> str:
+    """Why Raspberry Pi OS's picamera2 would not load, and the fix. Its commonest cause: a
+    numpy 2 from pip, in a venv made with --system-site-packages, shadows the system's
+    numpy 1.24 that python3-picamera2, simplejpeg and python3-av are built against
+    (picamera2 issues #1088, #1211)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if any(mark in text for mark in _NUMPY_ABI):
+        system = _system_numpy() or "1.24.2"
+        return (
+            f"picamera2 cannot load ({text}): this environment's numpy {np.__version__}"
+            f" is not the numpy {system} Raspberry Pi OS built python3-picamera2 against."
+            " Re-run deploy/pi/install.sh (it keeps the system's numpy), or"
+            f" `{sys.executable} -m pip install 'numpy=={system}'`"
+        )
+    return (
+        f"picamera2 is installed but cannot load ({text}); `sudo apt install --reinstall"
+        " python3-picamera2` and check `python3 -c 'import picamera2'` outside the venv"
+    )
+
+
 def _open_picamera2(size: tuple[int, int], fps: float | None) -> LiveSource:
     try:
         from picamera2 import Picamera2  # only on a Pi, from Raspberry Pi OS's own package
-    except ImportError as e:
+    except ModuleNotFoundError as e:
+        if e.name not in ("picamera2", None):  # picamera2 is there, one of its parts is not
+            raise SourceError(picamera2_import_problem(e)) from e
         raise SourceError(
             "picamera2 is not installed: run `sudo apt install python3-picamera2` and make the "
             "virtualenv with `python3 -m venv --system-site-packages` so it can see the package"
         ) from e
+    except (ImportError, ValueError, AttributeError) as e:  # it is there but cannot load
+        raise SourceError(picamera2_import_problem(e)) from e
     name = f"Pi camera {size[0]}x{size[1]}"
     try:
         camera = Picamera2()

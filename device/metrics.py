@@ -48,6 +48,14 @@ class _NodeCollector:
             "Messages dropped because too many were queued while the broker was unreachable",
             s.get("publish_dropped", 0),
         )
+        refused = CounterMetricFamily(
+            "isplitee_node_publish_refused",
+            "Publishes the broker refused (its ACL), by topic kind",
+            labels=["device", "kind"],
+        )
+        for kind, n in s.get("publish_refused", {}).items():
+            refused.add_metric([*dev, kind], n)
+        yield refused
         errors = CounterMetricFamily(
             "isplitee_node_errors", "Offloads that fell back, by kind", labels=["device", "kind"]
         )

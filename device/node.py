@@ -100,6 +100,10 @@ class NodeCounters:
     errors: Counter = field(default_factory=Counter)
     settings_refused: int = 0
 
+    @property
+    def results(self) -> int:
+        return self.edge + self.cloud + self.fallback
+
 
 class Node:
     def __init__(
@@ -123,7 +127,6 @@ class Node:
         self.edge = edge
         self.policy = policy
         self.make_policy = make_policy
-        self.last_settings_error: str | None = None
         self.costs = costs
         self.rewards = rewards
         self.out = publisher
@@ -442,13 +445,12 @@ class Node:
                 if key == "alpha":
                     self.rewards = RewardModel(self.rewards.cost, value, self.rewards.mu)
                 self.policy = self.make_policy(spec, self.rewards)
-            self.last_settings_error = None
             return self.settings()
 
-    def refuse(self, message: str) -> None:
+    def refuse(self) -> None:
+        """Count a refused runtime setting (its reason goes out once, in the next stats)."""
         with self._lock:
             self.counters.settings_refused += 1
-            self.last_settings_error = message
 
     def settings(self) -> dict[str, Any]:
         with self._lock:
@@ -469,7 +471,7 @@ class Node:
         with self._lock:
             c = self.counters
             n = max(c.frames, 1)
-            settled = max(c.edge + c.cloud + c.fallback, 1)
+            settled = max(c.results, 1)
             cost = self.rewards.cost
             return {
                 "device_id": self.device_id,
@@ -486,7 +488,6 @@ class Node:
                 "audit_rate": round(c.audits / n, 4),
                 "errors": dict(c.errors),
                 "settings_refused": c.settings_refused,
-                "settings_error": self.last_settings_error,
                 "arms": self.policy.arm_stats(),
                 "costs": {
                     "edge": [round(v, 4) for v in cost.edge],

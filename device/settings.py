@@ -8,14 +8,8 @@ fix; the node applies a valid one at once and echoes its effective settings, ret
 encoding set this way across restarts (unless its ``device.toml`` has changed that key since:
 then the file wins); without one, changes last until the node restarts.
 
-What each key does to the bandit:
-
-* ``alpha``: which frames exit changes, so what the bandit learnt no longer applies: it starts
-  afresh with the new threshold.
-* ``mu``: only the price of cost against confidence: the bandit keeps what it learnt.
-* ``policy``: a new policy, learning from scratch.
-* ``encoding``: the next offloads use it (the bandit measures the new payload's round trips).
-* ``reset``: forget what the bandit learnt (any payload).
+What each key accepts and does to the bandit is :data:`EFFECTS` and :func:`accepted` (the
+table of docs/protocol.md is generated from them).
 """
 
 from __future__ import annotations
@@ -25,21 +19,42 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from shared.bandit import POLICY_SPECS
 from shared.errors import IsplitEEError
 from shared.wire import WIRE_CHOICES
 
-__all__ = ["SETTABLE", "Setting", "SettingError", "parse_setting", "validate_policy"]
+__all__ = [
+    "EFFECTS",
+    "SETTABLE",
+    "Setting",
+    "SettingError",
+    "accepted",
+    "parse_setting",
+    "validate_policy",
+]
 
-SETTABLE = ("alpha", "mu", "policy", "encoding", "reset")
-_SPECS = (
-    "isplitee",
-    "isplitee-nonstationary",
-    "isplitee-paper",
-    "isplitee-paper-nonstationary",
-    "offload-all",
-    "final",
-    "random",
-)
+EFFECTS: dict[str, str] = {
+    "alpha": "which frames exit changes: it starts learning afresh",
+    "mu": "only the price of cost: it keeps what it learnt",
+    "policy": "a new policy, learning from scratch",
+    "encoding": "none (the next offloads use it; the bandit measures their round trips)",
+    "reset": "forgets what it learnt",
+}
+"""What each runtime setting does to the bandit."""
+
+SETTABLE = tuple(EFFECTS)
+_SPECS = tuple(spec for spec in POLICY_SPECS if spec != "fixed:BLOCK")
+
+
+def accepted(key: str) -> str:
+    """What ``key`` accepts, as the docs say it."""
+    return {
+        "alpha": "number in [0, 1]",
+        "mu": "number ≥ 0",
+        "policy": ", ".join(f"`{spec}`" for spec in POLICY_SPECS),
+        "encoding": ", ".join(f"`{choice}`" for choice in WIRE_CHOICES),
+        "reset": "anything",
+    }[key]
 
 
 class SettingError(IsplitEEError):

@@ -9,6 +9,13 @@ short disconnects, automatic reconnection with back-off, and a retained will on 
 paho's callbacks do no work: they turn a packet into a :class:`Message` and put it on the
 inbox, so decoding and inference never run on paho's network thread. A full inbox drops the
 message, logs it and counts it in :attr:`MqttLink.inbox_dropped`.
+
+Nothing the broker refuses goes unseen. Mosquitto accepts the connection of an account and
+then refuses, one by one, the publishes and subscriptions its ACL does not allow: a QoS 1
+publish gets a PUBACK with a failure reason (MQTT v5), a subscription a SUBACK with one. Both
+are counted by topic kind (:attr:`MqttLink.refused`, :attr:`MqttLink.subscriptions_refused`)
+and logged once per kind and interval; :meth:`MqttLink.publish_checked` and
+:meth:`MqttLink.wait_subscribed` let a program check its topics at start.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import queue
 import socket
 import ssl
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -28,8 +37,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from shared.errors import IsplitEEError
+from shared.logthrottle import LogThrottle
 
-__all__ = ["BrokerAddress", "Message", "MqttError", "MqttLink"]
+__all__ = ["BrokerAddress", "Message", "MqttError", "MqttLink", "topic_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +55,112 @@ OFFLINE_QUEUE = 10_000
 outage cannot exhaust a Pi's memory."""
 
 
+NO_ANSWER = "no answer (is Mosquitto running and the port right?)"
+
+
 class MqttError(IsplitEEError):
     """The broker cannot be reached or refused us; the message names the broker and the reason."""
+
+
+@dataclass(frozen=True)
+class ConnectFailure:
+    text: str
+    permanent: bool  # retrying cannot mend it: stop at once instead of waiting out a timeout
+
+
+# OpenSSL's verify codes (x509_vfy.h) that name a cause a user can fix.
+_NOT_OUR_CA = {18, 19, 20, 21}  # self-signed, self-signed in chain, no local issuer, leaf
+_EXPIRED, _NOT_YET_VALID, _HOSTNAME = 10, 9, 62
+
+
+def diagnose_connect_failure(
+    address: BrokerAddress, tls: ssl.SSLContext | None, ca_file: str | None
+) -> ConnectFailure:
+    """Why a connect failed, found by doing its first steps again: paho reports only that it
+    failed. A TCP connect tells a dead broker from a wrong port; a TLS handshake with the same
+    context tells an unknown CA, an expired certificate and a wrong host name apart."""
+    try:
+        sock = socket.create_connection((address.host, address.port), timeout=3)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        return ConnectFailure(f"{why} (is Mosquitto running and the port right?)", False)
+    with sock:
+        if tls is None:
+            return _plain_failure(sock, address)
+        try:
+            with tls.wrap_socket(sock, server_hostname=address.host):
+                return ConnectFailure(NO_ANSWER, False)
+        except ssl.SSLCertVerificationError as exc:
+            return ConnectFailure(_certificate_problem(exc, address, ca_file), True)
+        except (ssl.SSLError, OSError) as exc:
+            why = getattr(exc, "reason", None) or exc
+            return ConnectFailure(
+                f"TLS handshake failed ({why}): is {address.port} the broker's TLS listener?",
+                False,
+            )
+
+
+def _plain_failure(sock: socket.socket, address: BrokerAddress) -> ConnectFailure:
+    """A port that takes TCP but never answers MQTT: is it a TLS listener?"""
+    probe = ssl.create_default_context()
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    try:
+        with probe.wrap_socket(sock, server_hostname=address.host):
+            return ConnectFailure(
+                f"port {address.port} speaks TLS: use mqtts://{address.host}:{address.port}"
+                " (and ca_file, ISPLITEE_CA_FILE, for a private CA)",
+                True,
+            )
+    except (ssl.SSLError, OSError):
+        return ConnectFailure(NO_ANSWER, False)
+
+
+_LOGIN_REFUSED = ("Not authorized", "Bad user name or password", "Bad authentication method")
+
+
+def _login_refused(reason: str, user: str | None) -> str:
+    who = f"account {user!r}" if user else "an anonymous client"
+    return (
+        f"{reason}: the broker refused {who} at log-in; check username (ISPLITEE_USERNAME)"
+        " and ISPLITEE_PASSWORD, or create the account (deploy/broker-setup.sh add-node DIR"
+        " ID, add-worker DIR ID)"
+    )
+
+
+def _certificate_problem(
+    exc: ssl.SSLCertVerificationError, address: BrokerAddress, ca_file: str | None
+) -> str:
+    code = exc.verify_code
+    ca = ca_file or "the system's CA store"
+    if code in _NOT_OUR_CA:
+        return (
+            f"TLS: the broker's certificate is not signed by a CA in {ca} ({exc.verify_message});"
+            " set ca_file (ISPLITEE_CA_FILE) to the CA that signed it, e.g. the ca.crt of"
+            " deploy/broker-setup.sh init"
+        )
+    if code == _EXPIRED:
+        return (
+            "TLS: the broker's certificate has expired; renew it on the broker"
+            " (or check this machine's clock)"
+        )
+    if code == _NOT_YET_VALID:
+        return (
+            "TLS: the broker's certificate is not valid yet: this machine's clock is probably"
+            " wrong (a Pi without network time starts in the past; check timedatectl)"
+        )
+    if code == _HOSTNAME:
+        return (
+            f"TLS: the broker's certificate is not valid for {address.host!r}; connect by a name"
+            " in its subjectAltName, or reissue it for this one"
+            " (deploy/broker-setup.sh init DIR HOSTNAME)"
+        )
+    return f"TLS: the broker's certificate was refused: {exc.verify_message}"
+
+
+def topic_kind(topic: str) -> str:
+    """What a refusal is counted under: the topic's last level (``result``, ``status``...)."""
+    return topic.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -136,7 +250,20 @@ class MqttLink:
         self._on_overflow = on_overflow
         self.connected = threading.Event()
         self.connects = 0
-        self._refused: str | None = None
+        self.user = username or self.address.username
+        self.refused: Counter[str] = Counter()  # publishes refused by the broker, by kind
+        self.last_refusal: dict[str, tuple[str, str]] = {}  # kind -> (topic, reason)
+        self.subscriptions_refused: dict[str, str] = {}  # filter -> reason, this connection
+        self.subscribed = threading.Event()  # every SUBACK of this connection is in
+        self._sent: dict[int, str] = {}  # mid of a QoS >= 1 publish -> its topic kind
+        self._acked: dict[int, str] = {}  # PUBACKs that came before publish() returned
+        self._sub_mids: dict[int, str] = {}  # mid of a SUBSCRIBE -> its filter
+        self._outcomes: dict[int, str | None] = {}  # mid -> reason, for publish_checked
+        self._lock = threading.Lock()
+        self._throttle = LogThrottle()
+        self._connect_refused: str | None = None
+        self._connect_failure: str | None = None  # why the last connect failed, diagnosed
+        self._fatal = threading.Event()  # a failure retrying cannot mend (a certificate)
         self._stopping = False
         client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
@@ -145,17 +272,24 @@ class MqttLink:
         )
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_queued_messages_set(OFFLINE_QUEUE)
-        user = username or self.address.username
-        if user:
-            client.username_pw_set(user, password or self.address.password)
+        if self.user:
+            client.username_pw_set(self.user, password or self.address.password)
+        self.ca_file = ca_file
+        self._tls: ssl.SSLContext | None = None
         if self.address.tls or ca_file:
-            client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
+            # One context for paho and for diagnose_connect_failure, so the diagnosis sees
+            # exactly the handshake paho failed.
+            self._tls = ssl.create_default_context(cafile=ca_file)
+            client.tls_set_context(self._tls)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
         client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_connect_fail = self._on_connect_fail
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         self._client = client
 
     # -- paho callbacks: no work here, only hand-over --------------------------------------------
@@ -167,13 +301,25 @@ class MqttLink:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self._refused = str(reason_code)
-            log.error("broker %s refused %s: %s", self.address, self.client_id, reason_code)
+            reason = str(reason_code)
+            if reason in _LOGIN_REFUSED:  # retrying with the same password cannot help
+                reason = _login_refused(reason, self.user)
+                self._fatal.set()
+            if reason != self._connect_refused:
+                log.error("broker %s refused %s: %s", self.address, self.client_id, reason)
+            self._connect_refused = reason
             return
-        self._refused = None
+        self._connect_refused = None
         self.connects += 1
-        for topic in self.subscriptions:
-            client.subscribe(topic, qos=1)
+        self.subscribed.clear()
+        with self._lock:
+            self.subscriptions_refused.clear()
+            self._sub_mids.clear()
+            for topic in self.subscriptions:
+                _, mid = client.subscribe(topic, qos=1)
+                self._sub_mids[mid] = topic
+            if not self._sub_mids:
+                self.subscribed.set()
         self.connected.set()
         log.info(
             "connected to %s as %s (%s session)",
@@ -182,11 +328,66 @@ class MqttLink:
             "resumed" if flags.session_present else "new",
         )
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        failure = diagnose_connect_failure(self.address, self._tls, self.ca_file)
+        if failure != self._connect_failure:
+            log.warning("cannot connect to %s: %s", self.address, failure.text)
+        self._connect_failure = failure.text
+        if failure.permanent:
+            self._fatal.set()
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self.connected.is_set()
         self.connected.clear()
         if was and not self._stopping:
             log.warning("disconnected from %s (%s); reconnecting", self.address, reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        reason = str(reason_code) if reason_code.is_failure else None
+        with self._lock:
+            sent = self._sent.pop(mid, None)
+            if sent is None:  # acknowledged before publish() had its mid back
+                self._acked[mid] = reason
+                return
+            if mid in self._outcomes:
+                self._outcomes[mid] = reason
+        if reason is not None:
+            self._count_refusal(*sent, reason)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._lock:
+            topic = self._sub_mids.pop(mid, None)
+            failed = [str(rc) for rc in reason_codes if rc.is_failure]
+            if topic is not None and failed:
+                self.subscriptions_refused[topic] = failed[0]
+            done = not self._sub_mids
+        if topic is not None and failed:
+            log.error(
+                "broker %s refused account %s the subscription to %s: %s",
+                self.address,
+                self.user or "(anonymous)",
+                topic,
+                failed[0],
+            )
+        if done:
+            self.subscribed.set()
+
+    def _count_refusal(self, kind: str, topic: str, reason: str) -> None:
+        """Every refused publish is counted; the log gets the first of a kind, then one line
+        per interval with how many more there were."""
+        with self._lock:
+            self.refused[kind] += 1
+            self.last_refusal[kind] = (topic, reason)
+        suffix = self._throttle.admit(("refused", kind))
+        if suffix is not None:
+            log.error(
+                "broker %s refused account %s a publish on %s: %s%s",
+                self.address,
+                self.user or "(anonymous)",
+                topic,
+                reason,
+                suffix,
+            )
 
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
         props = msg.properties
@@ -222,10 +423,16 @@ class MqttLink:
             properties=props,
         )
         self._client.loop_start()
-        if not self.connected.wait(timeout):
-            self.stop()
-            reason = self._refused or "no answer (is Mosquitto running and the port right?)"
-            raise MqttError(f"cannot connect to the broker at {self.address}: {reason}")
+        deadline = time.monotonic() + timeout
+        while not self.connected.wait(0.05):
+            if self._fatal.is_set() or time.monotonic() >= deadline:
+                self.stop()
+                if not (self._connect_refused or self._connect_failure):
+                    # TCP connected but MQTT never answered: find out what listens there.
+                    found = diagnose_connect_failure(self.address, self._tls, self.ca_file)
+                    self._connect_failure = found.text
+                reason = self._connect_refused or self._connect_failure or NO_ANSWER
+                raise MqttError(f"cannot connect to the broker at {self.address}: {reason}")
 
     def publish(
         self,
@@ -236,8 +443,11 @@ class MqttLink:
         retain: bool = False,
         response_topic: str | None = None,
         correlation: bytes | None = None,
+        kind: str | None = None,
     ) -> paho.MQTTMessageInfo:
-        """Queue a publish; paho sends it now, or after a reconnect if we are offline."""
+        """Queue a publish; paho sends it now, or after a reconnect if we are offline.
+
+        A refusal by the broker is counted under ``kind`` (default: the topic's last level)."""
         props = None
         if response_topic is not None or correlation is not None:
             props = Properties(PacketTypes.PUBLISH)
@@ -249,7 +459,63 @@ class MqttLink:
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
             self.publish_dropped += 1
             log.error("publish queue full while offline: dropped a message on %s", topic)
+        elif qos > 0:
+            self._track(info.mid, kind or topic_kind(topic), topic)
         return info
+
+    def _track(self, mid: int, kind: str, topic: str) -> None:
+        with self._lock:
+            if mid in self._acked:  # its PUBACK already came
+                reason = self._acked.pop(mid)
+                if mid in self._outcomes:
+                    self._outcomes[mid] = reason
+            else:
+                self._sent[mid] = (kind, topic)
+                return
+        if reason is not None:
+            self._count_refusal(kind, topic, reason)
+
+    def publish_checked(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        retain: bool = False,
+        kind: str | None = None,
+        timeout: float = 5.0,
+    ) -> str | None:
+        """Publish at QoS 1 and wait for the broker's PUBACK: None if it took the message,
+        else its reason (``Not authorized``). No PUBACK within ``timeout`` (the link dropped)
+        counts as taken: the message stays queued and is checked like any other."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            self.publish_dropped += 1
+            return None
+        with self._lock:
+            self._outcomes[info.mid] = None
+        self._track(info.mid, kind or topic_kind(topic), topic)
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(timeout)
+        with self._lock:
+            return self._outcomes.pop(info.mid, None)
+
+    def wait_acked(self, kind: str, timeout: float = 5.0) -> bool:
+        """Wait until the broker has answered every QoS 1 publish of ``kind`` sent so far
+        (False: some are still unanswered after ``timeout``, e.g. the link dropped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if all(sent[0] != kind for sent in self._sent.values()):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+
+    def wait_subscribed(self, timeout: float = 5.0) -> dict[str, str]:
+        """Wait for the broker's SUBACKs of this connection: the filters it refused, with why."""
+        self.subscribed.wait(timeout)
+        with self._lock:
+            return dict(self.subscriptions_refused)
 
     def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 5.0) -> None:
         """Publish ``final`` (retained, e.g. the ``offline`` status), then disconnect and end

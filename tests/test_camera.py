@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -153,6 +154,27 @@ def test_unreachable_stream() -> None:
 def test_picamera2_missing_says_how_to_install_it() -> None:
     with pytest.raises(SourceError, match=r"apt install python3-picamera2.*--system-site-packages"):
         open_source("picamera2:320x240")
+
+
+# What a pip numpy 2 does to Bookworm's picamera2 (built against numpy 1.24): simplejpeg, which
+# it imports, fails as below (picamera2 issues #1088, #1211).
+_ABI_ERROR = (
+    "raise ValueError('numpy.dtype size changed, may indicate binary incompatibility. "
+    "Expected 96 from C header, got 88 from PyObject')\n"
+)
+
+
+def test_picamera2_on_the_wrong_numpy_names_the_cause_and_the_fix(tmp_path, monkeypatch) -> None:
+    (tmp_path / "picamera2").mkdir()
+    (tmp_path / "picamera2" / "__init__.py").write_text(_ABI_ERROR)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    with pytest.raises(SourceError) as caught:
+        open_source("picamera2")
+    text = str(caught.value)
+    assert "numpy.dtype size changed" in text and f"numpy {np.__version__}" in text
+    assert "Re-run deploy/pi/install.sh (it keeps the system's numpy)" in text
+    assert "pip install 'numpy==" in text
 
 
 def test_bad_fps_is_refused_before_opening() -> None:

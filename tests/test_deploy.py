@@ -11,12 +11,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "deploy" / "pi" / "install.sh"
+SERVER = ROOT / "deploy" / "server" / "install.sh"
 UNITS = ROOT / "deploy" / "systemd"
 
 
-def _install(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def _install(
+    *args: str, env: dict | None = None, script: Path = INSTALL
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(INSTALL), *args],
+        ["bash", str(script), *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -73,11 +76,16 @@ def test_fake_root_install_is_complete_and_idempotent(tiny_artefact, tmp_path) -
     from shared.config import load_config
 
     root = tmp_path / "root"
+    (tmp_path / "pw").write_text('se"cr\\et\n')
+    (tmp_path / "ca.crt").write_text("a CA\n")
+    mine = tmp_path / "mine.toml"
+    mine.write_text('source = "picamera2"')  # finding 7: no newline at the end
     args = ["--prefix", str(root), "--device-id", "cam1", "--model", str(tiny_artefact)]
-    args += ["--broker", "mqtt://broker.lan:1883"]
-    # --no-deps: the packages themselves are tested elsewhere; this checks where things land.
-    first = _install(*args, env={"PIP_ARGS": "--no-deps"})
+    args += ["--broker", "mqtts://broker.lan:8883", "--config", str(mine), "--username", "cam1"]
+    args += ["--password-file", str(tmp_path / "pw"), "--ca-file", str(tmp_path / "ca.crt")]
+    first = _install(*args)
     assert first.returncode == 0, first.stderr
+    assert "checking the config with isplitee-device --check-config" in first.stdout
     venv = root / "opt" / "isplitee" / "venv"
     assert (venv / "bin" / "isplitee-device").exists()
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
@@ -87,13 +95,56 @@ def test_fake_root_install_is_complete_and_idempotent(tiny_artefact, tmp_path) -
     assert unit.read_text() == (UNITS / "isplitee-device@.service").read_text()
     conf = root / "etc/isplitee/device-cam1.toml"
     cfg = load_config(DeviceConfig, conf, {})
+    assert cfg.source == "picamera2" and cfg.username == "cam1" and cfg.password is None
     assert str(cfg.model) == "/var/lib/isplitee/models/tiny.isplitee"
-    assert cfg.broker == "mqtt://broker.lan:1883"
+    assert cfg.broker == "mqtts://broker.lan:8883"
+    assert str(cfg.ca_file) == "/etc/isplitee/ca-cam1.crt"
+    assert (root / "etc/isplitee/ca-cam1.crt").read_text() == "a CA\n"
+    env = root / "etc/isplitee/cam1.env"
+    assert env.stat().st_mode & 0o777 == 0o600
+    assert env.read_text() == 'ISPLITEE_PASSWORD="se\\"cr\\\\et"\n'
     conf.write_text(conf.read_text() + "alpha = 0.7\n")  # the user's edit
-    second = _install(*args, env={"PIP_ARGS": "--no-deps"})
+    second = _install(*args[:6])
     assert second.returncode == 0, second.stderr
     assert "keeping the existing" in second.stdout
     assert load_config(DeviceConfig, conf, {}).alpha == 0.7
+
+
+def test_a_config_the_node_refuses_is_never_installed(tiny_artefact, tmp_path) -> None:
+    root = tmp_path / "root"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('source = "picamera2"\nalpah = 0.7\n')
+    out = _install("--prefix", str(root), "--device-id", "cam1", "--model", str(tiny_artefact),
+                   "--config", str(bad))  # fmt: skip
+    assert out.returncode == 2
+    assert "the config is refused, nothing installed" in out.stderr
+    assert "alpah: unknown key" in out.stderr
+    assert not (root / "etc/isplitee/device-cam1.toml").exists()
+    assert not (root / "etc/systemd/system/isplitee-device@.service").exists()
+
+
+def test_server_fake_root_install(tiny_artefact, tmp_path) -> None:
+    from cloud_worker.config import WorkerConfig
+    from shared.config import load_config
+
+    root = tmp_path / "root"
+    (tmp_path / "pw").write_text("pw-w1\n")
+    args = ["--prefix", str(root), "--worker-id", "w1", "--model", str(tiny_artefact)]
+    args += ["--broker", "mqtts://broker.lan:8883", "--username", "w1"]
+    args += ["--password-file", str(tmp_path / "pw")]
+    out = _install(*args, script=SERVER)
+    assert out.returncode == 0, out.stderr
+    cfg = load_config(WorkerConfig, root / "etc/isplitee/cloud-w1.toml", {})
+    assert [str(m) for m in cfg.models] == ["/var/lib/isplitee/models/tiny.isplitee"]
+    assert cfg.broker == "mqtts://broker.lan:8883" and cfg.username == "w1"
+    assert (root / "etc/isplitee/w1.env").read_text() == 'ISPLITEE_PASSWORD="pw-w1"\n'
+    assert (root / "opt/isplitee/venv/bin/isplitee-cloud").exists()
+    unit = root / "etc/systemd/system/isplitee-cloud@.service"
+    assert unit.read_text() == (UNITS / "isplitee-cloud@.service").read_text()
+    dry = _install("--dry-run", "--worker-id", "w2", "--model", str(tiny_artefact), script=SERVER)
+    assert dry.returncode == 0, dry.stderr
+    for step in ("python3 -m venv /opt/isplitee/venv", "systemctl enable --now isplitee-cloud@w2"):
+        assert step in dry.stdout, step
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
@@ -114,6 +165,7 @@ def test_systemd_units_verify(unit: str, tmp_path) -> None:
     assert out.returncode == 0 and not out.stderr.strip(), out.stderr
     for key in ("NoNewPrivileges=yes", "ProtectSystem=strict", "Restart=on-failure"):
         assert key in text
+    assert "EnvironmentFile=-/etc/isplitee/%i.env" in text  # the password, out of the config
 
 
 def test_grafana_dashboard_queries_only_metrics_we_export(tiny_checkpoint) -> None:
@@ -126,6 +178,7 @@ def test_grafana_dashboard_queries_only_metrics_we_export(tiny_checkpoint) -> No
 
     worker = WorkerMetrics("w")
     worker.error("decode")
+    worker.count_refusals(lambda: {"reply": 1})
     stats = {
         "device_id": "cam",
         "frames": 1,
@@ -137,9 +190,11 @@ def test_grafana_dashboard_queries_only_metrics_we_export(tiny_checkpoint) -> No
         "pending": 0,
         "split": 3,
         "arms": [{"block": 3, "count": 1.0, "mean_reward": 0.5}],
+        "publish_refused": {"result": 2},
     }
     exported = (worker.render() + NodeMetrics(lambda: stats).render()).decode()
     names = set(re.findall(r"^(isplitee_\w+?)(?:\{| )", exported, re.M))
+    assert 'isplitee_node_publish_refused_total{device="cam",kind="result"} 2.0' in exported
     dash = json.loads((ROOT / "deploy" / "grafana" / "isplitee.json").read_text())
     used = {
         m

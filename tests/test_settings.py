@@ -11,6 +11,7 @@ import pytest
 
 from device.discovery import discovery_messages
 from device.settings import SettingError, parse_setting
+from device.stats_fields import STATS_FIELDS
 from shared.protocol import Topics
 
 BLOCKS = (3, 6, 9, 12, 15, 18, 19)
@@ -154,6 +155,16 @@ def test_settings_over_mqtt_apply_live_and_bad_ones_are_refused(
         )
         assert "alpha should be a number" in refused["settings_error"]
         assert refused["settings_refused"] == 1
+        # Finding 11: the reason goes out once; the next periodic stats carry null, the count.
+        later_stats = watch.wait(
+            lambda t, p: (
+                t == "isplitee/camset/stats"
+                and json.loads(p)["uptime_s"] > refused["uptime_s"]
+                and json.loads(p)
+            )
+        )
+        assert later_stats["settings_error"] is None and later_stats["settings_refused"] == 1
+        assert set(later_stats) == set(STATS_FIELDS)  # docs/protocol.md lists every key
         ctl.publish("isplitee/camset/set/policy", b"fixed:6")
         watch.wait(config_is("policy", "fixed:6"))
         # Every frame decided after the echo splits at block 6.

@@ -1,0 +1,40 @@
+"""Every key of a node's stats message, with its meaning: the one list docs/protocol.md is
+generated from (``python deploy/examples.py``) and a real node's message is checked against
+(tests/test_pipeline.py), so the page cannot drift from what nodes publish. Pure data.
+"""
+
+from __future__ import annotations
+
+__all__ = ["STATS_FIELDS"]
+
+STATS_FIELDS: dict[str, str] = {
+    "device_id": "the node's device id",
+    "frames": "frames processed since start",
+    "fps": "frames per second since start",
+    "dropped": "frames a live source dropped because the node was busy",
+    "split": "the current split block (null before the first decision)",
+    "results": "results published, by source: `edge`, `cloud`, `fallback`",
+    "exit_rate": "share of results answered at the edge",
+    "offload_rate": "share of frames whose activation was sent to the cloud",
+    "fallback_rate": "share of results that fell back (no reply in time, or an error reply)",
+    "audit_rate": "share of frames sent to the cloud although the exit was confident, to check "
+    "the exit (audited policies)",
+    "bytes_sent": "activation bytes offloaded",
+    "pending": "offloads awaiting a reply",
+    "late_replies": "replies that came after their frame had fallen back",
+    "reoffloads": "offloads sent again after a reply timeout (`reoffloads` setting)",
+    "errors": "offloads that fell back, by kind (`timeout` included, and each error reply kind)",
+    "settings_refused": "runtime settings refused since start",
+    "settings_error": "the reason for the refusal, in the message published at once after it "
+    "(null in every other)",
+    "arms": "per arm: block, count and estimated reward of the bandit, exit rate and "
+    "confidence; with an audited policy also `agreement` with the final classifier, `trusted`, "
+    "and `threshold`, the confidence at which that exit answers",
+    "costs": "current `edge` and `offload` cost per arm (paper units)",
+    "publish_dropped": "messages dropped because more than 10,000 were queued while the broker "
+    "was unreachable",
+    "publish_refused": "publishes the broker refused (its ACL), by topic kind, e.g. "
+    '`{"result": 12}`',
+    "uptime_s": "seconds since start",
+    "model_hash": "content hash of the model the node runs",
+}
