@@ -7,7 +7,7 @@ MODEL  ?= models/digits.pt
 PAPER_MODEL ?= models/digits-paper.pt
 STAMP  := $(VENV)/.installed-$(shell printf '%s' "$(EXTRAS)" | tr ',' '-')
 
-.PHONY: help install mosquitto test test-slow lint demo model paper-model bench bench-pipeline bench-reliability bench-footprint pi-wheels results examples clean
+.PHONY: help install mosquitto test test-slow lint demo model paper-model bench bench-pipeline bench-reliability bench-footprint bench-testbed pi-wheels results examples clean
 
 help:
 	@echo "make demo      set up, then broker + cloud worker + 3 camera nodes live on this machine"
@@ -18,6 +18,7 @@ help:
 	@echo "make results   regenerate docs/results.md from the digits checkpoint"
 	@echo "make bench-reliability  every failure scenario + the 60 s load run -> docs/reliability.md"
 	@echo "make bench-footprint  memory, start-up and disk of node and worker, torch vs artefact"
+	@echo "make bench-testbed  Pi-class nodes behind shaped links, every strategy -> docs/testbed.md"
 	@echo "make pi-wheels  check every [device] dependency has an aarch64 wheel (needs the index)"
 	@echo "make install   virtualenv in $(VENV) with extras [$(EXTRAS)], plus Mosquitto"
 
@@ -66,6 +67,11 @@ bench: install $(MODEL)
 
 bench-footprint: install $(MODEL)
 	$(PY) bench/bench_footprint.py --model $(MODEL) --out docs/benchmarks.md
+
+# Trains its 224 px model once (about 15 minutes here, cached in .cache/testbed/); needs root
+# for the cgroup CPU budget.
+bench-testbed: install
+	$(PY) bench/bench_testbed.py --out docs/testbed.md
 
 pi-wheels: $(STAMP)
 	$(PY) bench/bench_footprint.py --pi-wheels --out docs/benchmarks.md

@@ -32,7 +32,7 @@ from shared.protocol import (
     decode_activation,
     encode_reply,
 )
-from shared.refusal import Refusal, worker_advice
+from shared.refusal import Refusal, undelivered_advice, worker_advice
 
 __all__ = ["Worker"]
 
@@ -64,7 +64,10 @@ class Worker:
         self.link = MqttLink(
             config.broker,
             f"isplitee-worker-{config.worker_id}",
-            subscriptions=[self.topics.shared_activations(config.group)],
+            subscriptions=[
+                self.topics.shared_activations(config.group),
+                self.topics.worker_check(),  # plain: the start-up check's message comes back
+            ],
             will=(self._status_topic, b"offline"),
             username=config.username,
             password=config.password_value(),
@@ -93,6 +96,7 @@ class Worker:
                 self.config.metrics_host,
                 self.config.metrics_port,
             )
+            log.info("metrics on http://%s:%d/metrics", self.config.metrics_host, self._server.port)
         self.link.start(timeout)
         try:
             self._check_topics()
@@ -126,6 +130,29 @@ class Worker:
                     user=self.link.user,
                     worker_id=self.config.worker_id,
                 )
+            )
+        self._check_delivery()
+
+    def _check_delivery(self, timeout: float = 5.0) -> None:
+        """Does the broker deliver activations to this account? Mosquitto's acl_file grants
+        any subscription and drops on delivery what the ACL does not let the account read:
+        such a worker would take its share of every node's offloads and answer none. Its own
+        zero-byte message on ``<prefix>/workers/activation`` must come back."""
+        topic = self.topics.worker_check()
+        why = self.link.publish_checked(topic, b"")
+        if why is not None:  # an ACL from before this check: say so, and serve
+            log.warning(
+                "cannot check that the broker delivers activations to this worker: it refused "
+                "the check on %s (%s); add `topic write %s` to this account's ACL block "
+                "(deploy/broker-setup.sh add-worker does)",
+                topic,
+                why,
+                topic,
+            )
+            return
+        if not self.link.wait_for(topic, timeout):
+            raise MqttError(
+                undelivered_advice(topic, broker=str(self.link.address), user=self.link.user)
             )
 
     def run(self, stop: threading.Event) -> None:

@@ -11,17 +11,28 @@ USERNAME=""
 PASSWORD_FILE=""
 CA_FILE=""
 
+# The value of option $1 (its next argument $2), or one line saying it is missing.
+need_value() {
+  case "${2-}" in
+    ""|--*) fail "$1 needs a value (see --help)" ;;
+  esac
+}
+
 # One option both installers take: sets its variable and SHIFT (how many arguments it used).
 common_option() {
   SHIFT=2
   case "$1" in
-    --model) MODEL="${2:?--model needs a path}" ;;
-    --broker) BROKER="${2:?--broker needs a URL}" ;;
-    --config) CONFIG="${2:?--config needs a path}" ;;
-    --username) USERNAME="${2:?--username needs a name}" ;;
-    --password-file) PASSWORD_FILE="${2:?--password-file needs a path}" ;;
-    --ca-file) CA_FILE="${2:?--ca-file needs a path}" ;;
-    --prefix) PREFIX="${2:?--prefix needs a directory}" ;;
+    --model|--broker|--config|--username|--password-file|--ca-file|--prefix)
+      need_value "$1" "${2-}" ;;
+  esac
+  case "$1" in
+    --model) MODEL="$2" ;;
+    --broker) BROKER="$2" ;;
+    --config) CONFIG="$2" ;;
+    --username) USERNAME="$2" ;;
+    --password-file) PASSWORD_FILE="$2" ;;
+    --ca-file) CA_FILE="$2" ;;
+    --prefix) PREFIX="$2" ;;
     --dry-run) DRY_RUN=1; SHIFT=1 ;;
     -h|--help) usage 0 ;;
     *) fail "unknown option $1 (see --help)" ;;
@@ -87,7 +98,11 @@ check_artefact() {
 
 # --username, --password-file, --ca-file: checked before anything is changed.
 check_credentials() {
-  [ -z "$CA_FILE" ] || [ -f "$CA_FILE" ] || fail "--ca-file $CA_FILE: no such file"
+  if [ -n "$CA_FILE" ]; then
+    [ -f "$CA_FILE" ] || fail "--ca-file $CA_FILE: no such file"
+    openssl x509 -noout -in "$CA_FILE" 2>/dev/null ||
+      fail "--ca-file $CA_FILE is not a PEM certificate: give the broker's CA (ca.crt of broker-setup.sh init)"
+  fi
   if [ -n "$PASSWORD_FILE" ]; then
     [ -f "$PASSWORD_FILE" ] || fail "--password-file $PASSWORD_FILE: no such file"
     [ -s "$PASSWORD_FILE" ] || fail "--password-file $PASSWORD_FILE is empty"
@@ -111,19 +126,22 @@ set_key() {
   fi
 }
 
-# The config to install, in $TMP_CONF: the installed one (kept: the user's edits survive a
-# re-run), else --config, else the example; then the keys the flags give.
+# The config to install, in $TMP_CONF: --config if given (the installed one is kept as .bak),
+# else the installed one (the user's edits survive a re-run), else the example; then the keys
+# the flags give. CONF_FROM names where it came from, for messages.
 prepare_config() {
   local dest="$1" given="$2" example="$3"
   TMP_CONF="$(mktemp)"
-  if [ -e "$dest" ]; then
+  if [ -n "$given" ]; then
+    CONF_FROM="$given"
+    [ ! -e "$dest" ] || say "replacing $dest with $given (the old one is kept as $dest.bak)"
+  elif [ -e "$dest" ]; then
+    CONF_FROM="$dest"
     say "keeping the existing $dest (the flags given update their keys)"
-    cp "$dest" "$TMP_CONF"
-  elif [ -n "$given" ]; then
-    cp "$given" "$TMP_CONF"
   else
-    cp "$example" "$TMP_CONF"
+    CONF_FROM="$example"
   fi
+  cp "$CONF_FROM" "$TMP_CONF"
   # A last line without its newline would run into the first key appended.
   [ ! -s "$TMP_CONF" ] || [ -z "$(tail -c 1 "$TMP_CONF")" ] || echo >>"$TMP_CONF"
   [ -z "$BROKER" ] || set_key broker "\"$BROKER\"" "$TMP_CONF"
@@ -131,18 +149,25 @@ prepare_config() {
   [ -z "$CA_FILE" ] || set_key ca_file "\"/etc/isplitee/$(basename "$CA_DEST")\"" "$TMP_CONF"
 }
 
-# The program's own check, before the config is installed or the unit enabled: a bad key or
-# value stops the install with the program's one-line message, and nothing is changed.
-install_config() {
+# The program's own check, before the model, the config or the unit is installed: a bad key
+# or value stops the install with the program's one-line message (only the venv is new).
+check_config() {
   local program="$1" id_flag="$2" id="$3" dest="$4"
   say "checking the config with $program --check-config"
   if [ "$DRY_RUN" = 1 ]; then
     run "$VENV/bin/$program" --config "$dest" "$id_flag" "$id" --check-config
   elif ! CHECK="$("$VENV/bin/$program" --config "$TMP_CONF" "$id_flag" "$id" --check-config \
       2>&1 >/dev/null)"; then
-    fail "the config is refused, nothing installed: ${CHECK#"$program": error: }"
+    CHECK="${CHECK#"$program": error: }"
+    fail "the config from $CONF_FROM is refused; the model, config and unit are unchanged: ${CHECK//$TMP_CONF/$CONF_FROM}"
   fi
+}
+
+# The checked config, and the credentials the flags gave.
+install_config() {
+  local dest="$1"
   if ! cmp -s "$TMP_CONF" "$dest" 2>/dev/null; then
+    [ ! -e "$dest" ] || [ -z "$CONFIG" ] || run cp -p "$dest" "$dest.bak"
     run install -m 0640 "$TMP_CONF" "$dest"
   fi
   [ -z "$CA_FILE" ] || run install -m 0644 "$CA_FILE" "$CA_DEST"
@@ -154,7 +179,7 @@ install_config() {
       echo "+ write ISPLITEE_PASSWORD=... to $ENV_DEST"
     else
       (umask 077 && printf 'ISPLITEE_PASSWORD="%s"\n' \
-        "$(tr -d '\n' <"$PASSWORD_FILE" | sed 's/[\\"]/\\&/g')" >"$ENV_DEST")
+        "$(tr -d '\r\n' <"$PASSWORD_FILE" | sed 's/[\\"]/\\&/g')" >"$ENV_DEST")
       chmod 0600 "$ENV_DEST"
     fi
   fi
@@ -167,7 +192,8 @@ install_unit() {
   run install -d "$UNIT_DIR"
   run install -m 0644 "$SRC/deploy/systemd/$unit@.service" "$UNIT_DIR/"
   if [ -z "$PREFIX" ]; then
-    run chown -R isplitee:isplitee "$LIB"
+    # The state directory is the service's; the models stay root's, read-only to it.
+    run chown isplitee:isplitee "$LIB"
     run chgrp isplitee "$CONF_DEST"
     run systemctl daemon-reload
     run systemctl enable --now "$unit@$id"

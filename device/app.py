@@ -77,6 +77,7 @@ class RunSummary:
     edge: int
     cloud: int
     fallback: int
+    refused: int = 0  # results the broker refused (its ACL): published, never delivered
 
 
 class DeviceApp:
@@ -323,7 +324,12 @@ class DeviceApp:
                 refused.append(Refusal(topic, why))
         if refused:
             log.warning(
-                discovery_advice(refused, broker=str(self.link.address), user=self.link.user)
+                discovery_advice(
+                    refused,
+                    broker=str(self.link.address),
+                    user=self.link.user,
+                    ha_prefix=cfg.ha_prefix,
+                )
             )
 
     def publish_config(self, settings: dict | None = None) -> None:
@@ -416,4 +422,5 @@ class DeviceApp:
             if self._metrics is not None:
                 self._metrics.close()
         c = self.node.counters
-        return RunSummary(c.frames, c.results, c.edge, c.cloud, c.fallback)
+        refused = self.link.refused["result"]
+        return RunSummary(c.frames, c.results, c.edge, c.cloud, c.fallback, refused)

@@ -31,7 +31,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from shared.errors import IsplitEEError
+from shared.errors import IsplitEEError, TemporaryError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -40,8 +40,10 @@ __all__ = [
     "ImageFolderSource",
     "LiveSource",
     "SourceError",
+    "SourceUnavailable",
     "VideoFileSource",
     "open_source",
+    "picamera2_import_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,11 @@ PICAMERA2_SIZE = (640, 480)
 
 class SourceError(IsplitEEError):
     """A source that cannot be opened or read; the message names it and what to check."""
+
+
+class SourceUnavailable(SourceError, TemporaryError):
+    """A live source (a camera, a stream) that is not there yet: a USB camera enumerated late,
+    a stream whose server is restarting. A later start can succeed (exit status 75)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +304,7 @@ def _opencv_live(
 ) -> LiveSource:
     if not cap.isOpened():
         cap.release()
-        raise SourceError(f"cannot open {name}: {what_to_check}")
+        raise SourceUnavailable(f"cannot open {name}: {what_to_check}")
 
     def read_raw() -> np.ndarray | None:
         ok, image = cap.read()
@@ -401,7 +408,7 @@ def _open_picamera2(size: tuple[int, int], fps: float | None) -> LiveSource:
         )
         camera.start()
     except Exception as e:
-        raise SourceError(
+        raise SourceUnavailable(
             f"cannot start the {name}: {e}; check the ribbon cable and "
             "`rpicam-hello --list-cameras`"
         ) from e

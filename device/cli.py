@@ -84,9 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_error("isplitee-device", exc)
     except KeyboardInterrupt:
         return 130
+    refused = f"; {summary.refused} refused by the broker" if summary.refused else ""
     print(
         f"isplitee-device: {summary.frames} frames, {summary.results} results "
-        f"({summary.edge} edge, {summary.cloud} cloud, {summary.fallback} fallback)",
+        f"({summary.edge} edge, {summary.cloud} cloud, {summary.fallback} fallback{refused})",
         file=sys.stderr,
     )
     return 0

@@ -95,7 +95,11 @@ class MqttSettings(BaseSettings):
     password: SecretStr | None = Field(
         None, description="Broker password; prefer ISPLITEE_PASSWORD over the file. Never logged."
     )
-    ca_file: Path | None = Field(None, description="CA certificate to verify a TLS broker.")
+    ca_file: Path | None = Field(
+        None,
+        description="CA certificate (PEM) to verify a TLS broker; setting it turns TLS on, "
+        "even for an mqtt:// URL.",
+    )
 
     @field_validator("broker")
     @classmethod

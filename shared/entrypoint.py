@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.errors import EXIT_MISTAKE
+
 __all__ = ["install_stop_signals", "load_program_config", "report_error", "setup_logging"]
 
 T = TypeVar("T")
@@ -37,9 +39,10 @@ def install_stop_signals(stop: threading.Event) -> None:
 
 
 def report_error(prog: str, exc: BaseException) -> int:
-    """One line (or one block, for a config) naming the problem; exit status 2."""
+    """One line (or one block, for a config) naming the problem; its exit status: 2 for a
+    mistake, 75 for what may mend by itself (:mod:`shared.errors`)."""
     print(f"{prog}: error: {exc}", file=sys.stderr)
-    return 2
+    return getattr(exc, "exit_code", EXIT_MISTAKE)
 
 
 def load_program_config(

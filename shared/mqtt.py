@@ -36,10 +36,17 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from shared.errors import IsplitEEError
+from shared.broker_diagnosis import (
+    LOGIN_REFUSED,
+    NO_ANSWER,
+    ConnectFailure,
+    diagnose,
+    login_refused,
+)
+from shared.errors import IsplitEEError, TemporaryError
 from shared.logthrottle import LogThrottle
 
-__all__ = ["BrokerAddress", "Message", "MqttError", "MqttLink", "topic_kind"]
+__all__ = ["BrokerAddress", "BrokerUnavailable", "Message", "MqttError", "MqttLink", "topic_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -55,107 +62,27 @@ OFFLINE_QUEUE = 10_000
 outage cannot exhaust a Pi's memory."""
 
 
-NO_ANSWER = "no answer (is Mosquitto running and the port right?)"
-
-
 class MqttError(IsplitEEError):
-    """The broker cannot be reached or refused us; the message names the broker and the reason."""
+    """The broker refused us; the message names the broker, the reason and the fix."""
 
 
-@dataclass(frozen=True)
-class ConnectFailure:
-    text: str
-    permanent: bool  # retrying cannot mend it: stop at once instead of waiting out a timeout
+class BrokerUnavailable(MqttError, TemporaryError):
+    """The broker cannot be reached, or not yet (it may be restarting, the network coming up):
+    a later start can succeed (exit status 75, which the units restart)."""
 
 
-# OpenSSL's verify codes (x509_vfy.h) that name a cause a user can fix.
-_NOT_OUR_CA = {18, 19, 20, 21}  # self-signed, self-signed in chain, no local issuer, leaf
-_EXPIRED, _NOT_YET_VALID, _HOSTNAME = 10, 9, 62
-
-
-def diagnose_connect_failure(
-    address: BrokerAddress, tls: ssl.SSLContext | None, ca_file: str | None
-) -> ConnectFailure:
-    """Why a connect failed, found by doing its first steps again: paho reports only that it
-    failed. A TCP connect tells a dead broker from a wrong port; a TLS handshake with the same
-    context tells an unknown CA, an expired certificate and a wrong host name apart."""
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The client's TLS context; a missing or unreadable CA file is one line, not a traceback."""
     try:
-        sock = socket.create_connection((address.host, address.port), timeout=3)
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        return ConnectFailure(f"{why} (is Mosquitto running and the port right?)", False)
-    with sock:
-        if tls is None:
-            return _plain_failure(sock, address)
-        try:
-            with tls.wrap_socket(sock, server_hostname=address.host):
-                return ConnectFailure(NO_ANSWER, False)
-        except ssl.SSLCertVerificationError as exc:
-            return ConnectFailure(_certificate_problem(exc, address, ca_file), True)
-        except (ssl.SSLError, OSError) as exc:
-            why = getattr(exc, "reason", None) or exc
-            return ConnectFailure(
-                f"TLS handshake failed ({why}): is {address.port} the broker's TLS listener?",
-                False,
-            )
-
-
-def _plain_failure(sock: socket.socket, address: BrokerAddress) -> ConnectFailure:
-    """A port that takes TCP but never answers MQTT: is it a TLS listener?"""
-    probe = ssl.create_default_context()
-    probe.check_hostname = False
-    probe.verify_mode = ssl.CERT_NONE
-    try:
-        with probe.wrap_socket(sock, server_hostname=address.host):
-            return ConnectFailure(
-                f"port {address.port} speaks TLS: use mqtts://{address.host}:{address.port}"
-                " (and ca_file, ISPLITEE_CA_FILE, for a private CA)",
-                True,
-            )
-    except (ssl.SSLError, OSError):
-        return ConnectFailure(NO_ANSWER, False)
-
-
-_LOGIN_REFUSED = ("Not authorized", "Bad user name or password", "Bad authentication method")
-
-
-def _login_refused(reason: str, user: str | None) -> str:
-    who = f"account {user!r}" if user else "an anonymous client"
-    return (
-        f"{reason}: the broker refused {who} at log-in; check username (ISPLITEE_USERNAME)"
-        " and ISPLITEE_PASSWORD, or create the account (deploy/broker-setup.sh add-node DIR"
-        " ID, add-worker DIR ID)"
-    )
-
-
-def _certificate_problem(
-    exc: ssl.SSLCertVerificationError, address: BrokerAddress, ca_file: str | None
-) -> str:
-    code = exc.verify_code
-    ca = ca_file or "the system's CA store"
-    if code in _NOT_OUR_CA:
-        return (
-            f"TLS: the broker's certificate is not signed by a CA in {ca} ({exc.verify_message});"
-            " set ca_file (ISPLITEE_CA_FILE) to the CA that signed it, e.g. the ca.crt of"
-            " deploy/broker-setup.sh init"
-        )
-    if code == _EXPIRED:
-        return (
-            "TLS: the broker's certificate has expired; renew it on the broker"
-            " (or check this machine's clock)"
-        )
-    if code == _NOT_YET_VALID:
-        return (
-            "TLS: the broker's certificate is not valid yet: this machine's clock is probably"
-            " wrong (a Pi without network time starts in the past; check timedatectl)"
-        )
-    if code == _HOSTNAME:
-        return (
-            f"TLS: the broker's certificate is not valid for {address.host!r}; connect by a name"
-            " in its subjectAltName, or reissue it for this one"
-            " (deploy/broker-setup.sh init DIR HOSTNAME)"
-        )
-    return f"TLS: the broker's certificate was refused: {exc.verify_message}"
+        return ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        raise MqttError(f"ca_file {ca_file}: no such file (ISPLITEE_CA_FILE, ca_file)") from None
+    except (ssl.SSLError, OSError) as exc:
+        why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise MqttError(
+            f"ca_file {ca_file} is not a readable PEM CA certificate ({why}): give the broker's"
+            " CA, e.g. the ca.crt of deploy/broker-setup.sh init"
+        ) from None
 
 
 def topic_kind(topic: str) -> str:
@@ -261,9 +188,9 @@ class MqttLink:
         self._outcomes: dict[int, str | None] = {}  # mid -> reason, for publish_checked
         self._lock = threading.Lock()
         self._throttle = LogThrottle()
-        self._connect_refused: str | None = None
-        self._connect_failure: str | None = None  # why the last connect failed, diagnosed
-        self._fatal = threading.Event()  # a failure retrying cannot mend (a certificate)
+        self._failure: ConnectFailure | None = None  # why the last connect failed
+        self._stop_waiting = threading.Event()  # a failure the connect timeout cannot mend
+        self._starting = False  # start() reports failures itself: no log lines meanwhile
         self._stopping = False
         client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
@@ -272,14 +199,14 @@ class MqttLink:
         )
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_queued_messages_set(OFFLINE_QUEUE)
+        self._has_password = bool(password or self.address.password)
         if self.user:
             client.username_pw_set(self.user, password or self.address.password)
         self.ca_file = ca_file
         self._tls: ssl.SSLContext | None = None
         if self.address.tls or ca_file:
-            # One context for paho and for diagnose_connect_failure, so the diagnosis sees
-            # exactly the handshake paho failed.
-            self._tls = ssl.create_default_context(cafile=ca_file)
+            # One context for paho and for the diagnosis, so it sees the handshake paho failed.
+            self._tls = _tls_context(ca_file)
             client.tls_set_context(self._tls)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
@@ -302,14 +229,14 @@ class MqttLink:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             reason = str(reason_code)
-            if reason in _LOGIN_REFUSED:  # retrying with the same password cannot help
-                reason = _login_refused(reason, self.user)
-                self._fatal.set()
-            if reason != self._connect_refused:
-                log.error("broker %s refused %s: %s", self.address, self.client_id, reason)
-            self._connect_refused = reason
+            failure = ConnectFailure(reason)
+            if reason in LOGIN_REFUSED:  # retrying with the same password cannot help now
+                failure = ConnectFailure(
+                    login_refused(reason, self.user, self._has_password), stop_now=True
+                )
+            self._note_failure(failure)
             return
-        self._connect_refused = None
+        self._failure = None
         self.connects += 1
         self.subscribed.clear()
         with self._lock:
@@ -329,12 +256,19 @@ class MqttLink:
         )
 
     def _on_connect_fail(self, client, userdata) -> None:
-        failure = diagnose_connect_failure(self.address, self._tls, self.ca_file)
-        if failure != self._connect_failure:
+        self._note_failure(self._diagnose())
+
+    def _diagnose(self) -> ConnectFailure:
+        return diagnose(self.address.host, self.address.port, self._tls, self.ca_file)
+
+    def _note_failure(self, failure: ConnectFailure) -> None:
+        """Keep why connecting failed; a running client logs each new reason once (while
+        starting, start() reports it in its error instead)."""
+        if failure != self._failure and not self._starting:
             log.warning("cannot connect to %s: %s", self.address, failure.text)
-        self._connect_failure = failure.text
-        if failure.permanent:
-            self._fatal.set()
+        self._failure = failure
+        if failure.stop_now:
+            self._stop_waiting.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self.connected.is_set()
@@ -349,10 +283,11 @@ class MqttLink:
             if sent is None:  # acknowledged before publish() had its mid back
                 self._acked[mid] = reason
                 return
-            if mid in self._outcomes:
+            checked = mid in self._outcomes
+            if checked:
                 self._outcomes[mid] = reason
         if reason is not None:
-            self._count_refusal(*sent, reason)
+            self._count_refusal(*sent, reason, quiet=checked)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._lock:
@@ -361,7 +296,7 @@ class MqttLink:
             if topic is not None and failed:
                 self.subscriptions_refused[topic] = failed[0]
             done = not self._sub_mids
-        if topic is not None and failed:
+        if topic is not None and failed and self.connects > 1:  # at start: wait_subscribed
             log.error(
                 "broker %s refused account %s the subscription to %s: %s",
                 self.address,
@@ -372,13 +307,13 @@ class MqttLink:
         if done:
             self.subscribed.set()
 
-    def _count_refusal(self, kind: str, topic: str, reason: str) -> None:
+    def _count_refusal(self, kind: str, topic: str, reason: str, *, quiet: bool) -> None:
         """Every refused publish is counted; the log gets the first of a kind, then one line
-        per interval with how many more there were."""
+        per interval with how many more there were (not a checked one: its caller reports)."""
         with self._lock:
             self.refused[kind] += 1
             self.last_refusal[kind] = (topic, reason)
-        suffix = self._throttle.admit(("refused", kind))
+        suffix = None if quiet else self._throttle.admit(("refused", kind))
         if suffix is not None:
             log.error(
                 "broker %s refused account %s a publish on %s: %s%s",
@@ -422,17 +357,26 @@ class MqttLink:
             clean_start=self.session_expiry_s == 0,
             properties=props,
         )
+        self._starting = True
         self._client.loop_start()
-        deadline = time.monotonic() + timeout
-        while not self.connected.wait(0.05):
-            if self._fatal.is_set() or time.monotonic() >= deadline:
-                self.stop()
-                if not (self._connect_refused or self._connect_failure):
-                    # TCP connected but MQTT never answered: find out what listens there.
-                    found = diagnose_connect_failure(self.address, self._tls, self.ca_file)
-                    self._connect_failure = found.text
-                reason = self._connect_refused or self._connect_failure or NO_ANSWER
-                raise MqttError(f"cannot connect to the broker at {self.address}: {reason}")
+        started = time.monotonic()
+        looked = False
+        try:
+            while not self.connected.wait(0.05):
+                waited = time.monotonic() - started
+                if self._failure is None and not looked and waited >= min(3.0, timeout):
+                    # TCP connected but MQTT has not answered: find out what listens there.
+                    looked = True
+                    found = self._diagnose()
+                    if found.stop_now or waited >= timeout:
+                        self._note_failure(found)
+                if self._stop_waiting.is_set() or waited >= timeout:
+                    self.stop()
+                    failure = self._failure or ConnectFailure(NO_ANSWER)
+                    error = BrokerUnavailable if failure.temporary else MqttError
+                    raise error(f"cannot connect to the broker at {self.address}: {failure.text}")
+        finally:
+            self._starting = False
 
     def publish(
         self,
@@ -467,13 +411,14 @@ class MqttLink:
         with self._lock:
             if mid in self._acked:  # its PUBACK already came
                 reason = self._acked.pop(mid)
-                if mid in self._outcomes:
+                checked = mid in self._outcomes
+                if checked:
                     self._outcomes[mid] = reason
             else:
                 self._sent[mid] = (kind, topic)
                 return
         if reason is not None:
-            self._count_refusal(kind, topic, reason)
+            self._count_refusal(kind, topic, reason, quiet=checked)
 
     def publish_checked(
         self,
@@ -510,6 +455,25 @@ class MqttLink:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.002)
+
+    def wait_for(self, topic: str, timeout: float = 5.0) -> bool:
+        """Wait for a message on ``topic`` and take it out of the inbox; every other message
+        that came meanwhile stays there, in order, for the program's own loop."""
+        deadline = time.monotonic() + timeout
+        kept: list[Message] = []
+        found = False
+        while not found and (left := deadline - time.monotonic()) > 0:
+            try:
+                message = self.inbox.get(timeout=left)
+            except queue.Empty:
+                break
+            if message.topic == topic:
+                found = True
+            else:
+                kept.append(message)
+        with self.inbox.mutex:  # back at the front, before anything that came since
+            self.inbox.queue.extendleft(reversed(kept))
+        return found
 
     def wait_subscribed(self, timeout: float = 5.0) -> dict[str, str]:
         """Wait for the broker's SUBACKs of this connection: the filters it refused, with why."""

@@ -184,6 +184,12 @@ class Topics:
     def worker_status(self, worker_id: str) -> str:
         return f"{self.prefix}/workers/{worker_id}/status"
 
+    def worker_check(self) -> str:
+        """Where a worker checks at start that the broker delivers it activations: its own
+        zero-byte message there must come back through ``<prefix>/+/activation`` (``workers``
+        is no device's id)."""
+        return f"{self.prefix}/workers/activation"
+
     def shared_activations(self, group: str) -> str:
         """What every worker of ``group`` subscribes to: the broker hands each message to one."""
         return f"$share/{group}/{self.prefix}/+/activation"

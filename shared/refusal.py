@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Refusal", "discovery_advice", "node_advice", "worker_advice"]
+__all__ = ["Refusal", "discovery_advice", "node_advice", "undelivered_advice", "worker_advice"]
 
 
 @dataclass(frozen=True)
@@ -59,20 +59,40 @@ def node_advice(refusals: list[Refusal], *, broker: str, user: str | None, devic
 def worker_advice(refusals: list[Refusal], *, broker: str, user: str | None, worker_id: str) -> str:
     """One line for a worker whose subscription or status topic was refused at start."""
     head = _first(refusals, broker, user)
-    name = user or worker_id
+    if user and user != worker_id:
+        return (
+            f"{head}: each worker account may write only its own status; run with"
+            f" --worker-id {user}, or give {worker_id} an account of its own"
+            f" (deploy/broker-setup.sh add-worker DIR {worker_id}, then systemctl reload"
+            " mosquitto)"
+        )
     return (
         f"{head}: a worker account reads <prefix>/+/activation and writes replies and its"
-        f" status; create it with deploy/broker-setup.sh add-worker DIR {name}, then reload"
-        " Mosquitto (systemctl reload mosquitto)"
+        f" status; create it with deploy/broker-setup.sh add-worker DIR {user or worker_id}, then"
+        " reload Mosquitto (systemctl reload mosquitto)"
     )
 
 
-def discovery_advice(refusals: list[Refusal], *, broker: str, user: str | None) -> str:
+def undelivered_advice(topic: str, *, broker: str, user: str | None) -> str:
+    """One line for a worker the broker lets subscribe but never delivers activations to."""
+    who = f"account {user!r}" if user else "an anonymous client"
+    return (
+        f"the broker at {broker} does not deliver activations to {who}: its check message on"
+        f" {topic} never came back, so the ACL lacks `topic read <prefix>/+/activation` for it"
+        " (Mosquitto grants the subscription, then drops each message: a worker without it"
+        " would swallow its share of every node's offloads); create the account with"
+        " deploy/broker-setup.sh add-worker DIR ID, then reload Mosquitto"
+    )
+
+
+def discovery_advice(
+    refusals: list[Refusal], *, broker: str, user: str | None, ha_prefix: str = "homeassistant"
+) -> str:
     """A warning (the node runs on without Home Assistant) for refused discovery configs."""
     head = _first(refusals, broker, user)
     return (
         f"{head}: Home Assistant will not see this camera; add the line"
-        " `pattern write homeassistant/+/isplitee_%u/+/config` of broker_config/acl to the"
+        f" `pattern write {ha_prefix}/+/isplitee_%u/+/config` (as in broker_config/acl) to the"
         " broker's ACL (an ACL from an older deploy/broker-setup.sh init lacks it), then"
         " reload Mosquitto (systemctl reload mosquitto)"
     )

@@ -54,3 +54,24 @@ def test_quick_worker_bench_states_the_batching_verdict_and_its_ceiling(tiny_che
     assert "How far micro-batching can go on ONNX Runtime (Amdahl's law" in out
     assert "At 224 px, where the cloud half is most of the work" in out
     assert "8 nodes, micro-batched: 2 workers" in out
+
+
+def test_quick_testbed_runs_a_budgeted_node_behind_a_shaped_link(tiny_artefact, tmp_path) -> None:
+    """bench/bench_testbed.py --quick: the board calibrated against its published figure, and
+    two strategies with every frame answered (the tiny model: the testbed's own trains for
+    minutes). Without a CPU budget here it says so and skips."""
+    from shared.lab.cpu_budget import unavailable
+
+    out = tmp_path / "testbed.md"
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_testbed.py"), "--quick",
+           "--model", str(tiny_artefact), "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    if unavailable() is not None:
+        assert "skipped" in proc.stderr
+        return
+    page = out.read_text()
+    assert "| Raspberry Pi 4 Model B" in page and "72.6" in page  # the published figure
+    for strategy in ("final", "default"):
+        row = next(line for line in page.splitlines() if line.startswith(f"| {strategy} "))
+        assert row.rstrip().endswith("| 0         |"), row  # no frame without a result

@@ -77,7 +77,9 @@ def test_fake_root_install_is_complete_and_idempotent(tiny_artefact, tmp_path) -
 
     root = tmp_path / "root"
     (tmp_path / "pw").write_text('se"cr\\et\n')
-    (tmp_path / "ca.crt").write_text("a CA\n")
+    subprocess.run(["bash", str(ROOT / "deploy" / "broker-setup.sh"), "init", str(tmp_path / "b")],
+                   check=True, capture_output=True)  # fmt: skip
+    shutil.copy(tmp_path / "b" / "ca.crt", tmp_path / "ca.crt")
     mine = tmp_path / "mine.toml"
     mine.write_text('source = "picamera2"')  # finding 7: no newline at the end
     args = ["--prefix", str(root), "--device-id", "cam1", "--model", str(tiny_artefact)]
@@ -86,6 +88,10 @@ def test_fake_root_install_is_complete_and_idempotent(tiny_artefact, tmp_path) -
     first = _install(*args)
     assert first.returncode == 0, first.stderr
     assert "checking the config with isplitee-device --check-config" in first.stdout
+    system = subprocess.run(  # the python3 that made the venv: its numpy is "the system's"
+        ["python3", "-c", "import numpy; print(numpy.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
+    assert f"keeping the system's numpy {system}" in first.stdout  # finding 3
     venv = root / "opt" / "isplitee" / "venv"
     assert (venv / "bin" / "isplitee-device").exists()
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
@@ -99,7 +105,7 @@ def test_fake_root_install_is_complete_and_idempotent(tiny_artefact, tmp_path) -
     assert str(cfg.model) == "/var/lib/isplitee/models/tiny.isplitee"
     assert cfg.broker == "mqtts://broker.lan:8883"
     assert str(cfg.ca_file) == "/etc/isplitee/ca-cam1.crt"
-    assert (root / "etc/isplitee/ca-cam1.crt").read_text() == "a CA\n"
+    assert (root / "etc/isplitee/ca-cam1.crt").read_bytes() == (tmp_path / "ca.crt").read_bytes()
     env = root / "etc/isplitee/cam1.env"
     assert env.stat().st_mode & 0o777 == 0o600
     assert env.read_text() == 'ISPLITEE_PASSWORD="se\\"cr\\\\et"\n'
@@ -110,6 +116,15 @@ def test_fake_root_install_is_complete_and_idempotent(tiny_artefact, tmp_path) -
     assert load_config(DeviceConfig, conf, {}).alpha == 0.7
 
 
+def test_a_ca_file_that_is_no_certificate_is_refused(tiny_artefact, tmp_path) -> None:
+    (tmp_path / "cam1.pw").write_text("secret\n")
+    out = _install("--dry-run", "--device-id", "cam1", "--model", str(tiny_artefact),
+                   "--ca-file", str(tmp_path / "cam1.pw"))  # fmt: skip
+    assert out.returncode == 2 and "is not a PEM certificate" in out.stderr
+    out = _install("--dry-run", "--device-id", "cam1", "--model")
+    assert out.returncode == 2 and "install.sh: --model needs a value" in out.stderr
+
+
 def test_a_config_the_node_refuses_is_never_installed(tiny_artefact, tmp_path) -> None:
     root = tmp_path / "root"
     bad = tmp_path / "bad.toml"
@@ -117,9 +132,13 @@ def test_a_config_the_node_refuses_is_never_installed(tiny_artefact, tmp_path) -
     out = _install("--prefix", str(root), "--device-id", "cam1", "--model", str(tiny_artefact),
                    "--config", str(bad))  # fmt: skip
     assert out.returncode == 2
-    assert "the config is refused, nothing installed" in out.stderr
-    assert "alpah: unknown key" in out.stderr
+    assert f"the config from {bad} is refused; the model, config and unit are unchanged" in (
+        out.stderr
+    )
+    assert f"({bad}, ISPLITEE_* environment, flags): alpah: unknown key" in out.stderr
+    assert "/tmp/tmp" not in out.stderr  # the user's file is named, not the installer's copy
     assert not (root / "etc/isplitee/device-cam1.toml").exists()
+    assert not (root / "var/lib/isplitee/models/tiny.isplitee").exists()
     assert not (root / "etc/systemd/system/isplitee-device@.service").exists()
 
 

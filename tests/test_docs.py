@@ -12,8 +12,14 @@ import re
 from pathlib import Path
 
 from device.camera import SourceError, open_source, picamera2_import_problem
-from shared.mqtt import BrokerAddress, _login_refused, diagnose_connect_failure
-from shared.refusal import Refusal, discovery_advice, node_advice, worker_advice
+from shared.broker_diagnosis import diagnose, login_refused
+from shared.refusal import (
+    Refusal,
+    discovery_advice,
+    node_advice,
+    undelivered_advice,
+    worker_advice,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = "mqtts://broker.lan:8883"
@@ -37,11 +43,18 @@ def _built() -> list[str]:
         open_source("0")
     except SourceError as exc:
         camera = str(exc)
-    closed = diagnose_connect_failure(BrokerAddress("127.0.0.1", 1, False), None, None).text
+    closed = diagnose("127.0.0.1", 1, None, None).text
     return [
         camera,
         closed,
-        _login_refused("Not authorized", "cam1"),
+        login_refused("Not authorized", "cam1", True),
+        undelivered_advice("isplitee/workers/activation", broker=BROKER, user="w3"),
+        worker_advice(
+            [Refusal("isplitee/workers/w2/status", "Not authorized")],
+            broker=BROKER,
+            user="w1",
+            worker_id="w2",
+        ),
         picamera2_import_problem(ValueError("numpy.dtype size changed, may indicate ...")),
         node_advice(
             [Refusal("isplitee/cam2/status", "Not authorized")],

@@ -232,8 +232,7 @@ def test_a_slowed_link_moves_the_node_off_the_network(
     from device.app import DeviceApp
     from device.config import DeviceConfig
     from shared.config import load_config
-
-    from .latency_proxy import LatencyProxy
+    from shared.lab.shaper import LinkShaper
 
     n, switch = 300, 150
     clip = write_digit_clip(tmp_path / "clip.avi", n, schedule=("clean",))
@@ -259,7 +258,7 @@ def test_a_slowed_link_moves_the_node_off_the_network(
     online.stop()
     torch.set_num_threads(1)
     try:
-        with LatencyProxy(int(broker.url.rsplit(":", 1)[1])) as proxy:
+        with LinkShaper(broker.port) as proxy:
             config = load_config(
                 DeviceConfig,
                 None,
@@ -288,7 +287,7 @@ def test_a_slowed_link_moves_the_node_off_the_network(
                 process(frame_id, image, captured_at)
                 splits.append((frame_id, app.node.counters.offloads > before))
                 if frame_id == switch - 1:
-                    proxy.delay = 0.1
+                    proxy.set(delay_ms=100)
 
             app.node.process = spy  # type: ignore[method-assign]
             summary = app.run(threading.Event())

@@ -36,3 +36,15 @@ def test_worker_and_discovery_advice_name_their_fix() -> None:
     assert "add-worker DIR w1" in line
     line = discovery_advice([STATUS], broker=BROKER, user="cam1")
     assert "pattern write homeassistant/+/isplitee_%u/+/config" in line
+
+
+def test_a_worker_on_another_accounts_id_is_told_to_use_its_own() -> None:
+    status = Refusal("isplitee/workers/w2/status", "Not authorized")
+    line = worker_advice([status], broker=BROKER, user="w1", worker_id="w2")
+    assert "--worker-id w1" in line and "add-worker DIR w2" in line
+    assert "add-worker DIR w1" not in line  # w1 exists: re-adding it is not the fix
+
+
+def test_discovery_advice_follows_the_configured_prefix() -> None:
+    line = discovery_advice([STATUS], broker=BROKER, user="cam1", ha_prefix="hass")
+    assert "pattern write hass/+/isplitee_%u/+/config" in line

@@ -9,7 +9,8 @@
 #
 #   rsync -a --exclude .venv --exclude runs ./ pi@camera1:isplitee/
 #   ssh -t pi@camera1 sudo isplitee/deploy/pi/install.sh --device-id cam1 \
-#        --model isplitee/models/digits.isplitee --broker mqtt://broker.lan:1883
+#        --model isplitee/models/digits.isplitee --broker mqtts://broker.lan:8883 \
+#        --username cam1 --password-file cam1.pw --ca-file isplitee/ca.crt
 #
 # What it does, each step skipped when already done (run it again to upgrade):
 #   1. apt: python3-venv, python3-picamera2 (the Pi camera; OpenCV cannot open it)
@@ -21,15 +22,16 @@
 #      changed"), and takes the OpenCV and ONNX Runtime wheels that work with it
 #   4. the artefact (isplitee export MODEL.pt writes it; isplitee train writes it beside the
 #      checkpoint) to /var/lib/isplitee/models/, the config to /etc/isplitee/device-ID.toml
-#      (an existing config is kept, your edits survive a re-run; the flags given update
-#      their keys in it), checked with the node's own --check-config before anything starts
+#      (an existing config is kept, your edits survive a re-run, unless --config replaces
+#      it, the old one kept as .bak; the flags given update their keys), checked with the node's own --check-config before anything starts
 #      --password-file: the password into /etc/isplitee/ID.env (mode 0600, read by systemd
 #      as ISPLITEE_PASSWORD, never in the config); --ca-file: the CA to /etc/isplitee/
 #   5. the systemd unit isplitee-device@.service, enabled and started as isplitee-device@ID
 #
 # --dry-run prints every command instead of running it. --prefix DIR installs under DIR as a
 # fake root (no apt, no user, no systemctl): to inspect what would land where, or to build an
-# image. PIP_ARGS adds pip options (e.g. "--find-links /media/usb/wheels" on a Pi offline).
+# image. --source DIR installs from another checkout than this script's. PIP_ARGS adds pip
+# options (e.g. "--find-links /media/usb/wheels" on a Pi offline).
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -39,15 +41,16 @@ PROG=install.sh
 DEVICE_ID=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --device-id) DEVICE_ID="${2:?--device-id needs a value}"; shift 2 ;;
-    --source) SRC="${2:?--source needs the isplitee checkout}"; shift 2 ;;
+    --device-id) need_value "$1" "${2-}"; DEVICE_ID="$2"; shift 2 ;;
+    --source) need_value "$1" "${2-}"; SRC="$2"; shift 2 ;;
     *) common_option "$@"; shift "$SHIFT" ;;
   esac
 done
 
 check_id --device-id "$DEVICE_ID"
 check_common "$DEVICE_ID"
-[ -f "$SRC/pyproject.toml" ] || fail "$SRC is not an isplitee checkout (use --source DIR)"
+[ -f "$SRC/pyproject.toml" ] ||
+  fail "--source $SRC is not an isplitee checkout (--source names the checkout to install from; the camera is the config's source key)"
 CONF_DEST="$ETC/device-$DEVICE_ID.toml"
 CONSTRAINTS="$(mktemp)"
 trap 'rm -f "$CONSTRAINTS" "${TMP_CONF:-}"' EXIT
@@ -79,12 +82,13 @@ fi
 # shellcheck disable=SC2086 # PIP_ARGS is a list of options
 run "$VENV/bin/python" -m pip install --quiet ${PIP_ARGS:-} -c "$CONSTRAINTS" "$SRC[device]"
 
-# 4. model, config (checked by the node itself), credentials
+# 4. the config, checked by the node itself before anything else is installed
+prepare_config "$CONF_DEST" "$CONFIG" "$SRC/deploy/device.example.toml"
+set_key model "\"/var/lib/isplitee/models/$(basename "$MODEL")\"" "$TMP_CONF"
+check_config isplitee-device --device-id "$DEVICE_ID" "$CONF_DEST"
 say "model $MODEL_DEST, config $CONF_DEST"
 run install -d -m 0755 "$ETC" "$LIB/models"
 run install -m 0644 "$MODEL" "$MODEL_DEST"
-prepare_config "$CONF_DEST" "$CONFIG" "$SRC/deploy/device.example.toml"
-set_key model "\"/var/lib/isplitee/models/$(basename "$MODEL")\"" "$TMP_CONF"
-install_config isplitee-device --device-id "$DEVICE_ID" "$CONF_DEST"
+install_config "$CONF_DEST"
 # 5. systemd
 install_unit isplitee-device "$DEVICE_ID"

@@ -13,7 +13,8 @@
 #   3. a venv in /opt/isplitee/venv with this checkout's [cloud] extra (no torch: the worker
 #      runs the exported artefact on ONNX Runtime)
 #   4. the artefact to /var/lib/isplitee/models/, the config to /etc/isplitee/cloud-ID.toml
-#      (an existing config is kept, the flags given update their keys in it), checked with the
+#      (an existing config is kept unless --config replaces it, the old one kept as .bak;
+#      the flags given update their keys), checked with the
 #      worker's own --check-config before anything starts; --password-file: the password into
 #      /etc/isplitee/ID.env (mode 0600, read by systemd as ISPLITEE_PASSWORD, never in the
 #      config); --ca-file: the CA to /etc/isplitee/
@@ -32,7 +33,7 @@ PROG=install.sh
 WORKER_ID=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --worker-id) WORKER_ID="${2:?--worker-id needs a value}"; shift 2 ;;
+    --worker-id) need_value "$1" "${2-}"; WORKER_ID="$2"; shift 2 ;;
     *) common_option "$@"; shift "$SHIFT" ;;
   esac
 done
@@ -59,12 +60,13 @@ fi
 # shellcheck disable=SC2086 # PIP_ARGS is a list of options
 run "$VENV/bin/python" -m pip install --quiet ${PIP_ARGS:-} "$SRC[cloud]"
 
-# 4. model, config (checked by the worker itself), credentials
+# 4. the config, checked by the worker itself before anything else is installed
+prepare_config "$CONF_DEST" "$CONFIG" "$SRC/deploy/cloud.example.toml"
+set_key models "[\"/var/lib/isplitee/models/$(basename "$MODEL")\"]" "$TMP_CONF"
+check_config isplitee-cloud --worker-id "$WORKER_ID" "$CONF_DEST"
 say "model $MODEL_DEST, config $CONF_DEST"
 run install -d -m 0755 "$ETC" "$LIB/models"
 run install -m 0644 "$MODEL" "$MODEL_DEST"
-prepare_config "$CONF_DEST" "$CONFIG" "$SRC/deploy/cloud.example.toml"
-set_key models "[\"/var/lib/isplitee/models/$(basename "$MODEL")\"]" "$TMP_CONF"
-install_config isplitee-cloud --worker-id "$WORKER_ID" "$CONF_DEST"
+install_config "$CONF_DEST"
 # 5. systemd
 install_unit isplitee-cloud "$WORKER_ID"
