@@ -85,23 +85,32 @@ add_account() {
   echo "added $role account $name; reload Mosquitto to use it: systemctl reload mosquitto"
 }
 
-# A server certificate for HOST (a name, or an IP address), signed by DIR's CA.
+# A server certificate for HOST (a name, or an IP address), signed by DIR's CA. Made in new
+# files and moved into place only when both steps succeed: a failure leaves the old pair.
 server_cert() {
-  local host="$1" san
-  if [[ "$host" =~ ^[0-9.]+$ || "$host" == *:* ]]; then
-    san="IP:$host,DNS:localhost,IP:127.0.0.1"
+  local host="$1" san new="$dir/.new-server"
+  if [[ "$host" =~ ^[0-9]+(\.[0-9]+){3}$ || "$host" == *:* ]]; then
+    san="IP:$host"
+  elif [[ "$host" =~ ^[0-9.]+$ ]]; then
+    fail "'$host' is neither a host name nor a complete IPv4 address"
   else
-    san="DNS:$host,DNS:localhost,IP:127.0.0.1"
+    san="DNS:$host"
   fi
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=$host" \
-    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
-  printf 'subjectAltName=%s\n' "$san" >"$dir/san.ext"
-  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
-    -CAcreateserial -days 825 -extfile "$dir/san.ext" -out "$dir/server.crt" 2>/dev/null
-  rm -f "$dir/server.csr" "$dir/san.ext"
-  chmod 0644 "$dir/server.crt"
-  chmod 0640 "$dir/server.key"
-  if id mosquitto >/dev/null 2>&1; then chgrp mosquitto "$dir/server.key" 2>/dev/null || true; fi
+  [ "$host" = localhost ] || san="$san,DNS:localhost"
+  [ "$host" = 127.0.0.1 ] || san="$san,IP:127.0.0.1"
+  printf 'subjectAltName=%s\n' "$san" >"$new.ext"
+  if ! err="$(openssl req -newkey rsa:2048 -nodes -subj "/CN=$host" -keyout "$new.key" \
+      -out "$new.csr" 2>&1 && openssl x509 -req -in "$new.csr" -CA "$dir/ca.crt" \
+      -CAkey "$dir/ca.key" -CAcreateserial -days 825 -extfile "$new.ext" -out "$new.crt" 2>&1)"; then
+    rm -f "$new".*
+    fail "could not make a certificate for '$host' (the old one is kept): $err"
+  fi
+  chmod 0644 "$new.crt"
+  chmod 0640 "$new.key"
+  if id mosquitto >/dev/null 2>&1; then chgrp mosquitto "$new.key" 2>/dev/null || true; fi
+  mv "$new.key" "$dir/server.key"
+  mv "$new.crt" "$dir/server.crt"
+  rm -f "$new".*
   echo "server certificate for $host ($san); restart Mosquitto to use it"
 }
 

@@ -100,7 +100,7 @@ check_artefact() {
 check_credentials() {
   if [ -n "$CA_FILE" ]; then
     [ -f "$CA_FILE" ] || fail "--ca-file $CA_FILE: no such file"
-    openssl x509 -noout -in "$CA_FILE" 2>/dev/null ||
+    openssl x509 -inform PEM -noout -in "$CA_FILE" 2>/dev/null ||
       fail "--ca-file $CA_FILE is not a PEM certificate: give the broker's CA (ca.crt of broker-setup.sh init)"
   fi
   if [ -n "$PASSWORD_FILE" ]; then
@@ -134,7 +134,6 @@ prepare_config() {
   TMP_CONF="$(mktemp)"
   if [ -n "$given" ]; then
     CONF_FROM="$given"
-    [ ! -e "$dest" ] || say "replacing $dest with $given (the old one is kept as $dest.bak)"
   elif [ -e "$dest" ]; then
     CONF_FROM="$dest"
     say "keeping the existing $dest (the flags given update their keys)"
@@ -142,6 +141,20 @@ prepare_config() {
     CONF_FROM="$example"
   fi
   cp "$CONF_FROM" "$TMP_CONF"
+  # A new --config replaces the installed one: keys an earlier run's flags wrote there, and
+  # that neither the new file nor this run's flags give, are carried over (or the node would
+  # fall back to a broker on 127.0.0.1).
+  if [ -n "$given" ] && [ -e "$dest" ]; then
+    local key line
+    for key in broker username ca_file; do
+      line="$(grep -m1 "^$key *=" "$dest" || true)"
+      if [ -n "$line" ] && ! grep -q "^$key *=" "$TMP_CONF"; then
+        [ -z "$(tail -c 1 "$TMP_CONF")" ] || echo >>"$TMP_CONF"
+        echo "$line" >>"$TMP_CONF"
+        say "kept $key from the installed config ($line)"
+      fi
+    done
+  fi
   # A last line without its newline would run into the first key appended.
   [ ! -s "$TMP_CONF" ] || [ -z "$(tail -c 1 "$TMP_CONF")" ] || echo >>"$TMP_CONF"
   [ -z "$BROKER" ] || set_key broker "\"$BROKER\"" "$TMP_CONF"
@@ -159,7 +172,7 @@ check_config() {
   elif ! CHECK="$("$VENV/bin/$program" --config "$TMP_CONF" "$id_flag" "$id" --check-config \
       2>&1 >/dev/null)"; then
     CHECK="${CHECK#"$program": error: }"
-    fail "the config from $CONF_FROM is refused; the model, config and unit are unchanged: ${CHECK//$TMP_CONF/$CONF_FROM}"
+    fail "the config from $CONF_FROM (with the flags given) is refused; the model, config and unit are unchanged: ${CHECK//$TMP_CONF/$CONF_FROM}"
   fi
 }
 
@@ -167,7 +180,10 @@ check_config() {
 install_config() {
   local dest="$1"
   if ! cmp -s "$TMP_CONF" "$dest" 2>/dev/null; then
-    [ ! -e "$dest" ] || [ -z "$CONFIG" ] || run cp -p "$dest" "$dest.bak"
+    if [ -e "$dest" ] && [ -n "$CONFIG" ]; then
+      say "replacing $dest with $CONFIG (the old one is kept as $dest.bak)"
+      run cp -p "$dest" "$dest.bak"
+    fi
     run install -m 0640 "$TMP_CONF" "$dest"
   fi
   [ -z "$CA_FILE" ] || run install -m 0644 "$CA_FILE" "$CA_DEST"

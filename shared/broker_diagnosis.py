@@ -115,9 +115,9 @@ def _certificate_problem(exc: ssl.SSLCertVerificationError, host: str, ca_file: 
             " wrong (a Pi without network time starts in the past; check timedatectl)"
         )
     if code in (_HOSTNAME, _IP_ADDRESS):
-        kind = "address" if _is_ip(host) else "name"
+        kind = "an address" if _is_ip(host) else "a name"
         return (
-            f"TLS: the broker's certificate is not valid for {host!r}; connect by a {kind}"
+            f"TLS: the broker's certificate is not valid for {host!r}; connect by {kind}"
             " in its subjectAltName, or reissue it for this one"
             " (deploy/broker-setup.sh cert DIR HOSTNAME)"
         )

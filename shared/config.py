@@ -101,6 +101,12 @@ class MqttSettings(BaseSettings):
         "even for an mqtt:// URL.",
     )
 
+    @field_validator("username", "ca_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``ISPLITEE_CA_FILE=`` (or ``ca_file = ""``) means none: not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("broker")
     @classmethod
     def _broker(cls, value: str) -> str:

@@ -21,6 +21,7 @@ and logged once per kind and interval; :meth:`MqttLink.publish_checked` and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import socket
@@ -204,7 +205,9 @@ class MqttLink:
             client.username_pw_set(self.user, password or self.address.password)
         self.ca_file = ca_file
         self._tls: ssl.SSLContext | None = None
-        if self.address.tls or ca_file:
+        if ca_file and not self.address.tls:  # ca_file turns TLS on: the logs say mqtts://
+            self.address = dataclasses.replace(self.address, tls=True)
+        if self.address.tls:
             # One context for paho and for the diagnosis, so it sees the handshake paho failed.
             self._tls = _tls_context(ca_file)
             client.tls_set_context(self._tls)

@@ -226,6 +226,12 @@ def test_a_certificate_for_another_host_is_reissued_not_silently_kept(tmp_path) 
         check=True,
     ).stdout
     assert "IP Address:10.0.0.7" in san and "DNS:10.0.0.7" not in san
+    pair = [(conf / n).read_bytes() for n in ("server.crt", "server.key")]
+    typo = subprocess.run(
+        ["bash", str(SETUP), "cert", str(conf), "1.2.3"], capture_output=True, text=True
+    )  # a mistyped address must not leave a key without its certificate
+    assert typo.returncode == 2 and "neither a host name nor a complete IPv4" in typo.stderr
+    assert [(conf / n).read_bytes() for n in ("server.crt", "server.key")] == pair
 
 
 # -- finding 1: nothing the broker refuses goes unseen ------------------------------------------

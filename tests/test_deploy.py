@@ -114,12 +114,27 @@ def test_fake_root_install_is_complete_and_idempotent(tiny_artefact, tmp_path) -
     assert second.returncode == 0, second.stderr
     assert "keeping the existing" in second.stdout
     assert load_config(DeviceConfig, conf, {}).alpha == 0.7
+    newer = tmp_path / "newer.toml"
+    newer.write_text('source = "0"\n')  # a new --config: what the earlier flags set stays
+    third = _install(*args[:6], "--config", str(newer))
+    assert third.returncode == 0, third.stderr
+    cfg = load_config(DeviceConfig, conf, {})
+    assert cfg.source == "0" and cfg.broker == "mqtts://broker.lan:8883" and cfg.username == "cam1"
+    assert (conf.parent / "device-cam1.toml.bak").exists()
 
 
 def test_a_ca_file_that_is_no_certificate_is_refused(tiny_artefact, tmp_path) -> None:
     (tmp_path / "cam1.pw").write_text("secret\n")
     out = _install("--dry-run", "--device-id", "cam1", "--model", str(tiny_artefact),
                    "--ca-file", str(tmp_path / "cam1.pw"))  # fmt: skip
+    assert out.returncode == 2 and "is not a PEM certificate" in out.stderr
+    subprocess.run(["bash", str(ROOT / "deploy" / "broker-setup.sh"), "init", str(tmp_path / "b")],
+                   check=True, capture_output=True)  # fmt: skip
+    der = tmp_path / "ca.der"  # the programs read PEM only: DER must not get past the installer
+    subprocess.run(["openssl", "x509", "-in", str(tmp_path / "b" / "ca.crt"), "-outform", "DER",
+                    "-out", str(der)], check=True)  # fmt: skip
+    out = _install("--dry-run", "--device-id", "cam1", "--model", str(tiny_artefact),
+                   "--ca-file", str(der))  # fmt: skip
     assert out.returncode == 2 and "is not a PEM certificate" in out.stderr
     out = _install("--dry-run", "--device-id", "cam1", "--model")
     assert out.returncode == 2 and "install.sh: --model needs a value" in out.stderr
@@ -132,7 +147,7 @@ def test_a_config_the_node_refuses_is_never_installed(tiny_artefact, tmp_path) -
     out = _install("--prefix", str(root), "--device-id", "cam1", "--model", str(tiny_artefact),
                    "--config", str(bad))  # fmt: skip
     assert out.returncode == 2
-    assert f"the config from {bad} is refused; the model, config and unit are unchanged" in (
+    assert f"the config from {bad} (with the flags given) is refused; the model, config" in (
         out.stderr
     )
     assert f"({bad}, ISPLITEE_* environment, flags): alpah: unknown key" in out.stderr
