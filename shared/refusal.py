@@ -34,15 +34,20 @@ def _first(refusals: list[Refusal], broker: str, user: str | None) -> str:
     )
 
 
+def _another_accounts(head: str, user: str, wanted: str, role: str, may: str) -> str:
+    """A program logged in as one account under another's id: both ways out."""
+    return (
+        f"{head}: each {role} account may {may}; run with --{'device' if role == 'node' else role}"
+        f"-id {user}, or give {wanted} an account of its own (deploy/broker-setup.sh"
+        f" add-{role} DIR {wanted}, then systemctl reload mosquitto) and log in as it"
+    )
+
+
 def node_advice(refusals: list[Refusal], *, broker: str, user: str | None, device_id: str) -> str:
     """One line for a node whose own topics were refused at start."""
     head = _first(refusals, broker, user)
     if user and user != device_id:
-        return (
-            f"{head}: each node account may use only the topics of its own device id; run with"
-            f" --device-id {user}, or give {device_id} an account of its own"
-            f" (deploy/broker-setup.sh add-node DIR {device_id}) and log in as it"
-        )
+        return _another_accounts(head, user, device_id, "node", "use only the topics of its own id")
     if not user:
         return (
             f"{head}: this broker wants an account per node; create one"
@@ -60,12 +65,7 @@ def worker_advice(refusals: list[Refusal], *, broker: str, user: str | None, wor
     """One line for a worker whose subscription or status topic was refused at start."""
     head = _first(refusals, broker, user)
     if user and user != worker_id:
-        return (
-            f"{head}: each worker account may write only its own status; run with"
-            f" --worker-id {user}, or give {worker_id} an account of its own"
-            f" (deploy/broker-setup.sh add-worker DIR {worker_id}, then systemctl reload"
-            " mosquitto)"
-        )
+        return _another_accounts(head, user, worker_id, "worker", "write only its own status")
     return (
         f"{head}: a worker account reads <prefix>/+/activation and writes replies and its"
         f" status; create it with deploy/broker-setup.sh add-worker DIR {user or worker_id}, then"
