@@ -105,20 +105,28 @@ huge_shapes = st.lists(st.integers(min_value=-5, max_value=2**40), min_size=0, m
 def _decode_or_refuse(decoder, payload: bytes) -> None:
     """The property: a valid message, or ProtocolError; and memory bounded by the payload.
 
-    The payload is decoded once untraced first: what a first call costs once per process (a
-    lazy import, a cache) is not what the payload makes the decoder allocate, and it made
-    this test fail on its first example only, once in a clean-clone run."""
+    tracemalloc counts every thread's allocations, and a clean-clone run twice saw a 7.7 MB
+    peak on one example that the same payload did not repeat ("failed on the first call but
+    did not on a subsequent one"): something else in the process, not the decoder. What a
+    payload makes the decoder allocate repeats on every decode, so the bound is checked on
+    the smaller of two traced decodes (after one untraced, for one-time lazy costs)."""
     with contextlib.suppress(ProtocolError):
         decoder(payload)
-    tracemalloc.start()
-    try:
-        decoder(payload)
-    except ProtocolError as exc:
-        assert exc.kind and str(exc)
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    assert peak <= 4 * len(payload) + 256 * 1024, (peak, len(payload))
+    bound = 4 * len(payload) + 256 * 1024
+    peaks = []
+    for _ in range(2):
+        tracemalloc.start()
+        try:
+            decoder(payload)
+        except ProtocolError as exc:
+            assert exc.kind and str(exc)
+        finally:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        peaks.append(peak)
+        if peak <= bound:
+            break
+    assert min(peaks) <= bound, (peaks, len(payload))
 
 
 @settings(max_examples=EXAMPLES["bytes"], **FAST)
