@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.lab.broker import DEV_CONFIG, broker_from
-from shared.lab.clips import write_digit_clip
+from shared.lab.clips import DigitClip, write_digit_clip
 from shared.lab.cpu_budget import CpuBudget, unavailable
 from shared.lab.pages import replace_section
 from shared.lab.procs import device_command, worker_command
@@ -227,6 +227,23 @@ STRATEGIES = {"final": ["--policy", "final"], "default": []}
 """Flags of each strategy; the fixed splits are added from the model's exits."""
 
 
+def prepare_scene(
+    scene: str, model: Path, frames: int, where: Path
+) -> tuple[DigitClip, np.ndarray]:
+    """The scene's clip and the final classifier's label for each of its frames: made once,
+    replayed by every strategy of every regime."""
+    from shared.artefact import load_artefact
+    from shared.preprocess import FramePreprocessor
+
+    clip = write_digit_clip(where / f"{scene}.avi", frames, schedule=SCENES[scene], seed=1)
+    artefact = load_artefact(model)
+    meta = artefact.meta
+    prep = FramePreprocessor(meta.input_size, meta.mean, meta.std)
+    chain = artefact.open_chain(1)
+    whole = np.array([int(chain.edge(prep(f), 19)[1][-1].argmax()) for f in clip.frames])
+    return clip, whole
+
+
 def run_one(
     strategy: str,
     flags: list[str],
@@ -235,20 +252,13 @@ def run_one(
     link: str,
     scene: str,
     model: Path,
-    frames: int,
+    prepared: tuple[DigitClip, np.ndarray],
 ) -> Row:
     """One node (budgeted, behind the shaped link) and one worker on a private broker."""
-    from shared.artefact import load_artefact
-    from shared.preprocess import FramePreprocessor
-
+    clip, whole = prepared
+    frames = len(clip.labels)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        clip = write_digit_clip(tmp / "clip.avi", frames, schedule=SCENES[scene], seed=1)
-        artefact = load_artefact(model)
-        meta = artefact.meta
-        prep = FramePreprocessor(meta.input_size, meta.mean, meta.std)
-        chain = artefact.open_chain(1)
-        whole = np.array([int(chain.edge(prep(f), 19)[1][-1].argmax()) for f in clip.frames])
         broker = broker_from(DEV_CONFIG, tmp).start()
         env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
         worker = subprocess.Popen(
@@ -402,17 +412,20 @@ def main(argv: list[str] | None = None) -> int:
         calibrated = [(b, *calibrate(b, graph, full_ms, **effort)) for b in boards]
     print(calibration_table(calibrated, full_ms), flush=True)
     sections = []
-    for board, share, _ms in calibrated:
-        for link in links:
-            for scene in scenes:
-                rows = []
-                for name, flags in strategies.items():
-                    row = run_one(name, flags, board, share, link, scene, model, frames)
-                    print(row, flush=True)
-                    rows.append(row)
-                title = f"### {board.key}, {link}, {scene}"
-                sections += [title, "", regime_table(rows), ""]
-                print(title + "\n" + regime_table(rows), flush=True)
+    with tempfile.TemporaryDirectory() as clips:
+        prepared = {scene: prepare_scene(scene, model, frames, Path(clips)) for scene in scenes}
+        for board, share, _ms in calibrated:
+            for link in links:
+                for scene in scenes:
+                    rows = []
+                    for name, flags in strategies.items():
+                        clip = prepared[scene]
+                        row = run_one(name, flags, board, share, link, scene, model, clip)
+                        print(row, flush=True)
+                        rows.append(row)
+                    title = f"### {board.key}, {link}, {scene}"
+                    sections += [title, "", regime_table(rows), ""]
+                    print(title + "\n" + regime_table(rows), flush=True)
     if args.out:
         command = "python bench/bench_testbed.py " + " ".join(argv or sys.argv[1:])
         body = "\n".join(

@@ -183,8 +183,8 @@ class MqttLink:
         self.last_refusal: dict[str, tuple[str, str]] = {}  # kind -> (topic, reason)
         self.subscriptions_refused: dict[str, str] = {}  # filter -> reason, this connection
         self.subscribed = threading.Event()  # every SUBACK of this connection is in
-        self._sent: dict[int, str] = {}  # mid of a QoS >= 1 publish -> its topic kind
-        self._acked: dict[int, str] = {}  # PUBACKs that came before publish() returned
+        self._sent: dict[int, tuple[str, str]] = {}  # mid of a QoS 1 publish -> kind, topic
+        self._acked: dict[int, str | None] = {}  # PUBACKs in before publish() returned
         self._sub_mids: dict[int, str] = {}  # mid of a SUBSCRIBE -> its filter
         self._outcomes: dict[int, str | None] = {}  # mid -> reason, for publish_checked
         self._lock = threading.Lock()
