@@ -23,6 +23,7 @@ import numpy as np
 
 from shared.artefact import Artefact
 from shared.model_file import ModelFile, check_backend
+from shared.protocol import FRAME_BLOCK
 
 __all__ = ["CloudBackend", "OnnxCloud", "make_cloud_backend", "split_shapes"]
 
@@ -50,15 +51,19 @@ class OnnxCloud:
 
     @classmethod
     def from_artefact(cls, artefact: Artefact, threads: int | None = None) -> OnnxCloud:
-        return cls(artefact.open_chain(threads, after=artefact.meta.exit_blocks[0]).cloud)
+        return cls(artefact.open_chain(threads).cloud)  # from block 0: frame offloads
 
     def __call__(self, batch: np.ndarray, block: int) -> np.ndarray:
         return self._run(batch, block)
 
 
 def split_shapes(model: ModelFile) -> dict[int, tuple[int, ...]]:
-    """Activation shape (C, H, W) at every split a node can offload (every exit but the last)."""
-    return {b: tuple(model.profile.block(b).out_shape) for b in model.meta.exit_blocks}
+    """Input shape (C, H, W) of the cloud half at every split a node can offload: every exit
+    but the last, and block 0 (a frame offload: the model's input)."""
+    size = model.meta.input_size
+    shapes = {FRAME_BLOCK: (3, size, size)}
+    shapes.update({b: tuple(model.profile.block(b).out_shape) for b in model.meta.exit_blocks})
+    return shapes
 
 
 def make_cloud_backend(

@@ -15,8 +15,10 @@ import numpy as np
 
 from cloud_worker.backend import CloudBackend, make_cloud_backend
 from shared.inference import confidence
+from shared.jpeg import JpegError, decode_frame
 from shared.model_file import ModelFile, load_model
-from shared.protocol import Activation, ProtocolError
+from shared.preprocess import FramePreprocessor
+from shared.protocol import FRAME_BLOCK, Activation, ProtocolError
 from shared.runtime import default_cache_dir
 
 __all__ = ["ModelBank"]
@@ -36,9 +38,12 @@ class ModelBank:
     ) -> None:
         self.models: dict[str, ModelFile] = {}
         self.halves: dict[str, CloudBackend] = {}
+        self._preprocess: dict[str, FramePreprocessor] = {}
         for path in paths:
             ckpt = load_model(path)
             self.models[ckpt.hash] = ckpt
+            meta = ckpt.meta
+            self._preprocess[ckpt.hash] = FramePreprocessor(meta.input_size, meta.mean, meta.std)
             self.halves[ckpt.hash] = make_cloud_backend(
                 backend, ckpt, cache_dir or default_cache_dir(), threads
             )
@@ -66,6 +71,8 @@ class ModelBank:
     def check(self, act: Activation) -> tuple[str, int]:
         """The batch key of a decoded activation, after checking it fits its model and split."""
         ckpt = self.lookup(act.model_hash)
+        if act.is_frame:  # any size: the worker preprocesses it as the node would have
+            return ckpt.hash, FRAME_BLOCK
         if act.split_block not in ckpt.meta.arm_blocks[:-1]:
             raise ProtocolError(
                 "split",
@@ -80,6 +87,18 @@ class ModelBank:
                 f"model {ckpt.short_hash}, which gives {list(expected)}",
             )
         return ckpt.hash, act.split_block
+
+    def inputs(self, act: Activation) -> np.ndarray:
+        """What the cloud half takes from a checked activation: its tensor, or for a frame
+        offload the frame decoded and preprocessed exactly as the node would have."""
+        if not act.is_frame:
+            return act.array()
+        ckpt = self.lookup(act.model_hash)
+        try:
+            image = decode_frame(act.data, act.shape)  # type: ignore[arg-type]
+        except JpegError as exc:
+            raise ProtocolError("decode", f"frame: {exc}") from None
+        return self._preprocess[ckpt.hash](image)
 
     def run(
         self, model_hash: str, block: int, arrays: Sequence[np.ndarray]

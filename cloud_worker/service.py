@@ -15,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from cloud_worker.batcher import Batcher
 from cloud_worker.config import WorkerConfig
 from cloud_worker.engine import ModelBank
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class _Job:
     activation: Activation
+    inputs: np.ndarray  # what the cloud half takes: the tensor, or the decoded frame
     response_topic: str | None
     correlation: bytes | None
     received: float
@@ -194,10 +197,11 @@ class Worker:
             key = self.bank.check(act)
             if msg.response_topic is None:
                 raise ProtocolError("no_response_topic", "activation without a response topic")
+            inputs = self.bank.inputs(act)
         except ProtocolError as exc:
             self._refuse(msg, exc)
             return
-        job = _Job(act, msg.response_topic, msg.correlation, time.monotonic())
+        job = _Job(act, inputs, msg.response_topic, msg.correlation, time.monotonic())
         batch = self._batcher.add(key, job, job.received)
         if batch is not None:
             self._run_batch(key, batch)
@@ -231,9 +235,7 @@ class Worker:
         for job in jobs:
             self.metrics.queue_ms.observe((started - job.received) * 1e3)
         try:
-            labels, confs, ms = self.bank.run(
-                model_hash, block, [j.activation.array() for j in jobs]
-            )
+            labels, confs, ms = self.bank.run(model_hash, block, [j.inputs for j in jobs])
         except Exception as exc:  # a bug or an out-of-memory must not take the worker down
             log.exception("cloud half failed on a batch of %d", len(jobs))
             for job in jobs:

@@ -24,16 +24,17 @@ from device.camera import FrameSource, open_source
 from device.config import DeviceConfig
 from device.costs import LiveCosts
 from device.discovery import discovery_messages
-from device.node import Node
+from device.node import Node, node_arms
 from device.settings import SettingError, parse_setting, validate_policy
 from device.state import RESUMED, load_state, resumed_settings, save_state
 from shared.bandit import Policy, build_policy
 from shared.cost import RewardModel, paper_cost
+from shared.jpeg import encode_frame
 from shared.memory import map_large_buffers, release_freed_memory
 from shared.model_file import ModelFile, load_model
 from shared.mqtt import MqttError, MqttLink
 from shared.profile import ModelProfile
-from shared.protocol import Topics
+from shared.protocol import FRAME_BLOCK, Topics
 from shared.refusal import Refusal, discovery_advice, node_advice
 from shared.wire import FALLBACK, wire_encodings
 
@@ -70,6 +71,20 @@ def time_splits(
     return {b: statistics.median(v) for b, v in samples.items()}
 
 
+def time_frame_encode(size: int, quality: int, repeats: int = 9) -> tuple[float, int]:
+    """(median seconds, bytes) of one frame offload's JPEG encode at the model's input size,
+    on an image of 8-pixel blocks of noise (about as hard to compress as a camera's scene)."""
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 256, (max(size // 8, 1), max(size // 8, 1), 3), dtype=np.uint8)
+    image = np.ascontiguousarray(np.repeat(np.repeat(tiles, 8, 0), 8, 1)[:size, :size])
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        size_bytes = len(encode_frame(image, quality))
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples), size_bytes
+
+
 @dataclass(frozen=True)
 class RunSummary:
     frames: int
@@ -86,12 +101,18 @@ class DeviceApp:
         map_large_buffers()  # before the model's buffers: see shared.memory
         self.ckpt = checkpoint or load_model(config.model)
         self.topics = Topics(config.prefix)
-        blocks = self.ckpt.meta.arm_blocks
+        # The frame arm needs measured costs: under the paper's flat offload price it would
+        # cost nothing on the device and win every comparison.
+        self.arms = blocks = node_arms(
+            self.ckpt.meta.arm_blocks,
+            frame_offload=config.frame_offload and config.cost == "measured",
+        )
         validate_policy(config.policy, blocks)
         self.configured = {k: getattr(config, k) for k in RESUMED}
         start = self._start_settings()
         self.edge = make_backend(config.backend, self.ckpt, config.cache_dir_path(), config.threads)
         self._profile: ModelProfile | None = None  # per-block activation sizes, for probes
+        self._frame_prior = 0  # bytes of a frame offload's JPEG, timed at start-up
         self._probe_turn = 0
         self.costs = self._live_costs() if config.cost == "measured" else None
         cost = self.costs.cost_model() if self.costs else paper_cost(blocks)
@@ -126,6 +147,8 @@ class DeviceApp:
             reoffloads=config.reoffloads,
             make_policy=self._new_policy,
             edge=self.edge,
+            frame_offload=blocks[0] == FRAME_BLOCK,
+            jpeg_quality=config.jpeg_quality,
         )
         self._replies_done = threading.Event()
         release_freed_memory()  # what loading and timing the model freed
@@ -144,13 +167,17 @@ class DeviceApp:
             b: prof.block(b).payload_bytes(wire.get(b, FALLBACK)) + _HEADER_BYTES
             for b in meta.arm_blocks
         }
+        if self.arms[0] == FRAME_BLOCK:
+            encode_s, jpeg_bytes = time_frame_encode(meta.input_size, self.config.jpeg_quality)
+            edge_s[FRAME_BLOCK], payload[FRAME_BLOCK] = encode_s, jpeg_bytes + _HEADER_BYTES
+            self._frame_prior = jpeg_bytes
         self._profile = prof
         log.info(
             "edge ms per split: %s",
-            ", ".join(f"{b}: {edge_s[b] * 1e3:.2f}" for b in meta.arm_blocks),
+            ", ".join(f"{b}: {edge_s[b] * 1e3:.2f}" for b in self.arms),
         )
         return LiveCosts(
-            meta.arm_blocks,
+            self.arms,
             edge_s,
             payload,
             link_mbit_per_s=self.config.link_mbps,
@@ -167,9 +194,9 @@ class DeviceApp:
                 self.config.state,
                 self.configured,
                 model_hash=self.ckpt.hash,
-                blocks=self.ckpt.meta.arm_blocks,
+                blocks=self.arms,
             )
-            validate_policy(start["policy"], self.ckpt.meta.arm_blocks)
+            validate_policy(start["policy"], self.arms)
         self._start = start
         return start
 
@@ -180,7 +207,7 @@ class DeviceApp:
                 cfg.state,
                 rewards,
                 model_hash=self.ckpt.hash,
-                blocks=self.ckpt.meta.arm_blocks,
+                blocks=self.arms,
                 spec=spec,
             )
             if restored is not None:
@@ -210,7 +237,7 @@ class DeviceApp:
                 self.config.state,
                 self.node.policy,
                 model_hash=self.ckpt.hash,
-                blocks=self.ckpt.meta.arm_blocks,
+                blocks=self.arms,
                 spec=self.node.policy.spec,
                 settings=self.node.settings(),
                 configured=self.configured,
@@ -218,15 +245,17 @@ class DeviceApp:
 
     # -- running -------------------------------------------------------------------------------
     def _probe_next(self) -> None:
-        """One probe, cycling over the splits that offload."""
+        """One probe, cycling over the arms that offload (the frame arm's sized as the frames
+        sent lately)."""
         if self._profile is None:
             return
-        offloading = self.ckpt.meta.exit_blocks
-        arm = self._probe_turn % len(offloading)
+        arm = self._probe_turn % (len(self.arms) - 1)
         self._probe_turn += 1
-        # Sized as the node sends now: a runtime change of encoding changes the probes too.
-        block = offloading[arm]
-        payload = self._profile.block(block).payload_bytes(self.node.wire[block])
+        block = self.arms[arm]
+        if block == FRAME_BLOCK:
+            payload = round(self.node.frame_bytes or self._frame_prior)
+        else:  # sized as the node sends now: a runtime change of encoding changes them too
+            payload = self._profile.block(block).payload_bytes(self.node.wire[block])
         self.node.probe(arm, payload + _HEADER_BYTES)
 
     def _reply_loop(self) -> None:
@@ -253,7 +282,7 @@ class DeviceApp:
     def _on_setting(self, msg) -> None:
         key = msg.topic[len(self._settings_prefix) :]
         try:
-            setting = parse_setting(key, msg.payload, blocks=self.ckpt.meta.arm_blocks)
+            setting = parse_setting(key, msg.payload, blocks=self.arms)
         except SettingError as exc:
             log.warning("refused a runtime setting: %s", exc)
             self.node.refuse()
@@ -377,7 +406,7 @@ class DeviceApp:
         replies.start()
         if self.costs is not None:  # measure the link before the first decision
             for _ in range(2):
-                for _ in self.ckpt.meta.exit_blocks:
+                for _ in self.arms[:-1]:
                     self._probe_next()
             deadline = time.monotonic() + 2.0
             while self.node.probes_pending and time.monotonic() < deadline:

@@ -92,6 +92,13 @@ class DeviceConfig(ProgramSettings):
         description="measured: this node's own compute and round-trip times; paper: the "
         "paper's constants (0.1 per block, 0.5 per offload).",
     )
+    frame_offload: bool = Field(
+        True,
+        description="Measured cost only: the policy may send the frame itself as a JPEG (split "
+        "block 0, no block run on the node), and an unsure exit sends the frame instead of "
+        "its activation where that is cheaper. docs/testbed.md shows when it pays.",
+    )
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of frame offloads.")
     link_mbps: float = Field(10.0, gt=0, description="Prior uplink rate until offloads are timed.")
     rtt_ms: float = Field(20.0, ge=0, description="Prior round trip until offloads are timed.")
     cost_smoothing: float = Field(

@@ -12,6 +12,11 @@ mu and the exploration constant keep the meaning they have in the paper and in
 frame's edge run then updates one speed factor (how much slower or faster this node is now than
 at start-up: other load, thermal throttling), which scales the whole network's time and so the
 price of an offload against it. One noisy start-up measurement cannot skew the units for good.
+
+With frame offload (an arm at block 0, :data:`shared.protocol.FRAME_BLOCK`) the node's work at
+that arm is the JPEG encode, timed on every frame, and an unsure exit at any split may send the
+frame instead of its activation: the price of an offload from arm i is then the cheaper of the
+two (:meth:`LiveCosts.frame_cheaper`), and the policy learns with that price.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from shared.cost import FULL_DEPTH, PAPER_GAMMA, CostModel
+from shared.protocol import FRAME_BLOCK
 
 __all__ = ["LiveCosts"]
 
@@ -59,12 +65,19 @@ class LiveCosts:
         ]
         self._offload: list[float | None] = [None] * len(self.blocks)
         self._link: float | None = None  # smoothed round trip of any split
+        self.frame_arm = self.blocks.index(FRAME_BLOCK) if FRAME_BLOCK in self.blocks else None
 
     def _blend(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.smoothing * (new - old)
 
     def observe_edge(self, arm: int, seconds: float) -> None:
-        if seconds > 0:
+        """One frame's device work at ``arm``: the network's speed factor, or for the frame
+        arm the JPEG encode itself (its time follows the scene, not the network)."""
+        if seconds <= 0:
+            return
+        if arm == self.frame_arm:
+            self._edge[arm] = self._blend(self._edge[arm], seconds / self._speed)
+        else:
             self._speed = self._blend(self._speed, seconds / self._edge[arm])
 
     def observe_offload(self, arm: int, seconds: float) -> None:
@@ -83,12 +96,27 @@ class LiveCosts:
         """Current estimate of this node's time to answer at ``arm``."""
         return self._edge[arm] * self._speed
 
+    def frame_seconds(self) -> float | None:
+        """What sending the frame costs from any split: its encode and its round trip."""
+        if self.frame_arm is None:
+            return None
+        return self.edge_seconds(self.frame_arm) + self.offload_seconds(self.frame_arm)
+
+    def frame_cheaper(self, arm: int) -> bool:
+        """Whether an unsure exit at ``arm`` should send the frame instead of its activation."""
+        frame = self.frame_seconds()
+        return frame is not None and arm != self.frame_arm and frame < self.offload_seconds(arm)
+
     def cost_model(self) -> CostModel:
         n = len(self.blocks)
         unit = self._full / self.edge_seconds(n - 1)
+        frame = self.frame_seconds()
+        offload = [self.offload_seconds(i) for i in range(n)]
+        if frame is not None:  # from a split, the cheaper of its activation and the frame
+            offload = [s if i == self.frame_arm else min(s, frame) for i, s in enumerate(offload)]
         return CostModel(
             name="live",
             blocks=self.blocks,
             edge=tuple(self._edge[i] / self._edge[-1] * self._full for i in range(n)),
-            offload=tuple(self.offload_seconds(i) * unit for i in range(n)),
+            offload=tuple(s * unit for s in offload),
         )

@@ -40,7 +40,12 @@ class _NodeCollector:
         for source in ("edge", "cloud", "fallback"):
             results.add_metric([*dev, source], s["results"][source])
         yield results
-        yield counter("offload_bytes", "Activation bytes offloaded", s["bytes_sent"])
+        yield counter("offload_bytes", "Activation and frame bytes offloaded", s["bytes_sent"])
+        yield counter(
+            "frame_offloads",
+            "Offloads that sent the frame itself as a JPEG (split block 0)",
+            s.get("frame_offloads", 0),
+        )
         yield counter("dropped_frames", "Frames a live source dropped", s.get("dropped", 0))
         yield counter("late_replies", "Replies after their frame fell back", s["late_replies"])
         yield counter(

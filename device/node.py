@@ -12,6 +12,13 @@ the split exit's own answer as a ``fallback`` and cancels the decision, so the p
 nothing it did not observe. Every frame gets exactly one result; a reply for a frame that is
 no longer pending (late, or a QoS 1 duplicate) is counted and dropped.
 
+Frame offload (``frame_offload``): the policy has one more arm, block 0, at which the node runs
+no block at all and sends the frame's JPEG; and an unsure exit at a split sends the frame
+instead of its activation wherever that is cheaper under the measured costs
+(:meth:`device.costs.LiveCosts.frame_cheaper`). The frame arm is an exit that never answers:
+to the policy its confidence is 0 and the cloud's answer is revealed whatever the exits say
+(``Observation(audit=True)``), which is what it is. Its results have ``split_block`` 0.
+
 All public methods take one lock: frames arrive on the main thread, replies on another.
 """
 
@@ -34,22 +41,25 @@ from device.settings import Setting
 from shared.bandit import Decision, Policy
 from shared.cost import Observation, RewardModel
 from shared.inference import confidence
+from shared.jpeg import DEFAULT_QUALITY, encode_frame
 from shared.logthrottle import LogThrottle
 from shared.model_file import ModelFile
 from shared.mqtt import Message
 from shared.preprocess import FramePreprocessor
 from shared.protocol import (
+    FRAME_BLOCK,
     ProtocolError,
     Result,
     Topics,
     decode_reply,
     encode_activation,
+    encode_frame_activation,
     encode_result,
     iso_utc,
 )
 from shared.wire import AUTO, wire_encodings
 
-__all__ = ["Node", "NodeCounters", "Publisher"]
+__all__ = ["Node", "NodeCounters", "Publisher", "node_arms"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +77,12 @@ class Publisher(Protocol):
     ) -> object: ...
 
 
+def node_arms(arm_blocks: tuple[int, ...], *, frame_offload: bool) -> tuple[int, ...]:
+    """The blocks a node's policy chooses among: the model's arms, and block 0 (the frame
+    itself) first when the node may offload frames."""
+    return (FRAME_BLOCK, *arm_blocks) if frame_offload else tuple(arm_blocks)
+
+
 @dataclass
 class _Pending:
     policy: Policy  # the one that decided: a runtime setting may have replaced it since
@@ -79,6 +95,8 @@ class _Pending:
     payload: bytes
     audit: bool = False
     attempts: int = 1
+    sent_arm: int = 0  # the arm whose message went: the decision's, or the frame arm
+    inputs: np.ndarray | None = None  # the frame arm's model input, for a fallback answer
 
     @property
     def exit_class(self) -> int:
@@ -99,6 +117,7 @@ class NodeCounters:
     foreign_replies: int = 0
     errors: Counter = field(default_factory=Counter)
     settings_refused: int = 0
+    frame_offloads: int = 0
 
     @property
     def results(self) -> int:
@@ -122,6 +141,8 @@ class Node:
         reoffloads: int = 1,
         make_policy: Callable[[str, RewardModel], Policy] | None = None,
         edge: EdgeBackend,
+        frame_offload: bool = False,
+        jpeg_quality: int = DEFAULT_QUALITY,
     ) -> None:
         self.ckpt = checkpoint
         self.edge = edge
@@ -135,9 +156,13 @@ class Node:
         self.reply_timeout_s = reply_timeout_s
         self.max_pending = max_pending
         self.reoffloads = reoffloads
-        self.blocks = checkpoint.meta.arm_blocks
-        self.temperatures = checkpoint.meta.arm_temperatures()
         meta = checkpoint.meta
+        self.blocks = node_arms(meta.arm_blocks, frame_offload=frame_offload)
+        self.frame_arm = 0 if frame_offload else None
+        self._first = 1 if frame_offload else 0  # arm of the model's first exit
+        self.jpeg_quality = jpeg_quality
+        self.frame_bytes: float | None = None  # smoothed size of the frames sent, for probes
+        self.temperatures = meta.arm_temperatures()
         self.preprocess = FramePreprocessor(meta.input_size, meta.mean, meta.std)
         self.counters = NodeCounters()
         self.current_block: int | None = None
@@ -155,17 +180,22 @@ class Node:
     # -- frames --------------------------------------------------------------------------------
     def process(self, frame_id: int, image: np.ndarray, captured_at: float) -> None:
         """Decide, run the edge half, and answer or offload one frame."""
-        x = self.preprocess(image)
+        resized = self.preprocess.resize(image)
+        x = self.preprocess.normalise(resized)
         with self._lock:
             decision = self.policy.decide()
             arm, block = decision.arm, self.blocks[decision.arm]
             self.current_block = block
             self.counters.frames += 1
+            if arm == self.frame_arm:  # no block on the device: the frame goes as it is
+                self._offload_frame(decision, frame_id, captured_at, resized, [0.0], [0], x)
+                return
             started = time.perf_counter()
             activation, exit_logits = self.edge(x, block)
             if self.costs is not None:
                 self.costs.observe_edge(arm, time.perf_counter() - started)
-            confs, classes = [], []
+            # the frame arm's place, if any: an exit that is never confident
+            confs, classes = [0.0] * self._first, [0] * self._first
             for i, logits in enumerate(exit_logits):
                 c, k = confidence(logits, self.temperatures[i])
                 confs.append(float(c[0]))
@@ -189,6 +219,9 @@ class Node:
                     frame_id, classes[arm], confs[arm], block, block, "edge", captured_at
                 )
                 self.counters.edge += 1
+                return
+            if self.costs is not None and self.costs.frame_cheaper(arm):
+                self._offload_frame(decision, frame_id, captured_at, resized, confs, classes)
                 return
             try:
                 payload = encode_activation(
@@ -214,7 +247,7 @@ class Node:
                 )
                 self.counters.fallback += 1
                 return
-            self._pending[frame_id] = _Pending(
+            pending = _Pending(
                 self.policy,
                 decision,
                 frame_id,
@@ -224,11 +257,64 @@ class Node:
                 tuple(classes),
                 payload,
                 audit,
+                sent_arm=arm,
             )
-            self.counters.audits += audit
-            self.counters.offloads += 1
-            self.counters.bytes_sent += len(payload)
-            self._send(frame_id, payload)
+            self._offload(pending, audit)
+
+    def _offload_frame(
+        self,
+        decision: Decision,
+        frame_id: int,
+        captured_at: float,
+        resized: np.ndarray,
+        confs: list[float],
+        classes: list[int],
+        inputs: np.ndarray | None = None,
+    ) -> None:
+        """Send the frame's JPEG (lock held): the decision's arm is the frame arm (``inputs``
+        kept for a fallback answer), or an unsure exit for which the frame is cheaper."""
+        arm = decision.arm
+        started = time.perf_counter()
+        image = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+        jpeg = encode_frame(image, self.jpeg_quality)
+        if self.costs is not None:
+            self.costs.observe_edge(self.frame_arm, time.perf_counter() - started)
+        size = len(jpeg)
+        self.frame_bytes = size if self.frame_bytes is None else 0.8 * self.frame_bytes + 0.2 * size
+        payload = encode_frame_activation(
+            device_id=self.device_id,
+            frame_id=frame_id,
+            captured_at=captured_at,
+            model_hash=self.ckpt.hash,
+            jpeg=jpeg,
+            shape=image.shape,
+            exit_confidence=confs[arm],
+            exit_class=classes[arm],
+            audit=decision.audit,
+        )
+        pending = _Pending(
+            self.policy,
+            decision,
+            frame_id,
+            captured_at,
+            time.monotonic(),
+            tuple(confs),
+            tuple(classes),
+            payload,
+            # the frame arm reveals C_L whatever any exit says: to the policy, an audit
+            audit=decision.audit or arm == self.frame_arm,
+            sent_arm=self.frame_arm,
+            inputs=inputs,
+        )
+        self.counters.frame_offloads += 1
+        self._offload(pending, decision.audit)
+
+    def _offload(self, pending: _Pending, audit: bool) -> None:
+        self._pending[pending.frame_id] = pending
+        self.counters.audits += audit
+        self.counters.offloads += 1
+        self.counters.bytes_sent += len(pending.payload)
+        self._send(pending.frame_id, pending.payload)
 
     def _send(self, frame_id: int, payload: bytes) -> None:
         self.out.publish(
@@ -308,10 +394,9 @@ class Node:
                     )
                 self._fall_back(pending)
                 return
-            arm = pending.decision.arm
             if self.costs is not None and pending.attempts == 1:  # a re-sent one: whose reply?
                 rtt = received - pending.sent - reply.cloud_ms / 1e3
-                self.costs.observe_offload(arm, rtt)
+                self.costs.observe_offload(pending.sent_arm, rtt)
                 self._reprice()
             pending.policy.observe(
                 pending.decision,
@@ -323,13 +408,12 @@ class Node:
                     final_class=int(reply.label),
                 ),
             )
-            block = self.blocks[arm]
             self._publish_result(
                 frame_id,
                 int(reply.label),
                 float(reply.confidence),
                 self.blocks[-1],
-                block,
+                self.blocks[pending.sent_arm],
                 "cloud",
                 pending.captured_at,
             )
@@ -391,9 +475,14 @@ class Node:
     def _fall_back(self, p: _Pending) -> None:
         p.policy.cancel(p.decision)
         block = self.blocks[p.decision.arm]
-        self._publish_result(
-            p.frame_id, p.exit_class, p.confidences[-1], block, block, "fallback", p.captured_at
-        )
+        label, conf = p.exit_class, p.confidences[-1]
+        if p.inputs is not None:  # the frame arm computed no exit: the first one answers now
+            block = self.blocks[self._first]
+            _, logits = self.edge(p.inputs, block)
+            c, k = confidence(logits[0], self.temperatures[0])
+            label, conf = int(k[0]), float(c[0])
+        split = self.blocks[p.sent_arm]
+        self._publish_result(p.frame_id, label, conf, block, split, "fallback", p.captured_at)
         self.counters.fallback += 1
         self._lock.notify_all()
 
@@ -461,6 +550,8 @@ class Node:
                 "encoding": self.encoding,
                 "wire": {str(b): e for b, e in self.wire.items()},
                 "cost": "paper" if self.costs is None else "measured",
+                "frame_offload": self.frame_arm is not None,
+                "jpeg_quality": self.jpeg_quality,
                 "reply_timeout_s": self.reply_timeout_s,
                 "max_pending": self.max_pending,
                 "model_hash": self.ckpt.hash,
@@ -480,6 +571,7 @@ class Node:
                 "results": {"edge": c.edge, "cloud": c.cloud, "fallback": c.fallback},
                 "exit_rate": round(c.edge / settled, 4),
                 "offload_rate": round(c.offloads / n, 4),
+                "frame_offloads": c.frame_offloads,
                 "fallback_rate": round(c.fallback / settled, 4),
                 "bytes_sent": c.bytes_sent,
                 "pending": len(self._pending),

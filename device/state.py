@@ -11,6 +11,10 @@ beside the ones the configuration gave at the time: a setting changed at run tim
 (``set/<key>``) outlives a restart, unless the configuration itself has changed that key since
 (:func:`resumed_settings`). Without that, a state learnt at a runtime alpha would not fit the
 configured one, and a restart would throw away everything learnt since the change.
+
+A state saved without the frame arm (block 0) restores into a node that has it: the arm is
+added in front, never observed (:func:`shared.bandit.with_first_arm`), and what was learnt
+about the model's exits is kept.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.bandit import BanditError, Policy, policy_from_state
+from shared.bandit import BanditError, Policy, policy_from_state, with_first_arm
 from shared.cost import RewardModel
+from shared.protocol import FRAME_BLOCK
 
 __all__ = ["RESUMED", "STATE_FORMAT", "load_state", "resumed_settings", "save_state"]
 
@@ -67,6 +72,17 @@ def save_state(
     os.replace(tmp, path)
 
 
+def _gains_frame_arm(saved: Any, blocks: tuple[int, ...]) -> bool:
+    """Whether a state saved at arms ``saved`` is this node's but for the frame arm."""
+    return blocks[:1] == (FRAME_BLOCK,) and isinstance(saved, list) and tuple(saved) == blocks[1:]
+
+
+def _fits(body: dict[str, Any], model_hash: str, blocks: tuple[int, ...]) -> bool:
+    saved = body.get("blocks", ())
+    same = isinstance(saved, list) and tuple(saved) == blocks
+    return body.get("model_hash") == model_hash and (same or _gains_frame_arm(saved, blocks))
+
+
 def _move_aside(path: Path, why: str) -> None:
     aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
     os.replace(path, aside)
@@ -84,7 +100,7 @@ def resumed_settings(
         saved, then = body["settings"], body["configured"]
         if not (isinstance(saved, dict) and isinstance(then, dict)):
             return dict(configured)
-        if body.get("model_hash") != model_hash or tuple(body.get("blocks", ())) != blocks:
+        if not _fits(body, model_hash, blocks):
             return dict(configured)  # load_state says why it starts afresh
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return dict(configured)  # no state, or one from before settings were kept
@@ -126,12 +142,21 @@ def load_state(
     except (OSError, ValueError) as exc:
         _move_aside(path, f"cannot be read ({exc})")
         return None
-    if body.get("model_hash") != model_hash or tuple(body.get("blocks", ())) != blocks:
+    if body.get("model_hash") != model_hash:
         log.warning(
             "bandit state %s is for model %s, not %s: starting afresh",
             path,
             str(body.get("model_hash"))[:12],
             model_hash[:12],
+        )
+        return None
+    if not _fits(body, model_hash, blocks):
+        log.warning(
+            "bandit state %s was learnt at the splits %s, this node chooses among %s "
+            "(frame_offload changed?): starting afresh",
+            path,
+            body.get("blocks"),
+            list(blocks),
         )
         return None
     if body.get("policy_spec") != spec:
@@ -153,7 +178,11 @@ def load_state(
         )
         return None
     try:
-        policy = policy_from_state(body["policy"], rewards)
+        state = body["policy"]
+        if _gains_frame_arm(body["blocks"], blocks):
+            state = with_first_arm(state)
+            log.info("bandit state %s: the frame arm (block 0) added, never tried yet", path)
+        policy = policy_from_state(state, rewards)
     except (BanditError, KeyError) as exc:
         _move_aside(path, f"is invalid ({exc})")
         return None

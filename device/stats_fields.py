@@ -15,11 +15,13 @@ STATS_FIELDS: dict[str, str] = {
     "split": "the current split block (null before the first decision)",
     "results": "results published, by source: `edge`, `cloud`, `fallback`",
     "exit_rate": "share of results answered at the edge",
-    "offload_rate": "share of frames whose activation was sent to the cloud",
+    "offload_rate": "share of frames whose activation or frame was sent to the cloud",
+    "frame_offloads": "offloads that sent the frame itself as a JPEG (split block 0), whether "
+    "the policy chose the frame arm or an unsure exit found the frame cheaper to send",
     "fallback_rate": "share of results that fell back (no reply in time, or an error reply)",
     "audit_rate": "share of frames sent to the cloud although the exit was confident, to check "
     "the exit (audited policies)",
-    "bytes_sent": "activation bytes offloaded",
+    "bytes_sent": "bytes of the activations and frames offloaded",
     "pending": "offloads awaiting a reply",
     "late_replies": "replies that came after their frame had fallen back",
     "reoffloads": "offloads sent again after a reply timeout (`reoffloads` setting)",

@@ -127,9 +127,11 @@ class Chain:
         return x, logits
 
     def cloud(self, activation: Any, block: int) -> Any:
-        """The final classifier's logits from a batch of activations at ``block``."""
+        """The final classifier's logits from a batch of activations at ``block`` (block 0:
+        of inputs, the whole network)."""
         x, logits = activation, None
-        for b in self.arm_blocks[self.arm_blocks.index(block) + 1 :]:
+        first = 0 if block == 0 else self.arm_blocks.index(block) + 1
+        for b in self.arm_blocks[first:]:
             x, logits = self._sessions[b].run(None, {"input": x})
         return logits
 
@@ -156,9 +158,8 @@ class Artefact:
         return _read_graph(self.path, name, entry)
 
     def open_chain(self, threads: int | None = None, *, after: int = 0, **options: Any) -> Chain:
-        """Sessions for every segment past block ``after`` (a worker never runs the first
-        one: no split precedes it), each checked against the metadata; ``options`` go to
-        :func:`shared.runtime.session`."""
+        """Sessions for every segment past block ``after`` (0: all of them), each checked
+        against the metadata; ``options`` go to :func:`shared.runtime.session`."""
         sessions = {
             b: self.open_session(name, threads, **options)
             for (a, b), name in zip(segments(self.meta), graph_names(self.meta), strict=True)

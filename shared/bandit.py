@@ -113,6 +113,7 @@ __all__ = [
     "RandomSplit",
     "build_policy",
     "policy_from_state",
+    "with_first_arm",
 ]
 
 STATE_VERSION = 3
@@ -563,6 +564,10 @@ class Policy(ABC):
     def _load_extra(self, extra: Mapping[str, Any]) -> None:  # noqa: B027
         pass
 
+    @classmethod  # noqa: B027 - only classes that keep something per arm override it
+    def _widen(cls, params: dict[str, Any], extra: dict[str, Any]) -> None:
+        """:func:`with_first_arm` for what this class keeps per arm in params and extra."""
+
     # -- persistence ------------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         """JSON-ready state; :func:`policy_from_state` restores a policy that decides the same."""
@@ -710,6 +715,10 @@ class FixedSplit(Policy):
 
     def _params(self) -> dict[str, Any]:
         return {"arm": self.arm, "label": self.label}
+
+    @classmethod
+    def _widen(cls, params: dict[str, Any], extra: dict[str, Any]) -> None:
+        params["arm"] += 1
 
 
 class OffloadAll(Policy):
@@ -917,6 +926,28 @@ def _load(state: Mapping[str, Any], rewards: RewardModel) -> Policy:
             raise ValueError(f"stats of arm {j} are inconsistent: n {n}, e {e}, m {m}")
     policy._load_extra(state["extra"])
     return policy
+
+
+def with_first_arm(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved state with one more arm in front, never observed: what a node that learnt
+    without frame offload restores from when it gains the frame arm (block 0). Everything
+    learnt about the model's exits is kept; decisions in flight are dropped."""
+    out = dict(state)
+    cls = _registry().get(state.get("policy"))
+    if cls is None or not _is_index(state.get("n_arms")):
+        raise BanditError(f"invalid bandit state (policy {state.get('policy')!r}); {_DELETE_HINT}")
+    out["n_arms"] = state["n_arms"] + 1
+    out["pending"] = []
+    try:
+        out["stats"] = {key: [0.0, *state["stats"][key]] for key in _STATS}
+        params, extra = dict(state["params"]), dict(state["extra"])
+        cls._widen(params, extra)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BanditError(
+            f"invalid bandit state ({type(exc).__name__}: {exc}); {_DELETE_HINT}"
+        ) from exc
+    out["params"], out["extra"] = params, extra
+    return out
 
 
 def _is_number(x: object) -> bool:

@@ -150,8 +150,10 @@ class MultiExitMobileNetV2(nn.Module):
         return EdgeResult(logits=tuple(logits), activation=x)
 
     def cloud(self, activation: Tensor, block: int) -> Tensor:
-        """Finish the network from the output of ``block``: final-classifier logits."""
-        self._check_split(block)
+        """Finish the network from the output of ``block``: final-classifier logits. Block 0
+        is the input itself (a frame offload: the whole network runs here)."""
+        if block != 0:
+            self._check_split(block)
         x = activation
         for b in range(block + 1, NUM_BLOCKS + 1):
             x = self.features[b - 1](x)

@@ -77,14 +77,22 @@ class FramePreprocessor:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """From an RGB uint8 frame (H, W, 3) or a grey one (H, W)."""
+        return self.normalise(self.resize(image))
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """The first step: the frame resampled to (size, size, 3) float32 on its 0..255 scale
+        (what a frame offload encodes: the network sees no more pixels than these)."""
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"frame should be HxWx3 uint8, got {image.shape} {image.dtype}")
         # Resampling the uint8 frame and then scaling to [0, 1] differs from training's order
         # (scale, then resample) by float rounding only, and gathers a quarter of the bytes.
-        x = resize(image, self.size)
-        x /= _F(255)
+        return resize(image, self.size)
+
+    def normalise(self, resized: np.ndarray) -> np.ndarray:
+        """The second step: :meth:`resize`'s output to the (1, 3, size, size) model input."""
+        x = resized / _F(255)
         np.clip(x, 0, 1, out=x)
         chw = np.ascontiguousarray(x.transpose(2, 0, 1))
         chw -= self.mean

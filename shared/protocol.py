@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,6 +33,8 @@ __all__ = [
     "ACTIVATION_VERSION",
     "BITS",
     "ENCODINGS",
+    "FRAME_BLOCK",
+    "FRAME_ENCODING",
     "MAX_ID_LENGTH",
     "MAX_PAYLOAD_BYTES",
     "MODEL_HASH_CHARS",
@@ -48,6 +51,7 @@ __all__ = [
     "decode_result",
     "dequantize",
     "encode_activation",
+    "encode_frame_activation",
     "encode_reply",
     "encode_result",
     "encode_tensor",
@@ -100,6 +104,12 @@ ENCODINGS = tuple(BITS)
 SOURCES = ("edge", "cloud", "fallback")
 Encoding = Literal["fp32", "fp16", "int8", "int4"]
 Source = Literal["edge", "cloud", "fallback"]
+
+FRAME_BLOCK = 0
+"""``split_block`` of a frame offload: no block ran on the device, the message carries the
+frame itself and the worker runs the whole network (docs/protocol.md, "Frame offload")."""
+FRAME_ENCODING = "jpeg"
+"""``encoding`` of a frame offload: ``data`` is a JPEG of the frame, ``shape`` its (H, W, 3)."""
 
 _DTYPES = {
     "fp32": np.dtype("<f4"),
@@ -310,7 +320,7 @@ class Activation:
     """The checkpoint's hash or a prefix of it (nodes send ``MODEL_HASH_CHARS`` hex digits)."""
     exit_confidence: float
     exit_class: int
-    encoding: Encoding
+    encoding: Encoding | Literal["jpeg"]
     shape: tuple[int, ...]
     data: bytes = field(repr=False)
     scale: float = 1.0
@@ -318,8 +328,15 @@ class Activation:
     audit: bool = False
     """Offloaded although the exit was confident: the node checks its exits against the cloud."""
 
+    @property
+    def is_frame(self) -> bool:
+        """A frame offload: ``data`` is the frame's JPEG, decoded by the worker."""
+        return self.encoding == FRAME_ENCODING
+
     def array(self) -> np.ndarray:
-        """The activation as float32 (batch dimension included)."""
+        """The activation as float32 (batch dimension included); not for a frame offload."""
+        if self.is_frame:
+            raise ValueError("a frame offload holds a JPEG: decode it with shared.jpeg")
         return dequantize(self.data, self.encoding, self.shape, self.scale, self.zero_point)
 
 
@@ -397,6 +414,40 @@ def encode_activation(
     if audit:  # absent means false: most frames are not audits
         body[k["audit"]] = True
     body.update(encode_tensor(tensor, encoding))
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def encode_frame_activation(
+    *,
+    device_id: str,
+    frame_id: int,
+    captured_at: float,
+    model_hash: str,
+    jpeg: bytes,
+    shape: tuple[int, int, int],
+    exit_confidence: float = 0.0,
+    exit_class: int = 0,
+    audit: bool = False,
+) -> bytes:
+    """A frame offload: the activation map with ``split_block`` 0 and the frame's JPEG as its
+    data. ``exit_confidence``/``exit_class``: the exit the node computed before it chose to
+    send the frame instead (0 when it computed none)."""
+    k = ACTIVATION_KEYS
+    body: dict[str, Any] = {
+        "v": ACTIVATION_VERSION,
+        k["device_id"]: device_id,
+        k["frame_id"]: int(frame_id),
+        k["captured_at"]: float(captured_at),
+        k["split_block"]: FRAME_BLOCK,
+        k["model_hash"]: model_hash[:MODEL_HASH_CHARS],
+        k["exit_confidence"]: float(exit_confidence),
+        k["exit_class"]: int(exit_class),
+        k["encoding"]: FRAME_ENCODING,
+        k["shape"]: [int(d) for d in shape],
+        k["data"]: bytes(jpeg),
+    }
+    if audit:
+        body[k["audit"]] = True
     return msgpack.packb(body, use_bin_type=True)
 
 
@@ -523,40 +574,25 @@ def decode_activation(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> 
         return _get(body, k[name], kind, label=label(name))
 
     encoding = get("encoding", str)
-    if encoding not in _DTYPES:
-        raise ProtocolError("decode", f"tensor encoding {encoding!r} is not one of {ENCODINGS}")
+    if encoding not in _DTYPES and encoding != FRAME_ENCODING:
+        raise ProtocolError(
+            "decode", f"tensor encoding {encoding!r} is not one of {(*ENCODINGS, FRAME_ENCODING)}"
+        )
     shape = get("shape", list)
     if not 1 <= len(shape) <= 4 or not all(type(d) is int and 1 <= d <= 65536 for d in shape):
         raise ProtocolError("decode", f"tensor shape {shape!r} should be 1 to 4 positive sizes")
     data = get("data", bytes)
-    expected = tensor_bytes(math.prod(shape), encoding)
-    if len(data) != expected:
-        raise ProtocolError(
-            "decode",
-            f"tensor of shape {shape} in {encoding} needs {expected} bytes, got {len(data)}",
-        )
+    split_block = get("split_block", int)
+    if not FRAME_BLOCK <= split_block <= 19:
+        raise ProtocolError("decode", f"split_block {split_block} should be in 0..19")
     scale, zero_point = 1.0, 0
-    if encoding in _QUANTISED:
-        qmin, qmax = _QUANTISED[encoding]
-        # Decoded in float32: a scale whose steps overflow it, or round to 0, is refused.
-        scale = _finite(get("scale", (int, float)), "scale", 0.0, _F32_MAX / (qmax - qmin) / 2)
-        if not np.float32(scale) > 0:
-            raise ProtocolError("decode", f"{encoding} scale should be positive, got {scale!r}")
-        zero_point = int(get("zero_point", int))
-        if not qmin <= zero_point <= qmax:
-            raise ProtocolError(
-                "decode", f"{encoding} zero point {zero_point} is outside [{qmin}, {qmax}]"
-            )
-        if encoding == "int4" and math.prod(shape) % 2 and data[-1] >> 4:
-            raise ProtocolError("decode", "int4 padding bits (the last byte's high four) not 0")
-    elif not _finite_values(data, encoding):
-        raise ProtocolError("decode", "tensor holds NaN or infinite values")
+    if encoding == FRAME_ENCODING or split_block == FRAME_BLOCK:
+        _check_frame(encoding, split_block, shape, data)
+    else:
+        scale, zero_point = _check_tensor(get, encoding, shape, data)
     model_hash = get("model_hash", str)
     if not _HASH_RE.fullmatch(model_hash):
         raise ProtocolError("decode", f"model_hash {model_hash[:80]!r} should be 12-64 hex digits")
-    split_block = get("split_block", int)
-    if not 1 <= split_block <= 19:
-        raise ProtocolError("decode", f"split_block {split_block} should be in 1..19")
     frame_id = get("frame_id", int)
     if frame_id < 0:
         raise ProtocolError("decode", f"frame_id should be >= 0, got {frame_id}")
@@ -578,6 +614,62 @@ def decode_activation(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> 
         zero_point=zero_point,
         audit=audit,
     )
+
+
+def _check_tensor(
+    get: Callable[[str, Any], Any], encoding: Encoding, shape: list[int], data: bytes
+) -> tuple[float, int]:
+    """A split's tensor: its bytes fit shape and encoding, its codes their range; returns
+    (scale, zero point)."""
+    expected = tensor_bytes(math.prod(shape), encoding)
+    if len(data) != expected:
+        raise ProtocolError(
+            "decode",
+            f"tensor of shape {shape} in {encoding} needs {expected} bytes, got {len(data)}",
+        )
+    if encoding not in _QUANTISED:
+        if not _finite_values(data, encoding):
+            raise ProtocolError("decode", "tensor holds NaN or infinite values")
+        return 1.0, 0
+    qmin, qmax = _QUANTISED[encoding]
+    # Decoded in float32: a scale whose steps overflow it, or round to 0, is refused.
+    scale = _finite(get("scale", (int, float)), "scale", 0.0, _F32_MAX / (qmax - qmin) / 2)
+    if not np.float32(scale) > 0:
+        raise ProtocolError("decode", f"{encoding} scale should be positive, got {scale!r}")
+    zero_point = int(get("zero_point", int))
+    if not qmin <= zero_point <= qmax:
+        raise ProtocolError(
+            "decode", f"{encoding} zero point {zero_point} is outside [{qmin}, {qmax}]"
+        )
+    if encoding == "int4" and math.prod(shape) % 2 and data[-1] >> 4:
+        raise ProtocolError("decode", "int4 padding bits (the last byte's high four) not 0")
+    return scale, zero_point
+
+
+def _check_frame(encoding: str, split_block: int, shape: list[int], data: bytes) -> None:
+    """A frame offload's JPEG, checked from its header: the size it declares must be the
+    message's shape, each side within MAX_FRAME_SIDE, so decoding it cannot allocate more."""
+    from shared.jpeg import MAX_FRAME_SIDE, JpegError, jpeg_dimensions
+
+    if encoding != FRAME_ENCODING or split_block != FRAME_BLOCK:
+        raise ProtocolError(
+            "decode",
+            f"a frame offload has split_block {FRAME_BLOCK} and encoding {FRAME_ENCODING!r}, "
+            f"got split_block {split_block} and {encoding!r}",
+        )
+    if len(shape) != 3 or shape[2] != 3 or max(shape[:2]) > MAX_FRAME_SIDE:
+        raise ProtocolError(
+            "decode",
+            f"frame shape {shape} should be [height, width, 3], each side at most {MAX_FRAME_SIDE}",
+        )
+    try:
+        declared = jpeg_dimensions(data)
+    except JpegError as exc:
+        raise ProtocolError("decode", f"frame: {exc}") from None
+    if list(declared) != shape:
+        raise ProtocolError(
+            "decode", f"frame JPEG declares {list(declared)}, the message says {shape}"
+        )
 
 
 def decode_reply(payload: bytes, *, max_bytes: int = 64 * 1024) -> Reply:

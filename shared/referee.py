@@ -70,6 +70,7 @@ from typing import Any, ClassVar
 
 from shared.bandit import _STATS, ISplitEE, _discount_round
 from shared.cost import Observation, RewardModel
+from shared.protocol import FRAME_BLOCK
 
 __all__ = ["THRESHOLDS", "AuditedSplitEE", "Referee", "wilson_audits_needed", "wilson_bounds"]
 
@@ -432,6 +433,15 @@ class Referee:
         }
 
     @classmethod
+    def widened_state(cls, state: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`to_state` output with one more exit in front that nothing was seen at."""
+        out = dict(state)
+        for key in ("n", "agree_n", "agree_d"):
+            out[key] = [0.0, *state[key]]
+        out["d"] = [[0.0] * cls.LEVELS, *state["d"]]
+        return out
+
+    @classmethod
     def from_state(cls, n_exits: int, state: Mapping[str, Any]) -> Referee:
         """Inverse of :meth:`to_state`; a bad state raises ValueError/KeyError/TypeError."""
         ref = cls(n_exits, **state["params"])
@@ -655,7 +665,10 @@ class AuditedSplitEE(ISplitEE):
                 if x < tau:
                     break
                 self._c[j * width + k] += w
-        if self.n_arms > 1 and self.referee.watch(obs.confidences[0], alpha):
+        # The change detector watches the model's first exit (arm 1 when arm 0 is the frame
+        # itself, which computes none).
+        first = 1 if self._rewards.cost.blocks[0] == FRAME_BLOCK else 0
+        if first < min(len(conf), self.n_arms - 1) and self.referee.watch(conf[first], alpha):
             self._reset_statistics()
         independent = obs.audit or arm == self.n_arms - 1
         if independent and obs.classes is not None and obs.final_class is not None:
@@ -695,6 +708,16 @@ class AuditedSplitEE(ISplitEE):
                 "c": [v / self._w for v in self._c],
             },
         }
+
+    @classmethod
+    def _widen(cls, params: dict[str, Any], extra: dict[str, Any]) -> None:
+        extra["referee"] = Referee.widened_state(extra["referee"])
+        confident = extra.get("confident")
+        if confident is not None:
+            extra["confident"] = {
+                "n": [0.0, *confident["n"]],
+                "c": [0.0] * len(THRESHOLDS) + list(confident["c"]),
+            }
 
     def _load_extra(self, extra: Mapping[str, Any]) -> None:
         total = extra["total"]

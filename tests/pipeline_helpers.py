@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import subprocess
 import threading
@@ -73,14 +74,27 @@ class WorkerPool:
             w.close()
 
 
-def run_device_cli(broker_url: str, model: Path, source: Path, device_id: str, *extra: str):
-    """Start ``isplitee-device`` as a user would (``python -m device``)."""
+def run_device_cli(
+    broker_url: str,
+    model: Path,
+    source: Path,
+    device_id: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+):
+    """Start ``isplitee-device`` as a user would (``python -m device``); ``env``: settings
+    without a flag (``ISPLITEE_*``), on top of this process's environment."""
     return subprocess.Popen(
         device_command(broker_url, str(model), str(source), device_id, *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
+
+
+ACTIVATIONS_ONLY = {"ISPLITEE_FRAME_OFFLOAD": "false"}
+"""A node that sends activations only (no frame offload), for tests of what a split sends."""
 
 
 def activation(tensor, **fields) -> bytes:

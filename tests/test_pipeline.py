@@ -16,7 +16,7 @@ from shared.lab.procs import worker_command
 from shared.mqtt import MqttLink
 from shared.protocol import decode_activation, decode_result
 
-from .pipeline_helpers import ResultReader, WorkerPool, run_device_cli
+from .pipeline_helpers import ACTIVATIONS_ONLY, ResultReader, WorkerPool, run_device_cli
 
 N_FRAMES = 240
 
@@ -98,6 +98,7 @@ def test_forced_offloads_all_come_from_the_cloud(
         "1",
         "--max-frames",
         "80",
+        env=ACTIVATIONS_ONLY,
     )
     _finish(proc)
     results = reader.collect(80)
@@ -398,7 +399,7 @@ def test_a_node_on_auto_sends_each_split_in_the_checkpoints_measured_encoding(
     try:
         proc = run_device_cli(
             broker.url, model, video.path, "camw", "--policy", "fixed:9", "--alpha", "1",
-            "--max-frames", "40",
+            "--max-frames", "40", env=ACTIVATIONS_ONLY,
         )  # fmt: skip
         _finish(proc)
         results = reader.collect(40)

@@ -28,7 +28,7 @@ CHANGES = {  # key -> a payload differing from the default configuration
 
 
 def _app(model, state, **over) -> DeviceApp:
-    flags = dict(model=str(model), state=str(state), cost="paper", threads=1, **over)
+    flags = {"model": str(model), "state": str(state), "cost": "paper", "threads": 1, **over}
     return DeviceApp(load_config(DeviceConfig, None, flags))
 
 
@@ -71,3 +71,27 @@ def test_a_key_changed_in_the_configuration_since_wins(tiny_artefact, tmp_path, 
     assert not list(tmp_path.glob("cam.json.bad-*"))  # not damage: nothing moved aside
     body = json.loads(state.read_text())
     assert body["settings"]["alpha"] == 0.7 and body["configured"]["alpha"] == 0.8
+
+
+def test_a_state_from_a_node_without_frame_offload_restores_with_the_frame_arm(
+    tiny_artefact, tmp_path, caplog
+) -> None:
+    """This release adds the frame arm (block 0) under measured costs: a node's state saved
+    before it restores with the arm added in front, never tried, and nothing else lost."""
+    state = tmp_path / "cam.json"
+    first = _app(tiny_artefact, state, cost="measured", frame_offload=False)
+    _learn(first)
+    first.save_state()
+    saved = json.loads(state.read_text())
+    assert saved["blocks"] == list(first.ckpt.meta.arm_blocks)
+    counts = [a["count"] for a in first.node.policy.arm_stats()]
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        again = _app(tiny_artefact, state, cost="measured")
+    assert again.arms == (0, *first.ckpt.meta.arm_blocks)
+    assert again.node.policy.rounds == first.node.policy.rounds, caplog.text
+    assert [a["count"] for a in again.node.policy.arm_stats()] == [0, *counts]
+    assert "frame arm (block 0) added" in caplog.text
+    _learn(again)  # it decides and learns on with the new arm
+    again.save_state()
+    assert json.loads(state.read_text())["blocks"] == [0, *saved["blocks"]]
