@@ -1,9 +1,10 @@
 """The testbed: a Pi-class node behind a real-world link, against the strategies a user would
 pick instead. Writes docs/testbed.md.
 
-    make bench-testbed                                  # the whole matrix (long)
+    make bench-testbed                                  # every regime and the day (~75 min)
     python bench/bench_testbed.py --out docs/testbed.md --boards pi4 --links lan,lte
     python bench/bench_testbed.py --quick               # one short regime (the suite runs it)
+    python bench/bench_testbed.py --out docs/testbed.md --day   # and the ten-minute day
 
 **Device.** The node process runs in a cgroup CPU budget (shared/lab/cpu_budget.py), a share of
 one core of this machine chosen so that the reference network, torchvision's MobileNetV2
@@ -17,21 +18,27 @@ board's speed.
 direction, one-way delay and jitter (LINKS); the worker sits beside the broker, unshaped and
 unbudgeted, as a server would.
 
-**Strategies.** The whole network on the node (``final``), each fixed split (``fixed:B``, early
-exit at B with the default alpha, ``encoding = auto``) and the default node (audited I-SplitEE
-on measured costs), each a real ``isplitee-device`` process replaying the same held-out digits
-at a camera's pace; an independent subscriber collects every result.
+**Strategies.** The whole network on the node (``final``), the frame's JPEG to the server for
+every frame (``frame``, what remote detectors do: ``fixed:0``), each fixed split alone
+(``fixed:B``, early exit at B with the default alpha, activations in ``encoding = auto``, no
+frame offload) and the default node (audited I-SplitEE on measured costs, frame offload on),
+each a real ``isplitee-device`` process replaying the same held-out digits at a camera's pace;
+an independent subscriber collects every result.
 
-Per strategy and regime: result latency p50 / p95 (capture to result), the node's CPU ms per
-frame (its /proc ticks between its first and last result), uplink bytes per frame (what crossed
-the shaped link towards the broker, MQTT included), accuracy against the labels and agreement
-with the final classifier, and frames without a result (must be 0); ratios against the best
-strategy of the regime, measured side by side in one run.
+Per strategy and regime: result latency mean / p50 / p95 (capture to delivery at that
+subscriber), the node's CPU ms per frame (its /proc ticks between its first and last result),
+uplink bytes per frame (what crossed the shaped link towards the broker, MQTT included), the
+highest frame rate it holds (the same strategy fed frames as fast as it takes them: a file
+source drops none), the split blocks its results came from, accuracy against the labels and
+agreement with the final classifier, and frames without a result (must be 0); ratios against
+the best strategy of the regime, measured side by side in one run. ``--day``: every strategy at
+once through ten minutes of a changing link and scene (DAY_LEGS, DAY_SCENES), with a plot.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -42,8 +49,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +204,39 @@ def calibrate(
 
 
 # -- one run -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Strategy:
+    """What a user would pick: node flags, and settings without a flag (``ISPLITEE_*``)."""
+
+    name: str
+    flags: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+SPLITS_ONLY = (("ISPLITEE_FRAME_OFFLOAD", "false"),)
+
+
+def strategies(exits: Sequence[int]) -> list[Strategy]:
+    """The whole network on the node, every frame's JPEG to the server (what remote detectors
+    do), each fixed split on its own (activations only, ``encoding = auto``), and the default
+    node (audited I-SplitEE on measured costs, frame offload on)."""
+    return [
+        Strategy("final", ("--policy", "final")),
+        Strategy("frame", ("--policy", "fixed:0")),
+        *(Strategy(f"fixed:{b}", ("--policy", f"fixed:{b}"), SPLITS_ONLY) for b in exits),
+        Strategy("default"),
+    ]
+
+
+@dataclass(frozen=True)
+class Leg:
+    """From ``at_s`` after the node's first result on, the link is ``profile``."""
+
+    at_s: float
+    link: str
+    profile: LinkProfile
+
+
 @dataclass
 class Row:
     strategy: str
@@ -209,10 +252,18 @@ class Row:
     up_bytes: float
     accuracy: float
     agreement: float
+    fps: float  # results per second between the first result and the last
+    trace: list[tuple[float, int, float, str]]  # (s since the first result, split, ms, link)
 
     @property
     def missing(self) -> int:
         return self.frames - self.results
+
+    def splits(self, since: float = 0.0, until: float = math.inf) -> str:
+        """Which split blocks its results came from (0: the frame), most used first."""
+        used = Counter(b for t, b, _ms, _link in self.trace if since <= t < until)
+        total = max(sum(used.values()), 1)
+        return ", ".join(f"{b}: {100 * n / total:.0f} %" for b, n in used.most_common(3))
 
 
 def _pid_ticks(pid: int) -> int:
@@ -223,19 +274,15 @@ def _pid_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-STRATEGIES = {"final": ["--policy", "final"], "default": []}
-"""Flags of each strategy; the fixed splits are added from the model's exits."""
-
-
 def prepare_scene(
-    scene: str, model: Path, frames: int, where: Path
+    name: str, schedule: Sequence[str], model: Path, frames: int, where: Path
 ) -> tuple[DigitClip, np.ndarray]:
     """The scene's clip and the final classifier's label for each of its frames: made once,
     replayed by every strategy of every regime."""
     from shared.artefact import load_artefact
     from shared.preprocess import FramePreprocessor
 
-    clip = write_digit_clip(where / f"{scene}.avi", frames, schedule=SCENES[scene], seed=1)
+    clip = write_digit_clip(where / f"{name}.avi", frames, schedule=schedule, seed=1)
     artefact = load_artefact(model)
     meta = artefact.meta
     prep = FramePreprocessor(meta.input_size, meta.mean, meta.std)
@@ -245,35 +292,39 @@ def prepare_scene(
 
 
 def run_one(
-    strategy: str,
-    flags: list[str],
+    strategy: Strategy,
     board: Board,
     share: float,
-    link: str,
+    legs: Sequence[Leg],
     scene: str,
     model: Path,
     prepared: tuple[DigitClip, np.ndarray],
+    *,
+    fps: float | None = FPS,
 ) -> Row:
-    """One node (budgeted, behind the shaped link) and one worker on a private broker."""
+    """One node (budgeted, behind the shaped link) and one worker on a private broker; the
+    link follows ``legs``. ``fps`` None: frames as fast as the node takes them."""
     clip, whole = prepared
     frames = len(clip.labels)
+    tag = f"{os.getpid()}-{strategy.name.replace(':', '-')}"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         broker = broker_from(DEV_CONFIG, tmp).start()
-        env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"), **dict(strategy.env)}
         worker = subprocess.Popen(
             worker_command(broker.url, model, "tb-w"), stderr=subprocess.DEVNULL, env=env
         )
-        reader = MqttLink(broker.url, "tb-reader", subscriptions=["isplitee/tb/result"])
+        reader = MqttLink(broker.url, f"tb-reader-{tag}", subscriptions=["isplitee/tb/result"])
         reader.start(10)
-        got: dict[int, dict] = {}
+        got: dict[int, tuple[float, dict, str]] = {}
         try:
             with (
-                LinkShaper(broker.port, LINKS[link]) as shaper,
-                CpuBudget(f"isplitee-testbed-{os.getpid()}", share) as budget,
+                LinkShaper(broker.port, legs[0].profile) as shaper,
+                CpuBudget(f"isplitee-testbed-{tag}", share) as budget,
             ):
                 time.sleep(1.0)  # the worker subscribes before the node's first offload
-                args = ["--fps", str(FPS), "--max-frames", str(frames), *flags]
+                pace = [] if fps is None else ["--fps", str(fps)]
+                args = [*pace, "--max-frames", str(frames), *strategy.flags]
                 node = subprocess.Popen(
                     device_command(shaper.url, model, clip.path, "tb", *args),
                     stdout=subprocess.DEVNULL,
@@ -283,14 +334,26 @@ def run_one(
                 )
                 budget.add(node.pid)
                 first = last = None
+                start: float | None = None
+                leg = 0
                 try:
                     while node.poll() is None or not reader.inbox.empty():
+                        now = time.monotonic()
+                        if start is not None:  # the link's schedule runs from the first result
+                            while leg + 1 < len(legs) and now - start >= legs[leg + 1].at_s:
+                                leg += 1
+                                shaper.set(legs[leg].profile)
                         try:
                             msg = reader.inbox.get(timeout=0.05)
                         except queue.Empty:
                             continue
                         r = json.loads(msg.payload)
-                        got[r["frame_id"]] = r
+                        # capture to delivery here, as a subscriber sees it (a result the
+                        # node published during an outage arrives when the link is back)
+                        captured = datetime.fromisoformat(r["captured_at"]).timestamp()
+                        r["latency_ms"] = (time.time() - captured) * 1e3
+                        start = start or time.monotonic()
+                        got[r["frame_id"]] = (time.monotonic() - start, r, legs[leg].link)
                         mark = (_pid_ticks(node.pid), shaper.up.bytes)
                         first = first or mark
                         last = mark if mark[0] >= 0 else last
@@ -299,22 +362,23 @@ def run_one(
                         node.kill()
                 _out, err = node.communicate(timeout=600)
                 if node.returncode != 0:
-                    raise SystemExit(f"{strategy} node failed:\n{err[-2000:]}")
+                    raise SystemExit(f"{strategy.name} node failed:\n{err[-2000:]}")
         finally:
             reader.stop()
             worker.terminate()
             worker.wait(30)
             broker.stop()
-    results = [got[i] for i in sorted(got)]
+    ids = sorted(got)
+    results = [got[i][1] for i in ids]
     latencies = [r["latency_ms"] for r in results]
     span = max(len(results) - 1, 1)
     ticks = os.sysconf("SC_CLK_TCK")
     labels = np.array([r["label"] for r in results])
-    ids = [r["frame_id"] for r in results]
+    seen = [got[i][0] for i in ids]
     return Row(
-        strategy,
+        strategy.name,
         board.key,
-        link,
+        legs[0].link if len(legs) == 1 else "day",
         scene,
         len(results),
         frames,
@@ -325,6 +389,8 @@ def run_one(
         (last[1] - first[1]) / span if first and last else float("nan"),
         float(np.mean(labels == clip.labels[ids])),
         float(np.mean(labels == whole[ids])),
+        span / max(max(seen) - min(seen), 1e-9),
+        [(got[i][0], got[i][1]["split_block"], got[i][1]["latency_ms"], got[i][2]) for i in ids],
     )
 
 
@@ -343,8 +409,9 @@ def calibration_table(rows: list[tuple[Board, float, float]], full_ms: float) ->
     )
 
 
-def regime_table(rows: list[Row]) -> str:
-    """One regime's strategies side by side; ``x best``: mean latency over the best mean."""
+def regime_table(rows: list[Row], fps: dict[str, float] | None = None) -> str:
+    """One regime's strategies side by side; ``x best``: mean latency over the best mean;
+    ``max fps``: results per second of the same strategy fed as fast as it takes frames."""
     best = min(r.mean_ms for r in rows)
     return format_table(
         [
@@ -355,6 +422,8 @@ def regime_table(rows: list[Row]) -> str:
             "x best",
             "node CPU ms/frame (board)",
             "uplink B/frame",
+            "max fps",
+            "splits used",
             "accuracy %",
             "agreement %",
             "no result",
@@ -368,6 +437,8 @@ def regime_table(rows: list[Row]) -> str:
                 f"{r.mean_ms / best:.2f}",
                 f"{r.cpu_ms:.0f}",
                 f"{r.up_bytes:,.0f}",
+                f"{fps[r.strategy]:.1f}" if fps and r.strategy in fps else "-",
+                r.splits(),
                 f"{100 * r.accuracy:.1f}",
                 f"{100 * r.agreement:.1f}",
                 str(r.missing),
@@ -377,15 +448,193 @@ def regime_table(rows: list[Row]) -> str:
     )
 
 
+def verdict(rows: list[Row], bound: float = 1.10, loss_pts: float = 1.0) -> str:
+    """The regime target: the default node's mean latency within ``bound`` of the best
+    strategy's, at most ``loss_pts`` points of agreement with the final classifier lost."""
+    best = min(rows, key=lambda r: r.mean_ms)
+    default = next(r for r in rows if r.strategy == "default")
+    ratio, loss = default.mean_ms / best.mean_ms, 100 * (1 - default.agreement)
+    met = ratio <= bound and loss <= loss_pts and default.missing == 0
+    return (
+        f"default {default.mean_ms:.0f} ms against the best, {best.strategy}, "
+        f"{best.mean_ms:.0f} ms: x{ratio:.2f} (target <= {bound:.2f}), agreement "
+        f"{100 * default.agreement:.1f} % (target >= {100 - loss_pts:.0f} %): "
+        f"{'met' if met else 'missed'}"
+    )
+
+
+# -- the day -----------------------------------------------------------------------------------
+DAY_S = 600.0
+DAY_LEGS = (
+    Leg(0.0, "lan", LINKS["lan"]),
+    Leg(150.0, "lte", LINKS["lte"]),
+    Leg(300.0, "outage", dataclasses.replace(LINKS["lte"], outage="hold")),
+    Leg(330.0, "wifi", LINKS["wifi"]),
+)
+"""LAN, then LTE, a 30 s outage (connections held, nothing passes), then Wi-Fi."""
+DAY_SCENES = ("clean", "gaussian_noise:2", "clean")
+"""The scene changes twice: a third of the day each."""
+
+
+def run_day(
+    strats: Sequence[Strategy], board: Board, share: float, model: Path, where: Path, frames: int
+) -> list[Row]:
+    """Every strategy through the same day at once, each with its own broker, worker, link and
+    budget (side by side, so the machine's load falls on all alike)."""
+    prepared = prepare_scene("day", DAY_SCENES, model, frames, where)
+    with ThreadPoolExecutor(len(strats)) as pool:
+        runs = [
+            pool.submit(run_one, st, board, share, DAY_LEGS, "day", model, prepared)
+            for st in strats
+        ]
+        return [r.result() for r in runs]
+
+
+def day_verdict(rows: list[Row], gain: float = 0.25, loss_pts: float = 1.0) -> str:
+    default = next(r for r in rows if r.strategy == "default")
+    fixed = [r for r in rows if r.strategy != "default"]
+    best = min(fixed, key=lambda r: r.mean_ms)
+    cut = 1 - default.mean_ms / best.mean_ms
+    loss = 100 * (1 - default.agreement)
+    met = cut >= gain and loss <= loss_pts and default.missing == 0
+    return (
+        f"Target: the default node's mean latency at least {100 * gain:.0f} % below the best "
+        f"single fixed strategy's ({best.strategy}, {best.mean_ms:.0f} ms), at most "
+        f"{loss_pts:g} point of agreement lost, no frame without a result. Measured: "
+        f"{default.mean_ms:.0f} ms, {100 * cut:.0f} % lower, agreement "
+        f"{100 * default.agreement:.1f} %, {default.missing} frames without a result: "
+        f"{'met' if met else 'missed'}."
+    )
+
+
+def day_legs_table(rows: list[Row]) -> str:
+    """Per leg of the day: the default node's mean latency and splits beside the best fixed
+    strategy's (which arm it played, and when)."""
+    default = next(r for r in rows if r.strategy == "default")
+    best = min((r for r in rows if r.strategy != "default"), key=lambda r: r.mean_ms)
+    ends = [leg.at_s for leg in DAY_LEGS[1:]] + [math.inf]
+    out = []
+    for leg, end in zip(DAY_LEGS, ends, strict=True):
+
+        def mean(row: Row, lo: float = leg.at_s, hi: float = end) -> str:
+            ms = [m for t, _b, m, _link in row.trace if lo <= t < hi]
+            return f"{np.mean(ms):.0f}" if ms else "-"
+
+        out.append([leg.link, f"{leg.at_s:.0f} s", mean(default), default.splits(leg.at_s, end),
+                    mean(best)])  # fmt: skip
+    return format_table(
+        ["link", "from", "default mean ms", "default splits", f"{best.strategy} mean ms"], out
+    )
+
+
+def plot_day(rows: list[Row], path: Path) -> None:
+    """The day: the link, the default node's split, and latency against the best fixed
+    strategy, over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    default = next(r for r in rows if r.strategy == "default")
+    best = min((r for r in rows if r.strategy != "default"), key=lambda r: r.mean_ms)
+    fig, (ax_split, ax_lat) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    colours = {"lan": "#d9f0d3", "lte": "#fde0c5", "outage": "#f4a6a6", "wifi": "#d0e1f9"}
+    ends = [leg.at_s for leg in DAY_LEGS[1:]] + [max(t for t, *_ in default.trace)]
+    for ax in (ax_split, ax_lat):
+        for leg, end in zip(DAY_LEGS, ends, strict=True):
+            ax.axvspan(leg.at_s / 60, end / 60, color=colours[leg.link], lw=0)
+    for leg, end in zip(DAY_LEGS, ends, strict=True):
+        ax_split.text((leg.at_s + end) / 120, 20.5, leg.link, ha="center", fontsize=8)
+    t = np.array([x[0] for x in default.trace]) / 60
+    ax_split.scatter(t, [x[1] for x in default.trace], s=2, c="k")
+    ax_split.set_ylabel("default: split block")
+    ax_split.set_ylim(-1, 22)
+    for row, colour in ((best, "tab:orange"), (default, "k")):
+        tt = np.array([x[0] for x in row.trace]) / 60
+        ax_lat.scatter(tt, [x[2] for x in row.trace], s=2, c=colour, label=row.strategy)
+    ax_lat.set_yscale("log")
+    ax_lat.set_ylabel("result latency ms")
+    ax_lat.set_xlabel("minutes (scene: clean, noise 2, clean, a third each)")
+    ax_lat.legend(loc="upper left", markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_regimes(
+    calibrated: list[tuple[Board, float, float]],
+    links: Sequence[str],
+    scenes: Sequence[str],
+    strats: Sequence[Strategy],
+    model: Path,
+    frames: int,
+    rate_frames: int,
+    where: Path,
+) -> tuple[list[str], list[str]]:
+    """Every regime, its strategies side by side: (page sections, verdict rows)."""
+    prepared = {sc: prepare_scene(sc, SCENES[sc], model, frames, where) for sc in scenes}
+    rate_clip = prepare_scene("rate", ("clean",), model, rate_frames, where)
+    sections, verdicts = [], []
+    for board, share, _ms in calibrated:
+        for link in links:
+            legs = [Leg(0.0, link, LINKS[link])]
+            fps = {  # the scene's pace does not bound it: measured once per board and link
+                st.name: run_one(st, board, share, legs, "clean", model, rate_clip, fps=None).fps
+                for st in strats
+            }
+            for scene in scenes:
+                rows = []
+                for st in strats:
+                    row = run_one(st, board, share, legs, scene, model, prepared[scene])
+                    print({k: v for k, v in vars(row).items() if k != "trace"}, flush=True)
+                    rows.append(row)
+                title, text = f"### {board.key}, {link}, {scene}", verdict(rows)
+                verdicts.append(f"| {board.key} | {link} | {scene} | {text} |")
+                sections += [title, "", regime_table(rows, fps), "", text, ""]
+                print("\n".join(sections[-6:]), flush=True)
+    return sections, verdicts
+
+
+def day_section(
+    calibrated: list[tuple[Board, float, float]],
+    strats: Sequence[Strategy],
+    model: Path,
+    where: Path,
+    plot: Path,
+) -> list[str]:
+    board, share, _ms = calibrated[0]
+    rows = run_day(strats, board, share, model, where, round(DAY_S * FPS))
+    plot_day(rows, plot)
+    text = day_verdict(rows)
+    print(regime_table(rows) + "\n" + text + "\n" + day_legs_table(rows), flush=True)
+    return [
+        f"### The day ({board.key}: LAN, LTE, a 30 s outage, Wi-Fi; clean, noise 2, clean)",
+        "",
+        regime_table(rows),
+        "",
+        text,
+        "",
+        "Leg by leg (seconds from the first result; the outage's results are those published "
+        "while it lasted, delivered when it ended):",
+        "",
+        day_legs_table(rows),
+        "",
+        f"![the day: link, split and latency over time]({plot.name})",
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, help="write the page (docs/testbed.md)")
     p.add_argument("--boards", default=",".join(b.key for b in BOARDS))
     p.add_argument("--links", default=",".join(LINKS))
     p.add_argument("--scenes", default=",".join(SCENES))
-    p.add_argument("--frames", type=int, default=120, help="frames per run")
+    p.add_argument("--frames", type=int, default=40, help="frames per paced run")
+    p.add_argument("--rate-frames", type=int, default=24, help="frames per max-fps run")
+    p.add_argument("--day", action="store_true", help="and the day (10 minutes, all at once)")
     p.add_argument("--model", type=Path, help="an artefact instead of the testbed's own")
-    p.add_argument("--quick", action="store_true", help="one board, LAN, clean, 2 strategies")
+    p.add_argument("--quick", action="store_true", help="one board, LAN, clean, 3 strategies")
     args = p.parse_args(argv)
     # A stop (SIGTERM, Ctrl-C) unwinds through every finally: brokers, workers, nodes and
     # cgroups are taken down, none left behind.
@@ -396,46 +645,45 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     boards = [b for b in BOARDS if b.key in args.boards.split(",")]
     links, scenes, frames = args.links.split(","), args.scenes.split(","), args.frames
-    if args.quick:
-        boards, links, scenes, frames = boards[:1], ["lan"], ["clean"], min(frames, 6)
     model = args.model or ensure_model()
     from shared.artefact import load_artefact
 
-    exits = load_artefact(model).meta.exit_blocks
-    strategies = dict(STRATEGIES)
-    if not args.quick:
-        strategies.update({f"fixed:{b}": ["--policy", f"fixed:{b}"] for b in exits})
+    strats = strategies(load_artefact(model).meta.exit_blocks)
+    rate_frames = args.rate_frames
+    if args.quick:
+        boards, links, scenes, frames = boards[:1], ["lan"], ["clean"], min(frames, 6)
+        strats, rate_frames = [s for s in strats if s.name in ("final", "frame", "default")], 6
     with tempfile.TemporaryDirectory() as tmp:
         graph = reference_graph(CACHE if CACHE.exists() else Path(tmp))
         full_ms = whole_network_ms(graph, None)
         effort = {"tries": 3, "runs": 7} if args.quick else {}
         calibrated = [(b, *calibrate(b, graph, full_ms, **effort)) for b in boards]
     print(calibration_table(calibrated, full_ms), flush=True)
-    sections = []
     with tempfile.TemporaryDirectory() as clips:
-        prepared = {scene: prepare_scene(scene, model, frames, Path(clips)) for scene in scenes}
-        for board, share, _ms in calibrated:
-            for link in links:
-                for scene in scenes:
-                    rows = []
-                    for name, flags in strategies.items():
-                        clip = prepared[scene]
-                        row = run_one(name, flags, board, share, link, scene, model, clip)
-                        print(row, flush=True)
-                        rows.append(row)
-                    title = f"### {board.key}, {link}, {scene}"
-                    sections += [title, "", regime_table(rows), ""]
-                    print(title + "\n" + regime_table(rows), flush=True)
+        where = Path(clips)
+        sections, verdicts = run_regimes(
+            calibrated, links, scenes, strats, model, frames, rate_frames, where
+        )
+        if args.day:
+            plot = args.out.with_name("testbed-day.png") if args.out else where / "day.png"
+            sections += day_section(calibrated, strats, model, where, plot)
     if args.out:
         command = "python bench/bench_testbed.py " + " ".join(argv or sys.argv[1:])
         body = "\n".join(
             [
                 f"Command: `{command}` on this machine, one run per regime, strategies side by "
-                f"side; {frames} frames per run at {FPS:g} fps.",
+                f"side; {frames} frames per run at {FPS:g} fps, and {rate_frames} frames as "
+                "fast as each strategy takes them for `max fps`.",
                 "",
                 "### The emulated boards",
                 "",
                 calibration_table(calibrated, full_ms),
+                "",
+                "### Targets per regime",
+                "",
+                "| board | link | scene | verdict |",
+                "|---|---|---|---|",
+                *verdicts,
                 "",
                 *sections,
             ]

@@ -96,7 +96,7 @@ class _Pending:
     audit: bool = False
     attempts: int = 1
     sent_arm: int = 0  # the arm whose message went: the decision's, or the frame arm
-    inputs: np.ndarray | None = None  # the frame arm's model input, for a fallback answer
+    resized: np.ndarray | None = None  # the frame arm's frame, for a fallback answer
 
     @property
     def exit_class(self) -> int:
@@ -181,15 +181,15 @@ class Node:
     def process(self, frame_id: int, image: np.ndarray, captured_at: float) -> None:
         """Decide, run the edge half, and answer or offload one frame."""
         resized = self.preprocess.resize(image)
-        x = self.preprocess.normalise(resized)
         with self._lock:
             decision = self.policy.decide()
             arm, block = decision.arm, self.blocks[decision.arm]
             self.current_block = block
             self.counters.frames += 1
             if arm == self.frame_arm:  # no block on the device: the frame goes as it is
-                self._offload_frame(decision, frame_id, captured_at, resized, [0.0], [0], x)
+                self._offload_frame(decision, frame_id, captured_at, resized, [0.0], [0], True)
                 return
+            x = self.preprocess.normalise(resized)
             started = time.perf_counter()
             activation, exit_logits = self.edge(x, block)
             if self.costs is not None:
@@ -247,19 +247,7 @@ class Node:
                 )
                 self.counters.fallback += 1
                 return
-            pending = _Pending(
-                self.policy,
-                decision,
-                frame_id,
-                captured_at,
-                time.monotonic(),
-                tuple(confs),
-                tuple(classes),
-                payload,
-                audit,
-                sent_arm=arm,
-            )
-            self._offload(pending, audit)
+            self._offload(decision, frame_id, captured_at, confs, classes, payload, audit, arm)
 
     def _offload_frame(
         self,
@@ -269,10 +257,10 @@ class Node:
         resized: np.ndarray,
         confs: list[float],
         classes: list[int],
-        inputs: np.ndarray | None = None,
+        keep: bool = False,
     ) -> None:
-        """Send the frame's JPEG (lock held): the decision's arm is the frame arm (``inputs``
-        kept for a fallback answer), or an unsure exit for which the frame is cheaper."""
+        """Send the frame's JPEG (lock held): the decision's arm is the frame arm (``keep``
+        the frame for a fallback answer), or an unsure exit for which the frame is cheaper."""
         arm = decision.arm
         started = time.perf_counter()
         image = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
@@ -292,7 +280,34 @@ class Node:
             exit_class=classes[arm],
             audit=decision.audit,
         )
-        pending = _Pending(
+        self.counters.frame_offloads += 1
+        self._offload(
+            decision,
+            frame_id,
+            captured_at,
+            confs,
+            classes,
+            payload,
+            decision.audit,
+            self.frame_arm,
+            resized if keep else None,
+        )
+
+    def _offload(
+        self,
+        decision: Decision,
+        frame_id: int,
+        captured_at: float,
+        confs: list[float],
+        classes: list[int],
+        payload: bytes,
+        audit: bool,
+        sent_arm: int,
+        resized: np.ndarray | None = None,
+    ) -> None:
+        """Send one offload and keep it pending (lock held). To the policy the frame arm's
+        offload is an audit: it reveals C_L whatever any exit says."""
+        self._pending[frame_id] = _Pending(
             self.policy,
             decision,
             frame_id,
@@ -301,20 +316,14 @@ class Node:
             tuple(confs),
             tuple(classes),
             payload,
-            # the frame arm reveals C_L whatever any exit says: to the policy, an audit
-            audit=decision.audit or arm == self.frame_arm,
-            sent_arm=self.frame_arm,
-            inputs=inputs,
+            audit=audit or decision.arm == self.frame_arm,
+            sent_arm=sent_arm,
+            resized=resized,
         )
-        self.counters.frame_offloads += 1
-        self._offload(pending, decision.audit)
-
-    def _offload(self, pending: _Pending, audit: bool) -> None:
-        self._pending[pending.frame_id] = pending
         self.counters.audits += audit
         self.counters.offloads += 1
-        self.counters.bytes_sent += len(pending.payload)
-        self._send(pending.frame_id, pending.payload)
+        self.counters.bytes_sent += len(payload)
+        self._send(frame_id, payload)
 
     def _send(self, frame_id: int, payload: bytes) -> None:
         self.out.publish(
@@ -476,9 +485,9 @@ class Node:
         p.policy.cancel(p.decision)
         block = self.blocks[p.decision.arm]
         label, conf = p.exit_class, p.confidences[-1]
-        if p.inputs is not None:  # the frame arm computed no exit: the first one answers now
+        if p.resized is not None:  # the frame arm computed no exit: the first one answers now
             block = self.blocks[self._first]
-            _, logits = self.edge(p.inputs, block)
+            _, logits = self.edge(self.preprocess.normalise(p.resized), block)
             c, k = confidence(logits[0], self.temperatures[0])
             label, conf = int(k[0]), float(c[0])
         split = self.blocks[p.sent_arm]

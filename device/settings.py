@@ -21,6 +21,7 @@ from typing import Any
 
 from shared.bandit import POLICY_SPECS
 from shared.errors import IsplitEEError
+from shared.protocol import FRAME_BLOCK
 from shared.wire import WIRE_CHOICES
 
 __all__ = [
@@ -76,7 +77,10 @@ def validate_policy(spec: str, blocks: tuple[int, ...]) -> str:
         text = spec[len("fixed:") :]
         if text.isdigit() and int(text) in exits:
             return spec
-        raise SettingError(f"policy {spec!r}: BLOCK should be one of the model's exits {exits}")
+        frame = " (0: the frame itself, frame_offload)" if FRAME_BLOCK in exits else ""
+        raise SettingError(
+            f"policy {spec!r}: BLOCK should be one of the model's exits {exits}{frame}"
+        )
     raise SettingError(
         f"policy should be one of {', '.join(_SPECS)} or fixed:BLOCK (BLOCK in {exits}), "
         f"got {spec!r}"

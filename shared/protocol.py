@@ -387,8 +387,7 @@ def iso_utc(unix_seconds: float) -> str:
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def encode_activation(
-    *,
+def _header(
     device_id: str,
     frame_id: int,
     captured_at: float,
@@ -396,10 +395,9 @@ def encode_activation(
     model_hash: str,
     exit_confidence: float,
     exit_class: int,
-    tensor: np.ndarray,
-    encoding: Encoding,
-    audit: bool = False,
-) -> bytes:
+    audit: bool,
+) -> dict[str, Any]:
+    """The fields every activation map carries before its data."""
     k = ACTIVATION_KEYS
     body: dict[str, Any] = {
         "v": ACTIVATION_VERSION,
@@ -413,6 +411,32 @@ def encode_activation(
     }
     if audit:  # absent means false: most frames are not audits
         body[k["audit"]] = True
+    return body
+
+
+def encode_activation(
+    *,
+    device_id: str,
+    frame_id: int,
+    captured_at: float,
+    split_block: int,
+    model_hash: str,
+    exit_confidence: float,
+    exit_class: int,
+    tensor: np.ndarray,
+    encoding: Encoding,
+    audit: bool = False,
+) -> bytes:
+    body = _header(
+        device_id,
+        frame_id,
+        captured_at,
+        split_block,
+        model_hash,
+        exit_confidence,
+        exit_class,
+        audit,
+    )
     body.update(encode_tensor(tensor, encoding))
     return msgpack.packb(body, use_bin_type=True)
 
@@ -432,22 +456,20 @@ def encode_frame_activation(
     """A frame offload: the activation map with ``split_block`` 0 and the frame's JPEG as its
     data. ``exit_confidence``/``exit_class``: the exit the node computed before it chose to
     send the frame instead (0 when it computed none)."""
+    body = _header(
+        device_id,
+        frame_id,
+        captured_at,
+        FRAME_BLOCK,
+        model_hash,
+        exit_confidence,
+        exit_class,
+        audit,
+    )
     k = ACTIVATION_KEYS
-    body: dict[str, Any] = {
-        "v": ACTIVATION_VERSION,
-        k["device_id"]: device_id,
-        k["frame_id"]: int(frame_id),
-        k["captured_at"]: float(captured_at),
-        k["split_block"]: FRAME_BLOCK,
-        k["model_hash"]: model_hash[:MODEL_HASH_CHARS],
-        k["exit_confidence"]: float(exit_confidence),
-        k["exit_class"]: int(exit_class),
-        k["encoding"]: FRAME_ENCODING,
-        k["shape"]: [int(d) for d in shape],
-        k["data"]: bytes(jpeg),
-    }
-    if audit:
-        body[k["audit"]] = True
+    body[k["encoding"]] = FRAME_ENCODING
+    body[k["shape"]] = [int(d) for d in shape]
+    body[k["data"]] = bytes(jpeg)
     return msgpack.packb(body, use_bin_type=True)
 
 

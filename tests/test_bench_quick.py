@@ -58,7 +58,7 @@ def test_quick_worker_bench_states_the_batching_verdict_and_its_ceiling(tiny_che
 
 def test_quick_testbed_runs_a_budgeted_node_behind_a_shaped_link(tiny_artefact, tmp_path) -> None:
     """bench/bench_testbed.py --quick: the board calibrated against its published figure, and
-    two strategies with every frame answered (the tiny model: the testbed's own trains for
+    three strategies with every frame answered (the tiny model: the testbed's own trains for
     minutes). Without a CPU budget here it says so and skips."""
     from shared.lab.cpu_budget import unavailable
 
@@ -75,6 +75,6 @@ def test_quick_testbed_runs_a_budgeted_node_behind_a_shaped_link(tiny_artefact, 
     published, share, emulated = (float(c) for c in board.split("|")[2:5])
     assert published == 72.6 and share < 0.5  # the budget, not this machine, set the pace
     assert abs(emulated / published - 1) < 0.25, board
-    for strategy in ("final", "default"):
+    for strategy in ("final", "frame", "default"):
         row = next(line for line in page.splitlines() if line.startswith(f"| {strategy} "))
         assert row.rstrip().endswith("| 0         |"), row  # no frame without a result

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_worker.config import WorkerConfig
-from cloud_worker.service import Worker
 from device.costs import LiveCosts
 from device.node import node_arms
 from shared.bandit import build_policy, policy_from_state, with_first_arm
@@ -34,7 +32,7 @@ from shared.protocol import (
     encode_frame_activation,
 )
 
-from .pipeline_helpers import activation, send_activation
+from .pipeline_helpers import WorkerPool, activation, send_activation
 
 T = Topics()
 HASH = "ab" * 32
@@ -203,21 +201,9 @@ def test_the_change_detector_watches_the_first_real_exit_not_the_frame_arm() -> 
 # -- on the broker ---------------------------------------------------------------------------------
 @pytest.fixture
 def worker(broker, tiny_artefact):
-    w = Worker(
-        load_config(
-            WorkerConfig,
-            None,
-            {"broker": broker.url, "models": [str(tiny_artefact)], "worker_id": "wf"},
-        )
-    )
-    w.start(timeout=10)
-    stop = threading.Event()
-    t = threading.Thread(target=w.run, args=(stop,), daemon=True)
-    t.start()
-    yield w
-    stop.set()
-    t.join(10)
-    w.close()
+    pool = WorkerPool(broker.url, [tiny_artefact])  # the artefact: no torch in the worker
+    yield pool.start("wf")
+    pool.close()
 
 
 def test_the_worker_answers_a_frame_as_the_whole_network_on_the_nodes_input(
