@@ -96,9 +96,11 @@ class ModelBank:
         ckpt = self.lookup(act.model_hash)
         try:
             image = decode_frame(act.data, act.shape)  # type: ignore[arg-type]
+            return self._preprocess[ckpt.hash](image)
         except JpegError as exc:
             raise ProtocolError("decode", f"frame: {exc}") from None
-        return self._preprocess[ckpt.hash](image)
+        except (MemoryError, ValueError) as exc:  # whatever a decoder makes of a bad file
+            raise ProtocolError("decode", f"frame: {type(exc).__name__}: {exc}") from None
 
     def run(
         self, model_hash: str, block: int, arrays: Sequence[np.ndarray]

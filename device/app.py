@@ -52,37 +52,44 @@ def _version() -> str:
         return "unknown"
 
 
+def _sustained(run, rounds: int, burst: int) -> float:
+    """Median over ``rounds`` of the mean seconds of ``burst`` calls in a row, the first round
+    a warm-up. A run of calls is timed, not each call: on a CPU shared in slices (a cgroup
+    quota, a busy board) a call shorter than its slice runs at full speed and the stalls fall
+    between calls, so single calls time a split as cheaper than frames find it."""
+    samples = []
+    for round_ in range(rounds + 1):
+        t0 = time.perf_counter()
+        for _ in range(burst):
+            run()
+        if round_:
+            samples.append((time.perf_counter() - t0) / burst)
+    return statistics.median(samples)
+
+
 def time_splits(
-    edge: EdgeBackend, blocks: tuple[int, ...], input_size: int, repeats: int = 9
+    edge: EdgeBackend, blocks: tuple[int, ...], input_size: int, rounds: int = 4, burst: int = 4
 ) -> dict[int, float]:
-    """Median seconds of the node's own edge backend at each split, as frames will run it.
+    """Seconds of the node's own edge backend at each split, as frames will run it.
 
     Rounds go over all splits in turn, so a burst of load elsewhere on the machine spreads
     over every split instead of inflating one.
     """
     x = np.zeros((1, 3, input_size, input_size), np.float32)
     samples: dict[int, list[float]] = {b: [] for b in blocks}
-    for round_ in range(repeats + 2):
+    for _ in range(rounds):
         for b in blocks:
-            t0 = time.perf_counter()
-            edge(x, b)
-            if round_ >= 2:  # the first rounds warm up allocators and caches
-                samples[b].append(time.perf_counter() - t0)
+            samples[b].append(_sustained(lambda b=b: edge(x, b), 1, burst))
     return {b: statistics.median(v) for b, v in samples.items()}
 
 
-def time_frame_encode(size: int, quality: int, repeats: int = 9) -> tuple[float, int]:
-    """(median seconds, bytes) of one frame offload's JPEG encode at the model's input size,
-    on an image of 8-pixel blocks of noise (about as hard to compress as a camera's scene)."""
+def time_frame_encode(size: int, quality: int) -> tuple[float, int]:
+    """(seconds, bytes) of one frame offload's JPEG encode at the model's input size, on an
+    image of 8-pixel blocks of noise (about as hard to compress as a camera's scene)."""
     rng = np.random.default_rng(0)
     tiles = rng.integers(0, 256, (max(size // 8, 1), max(size // 8, 1), 3), dtype=np.uint8)
     image = np.ascontiguousarray(np.repeat(np.repeat(tiles, 8, 0), 8, 1)[:size, :size])
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        size_bytes = len(encode_frame(image, quality))
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples), size_bytes
+    return _sustained(lambda: encode_frame(image, quality), 4, 4), len(encode_frame(image, quality))
 
 
 @dataclass(frozen=True)

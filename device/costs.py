@@ -66,6 +66,7 @@ class LiveCosts:
         self._offload: list[float | None] = [None] * len(self.blocks)
         self._link: float | None = None  # smoothed round trip of any split
         self.frame_arm = self.blocks.index(FRAME_BLOCK) if FRAME_BLOCK in self.blocks else None
+        self.frames_refused = False
 
     def _blend(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.smoothing * (new - old)
@@ -96,9 +97,14 @@ class LiveCosts:
         """Current estimate of this node's time to answer at ``arm``."""
         return self._edge[arm] * self._speed
 
+    def refuse_frames(self) -> None:
+        """The workers do not take frame offloads (a release before them): from now on no
+        unsure exit sends its frame, and the frame arm costs a hundred whole networks."""
+        self.frames_refused = True
+
     def frame_seconds(self) -> float | None:
         """What sending the frame costs from any split: its encode and its round trip."""
-        if self.frame_arm is None:
+        if self.frame_arm is None or self.frames_refused:
             return None
         return self.edge_seconds(self.frame_arm) + self.offload_seconds(self.frame_arm)
 
@@ -112,6 +118,8 @@ class LiveCosts:
         unit = self._full / self.edge_seconds(n - 1)
         frame = self.frame_seconds()
         offload = [self.offload_seconds(i) for i in range(n)]
+        if self.frames_refused:
+            offload[self.frame_arm] = 100 * self.edge_seconds(n - 1)  # type: ignore[index]
         if frame is not None:  # from a split, the cheaper of its activation and the frame
             offload = [s if i == self.frame_arm else min(s, frame) for i, s in enumerate(offload)]
         return CostModel(

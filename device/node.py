@@ -162,6 +162,7 @@ class Node:
         self._first = 1 if frame_offload else 0  # arm of the model's first exit
         self.jpeg_quality = jpeg_quality
         self.frame_bytes: float | None = None  # smoothed size of the frames sent, for probes
+        self._frames_refused = 0  # frame offloads a worker could not read
         self.temperatures = meta.arm_temperatures()
         self.preprocess = FramePreprocessor(meta.input_size, meta.mean, meta.std)
         self.counters = NodeCounters()
@@ -392,6 +393,8 @@ class Node:
                 kind = error.kind if reply is None else reply.error.kind  # type: ignore[union-attr]
                 text = str(error) if reply is None else reply.error.message  # type: ignore[union-attr]
                 self.counters.errors[kind] += 1
+                if kind == "decode" and pending.sent_arm == self.frame_arm:
+                    self._frame_refused(text)
                 more = self._log_throttle.admit(kind)
                 if more is not None:
                     log.warning(
@@ -403,6 +406,8 @@ class Node:
                     )
                 self._fall_back(pending)
                 return
+            if pending.sent_arm == self.frame_arm:
+                self._frames_refused = 0  # in a row
             if self.costs is not None and pending.attempts == 1:  # a re-sent one: whose reply?
                 rtt = received - pending.sent - reply.cloud_ms / 1e3
                 self.costs.observe_offload(pending.sent_arm, rtt)
@@ -480,6 +485,20 @@ class Node:
         meta = self.ckpt.meta
         self.encoding = setting
         self.wire = wire_encodings(setting, meta.exit_blocks, meta.wire_encodings)
+
+    def _frame_refused(self, text: str) -> None:
+        """A worker could not read a frame offload. Three in a row: the workers predate frame
+        offload (or refuse it), so the node stops sending frames until it restarts."""
+        self._frames_refused += 1
+        if self._frames_refused == 3 and self.costs is not None:
+            self.costs.refuse_frames()
+            self._reprice()
+            log.warning(
+                "the workers refused 3 frame offloads (%s): no more frames are sent until "
+                "restart; upgrade the workers (a release with frame offload), or set "
+                "frame_offload = false",
+                text,
+            )
 
     def _fall_back(self, p: _Pending) -> None:
         p.policy.cancel(p.decision)

@@ -100,6 +100,7 @@ from typing import Any, ClassVar
 
 from shared.cost import Observation, RewardModel
 from shared.errors import IsplitEEError
+from shared.protocol import FRAME_BLOCK
 
 __all__ = [
     "POLICY_SPECS",
@@ -354,6 +355,8 @@ class Policy(ABC):
     def _learn(self, arm: int, conf: Any, final: float | None, audit: bool) -> None:
         last = self.n_arms - 1
         alpha = self._rewards.alpha
+        if self._rewards.cost.blocks[0] == FRAME_BLOCK:  # an exit that never answers, even
+            conf = (-1.0, *conf[1:])  # at alpha 0: below any threshold
         w = self._w
         independent = arm == last or audit
         n, e, s, s2, m, f, f2 = self._n, self._e, self._s, self._s2, self._m, self._f, self._f2
@@ -942,7 +945,7 @@ def with_first_arm(state: Mapping[str, Any]) -> dict[str, Any]:
         out["stats"] = {key: [0.0, *state["stats"][key]] for key in _STATS}
         params, extra = dict(state["params"]), dict(state["extra"])
         cls._widen(params, extra)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BanditError(
             f"invalid bandit state ({type(exc).__name__}: {exc}); {_DELETE_HINT}"
         ) from exc

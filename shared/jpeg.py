@@ -28,8 +28,10 @@ DEFAULT_QUALITY = 90
 """JPEG quality a node sends frames at (OpenCV's default is 95; 90 halves nothing the model
 needs and saves about a third of the bytes)."""
 
-MAX_FRAME_SIDE = 4096
-"""Largest width or height a worker decodes (a 4K frame is 3840 x 2160)."""
+MAX_FRAME_SIDE = 2048
+"""Largest width or height a worker decodes: a 1080p frame fits; a hostile message declaring
+the most costs the worker some 12 MB and a tenth of a second, not a gigabyte (nodes send the
+model's input size)."""
 
 _SOI = b"\xff\xd8"
 # Start-of-frame markers (baseline, extended, progressive, lossless, hierarchical,
@@ -94,7 +96,11 @@ def decode_frame(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     it does not decode to exactly that."""
     import cv2
 
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # the pixels as the node sent them
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as exc:
+        raise JpegError(f"the JPEG does not decode ({exc})") from None
     if image is None:
         raise JpegError("the JPEG does not decode (corrupt or truncated image data)")
     if image.shape != tuple(shape):

@@ -671,6 +671,8 @@ class AuditedSplitEE(ISplitEE):
         if first < min(len(conf), self.n_arms - 1) and self.referee.watch(conf[first], alpha):
             self._reset_statistics()
         independent = obs.audit or arm == self.n_arms - 1
+        if first and arm == 0:  # the frame arm computed no exit: nothing to referee, and
+            return  # no reason to audit less
         if independent and obs.classes is not None and obs.final_class is not None:
             self.referee.record(obs.confidences, obs.classes, obs.final_class, alpha)
 

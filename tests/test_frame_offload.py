@@ -72,7 +72,7 @@ def test_the_message_decodes_as_a_frame_offload_and_refuses_what_does_not_fit() 
         act.array()
     bad = {
         "declares [48, 64, 3], the message says [48, 65, 3]": _frame_message(data, (48, 65, 3)),
-        "at most 4096": _frame_message(data, (5000, 64, 3)),
+        "at most 2048": _frame_message(data, (3000, 64, 3)),
         "does not start with the FF D8": _frame_message(b"\x89PNG" + data, (48, 64, 3)),
         "no start-of-frame": _frame_message(data[:20], (48, 64, 3)),
         # a split's tensor claiming block 0, and a JPEG claiming a split
@@ -94,7 +94,7 @@ def test_a_small_jpeg_declaring_a_huge_image_is_refused_before_it_is_decoded() -
     i = next(i for i in range(2, len(data)) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC2))
     data[i + 5 : i + 9] = (60000).to_bytes(2, "big") * 2
     assert jpeg_dimensions(bytes(data))[:2] == (60000, 60000)
-    with pytest.raises(ProtocolError, match="at most 4096"):
+    with pytest.raises(ProtocolError, match="at most 2048"):
         decode_activation(_frame_message(bytes(data), (60000, 60000, 3)))
     with pytest.raises(ProtocolError, match="declares"):
         decode_activation(_frame_message(bytes(data), (16, 16, 3)))
@@ -330,3 +330,30 @@ def test_a_frame_the_cloud_never_answers_falls_back_on_the_first_exit(
         (0, first, "fallback")
     }
     assert all(0 < r["confidence"] <= 1 for r in results)
+
+
+def test_the_frame_arm_never_counts_as_an_exit_even_at_alpha_0() -> None:
+    """At alpha 0 every exit answers, but the frame arm has none: its frames are offloads,
+    priced as such (counted as exits, they would look free)."""
+    cost = CostModel("t", (0, 3, 19), (0.1, 0.5, 1.9), (5.0, 0.5, 0.5))
+    policy = build_policy("fixed:0", RewardModel(cost, alpha=0.0))
+    for _ in range(5):
+        d = policy.decide()
+        policy.observe(d, Observation((0.0,), 0.9, audit=True, classes=(0,), final_class=1))
+    stats = policy.arm_stats()[0]
+    assert stats["exit_rate"] == 0.0 and stats["censored_count"] == 5
+    assert policy.estimates()[0] == pytest.approx(0.9 - 0.1 - 5.0)
+
+
+def test_workers_that_refuse_frames_make_the_frame_arm_dear_and_stop_substitution() -> None:
+    costs = LiveCosts(
+        (0, 3, 19), {0: 0.001, 3: 0.01, 19: 0.07}, {0: 5_000, 3: 150_000, 19: 0},
+        link_mbit_per_s=3.0, rtt_ms=40.0,
+    )  # fmt: skip
+    assert costs.frame_cheaper(1)
+    costs.refuse_frames()
+    assert not costs.frame_cheaper(1) and costs.frame_seconds() is None
+    model = costs.cost_model()
+    assert model.offload[0] > 100 and model.offload[1] == pytest.approx(
+        costs.offload_seconds(1) * 1.9 / 0.07
+    )
