@@ -71,7 +71,7 @@ bench-footprint: install $(MODEL)
 # Trains its 224 px model once (about 15 minutes here, cached in .cache/testbed/); needs root
 # for the cgroup CPU budget.
 bench-testbed: install
-	$(PY) bench/bench_testbed.py --out docs/testbed.md --day
+	$(PY) bench/bench_testbed.py --out docs/testbed.md --readme README.md --day
 
 pi-wheels: $(STAMP)
 	$(PY) bench/bench_footprint.py --pi-wheels --out docs/benchmarks.md

@@ -190,6 +190,7 @@ class DeviceApp:
             link_mbit_per_s=self.config.link_mbps,
             rtt_ms=self.config.rtt_ms,
             smoothing=self.config.cost_smoothing,
+            late_s=self.config.reply_timeout_s,
         )
 
     def _start_settings(self) -> dict:

@@ -17,6 +17,15 @@ With frame offload (an arm at block 0, :data:`shared.protocol.FRAME_BLOCK`) the 
 that arm is the JPEG encode, timed on every frame, and an unsure exit at any split may send the
 frame instead of its activation: the price of an offload from arm i is then the cheaper of the
 two (:meth:`LiveCosts.frame_cheaper`), and the policy learns with that price.
+
+An outage is not a slow link. While offloads get no reply in time, every offload costs what
+waiting for it costs (the reply timeout and its re-offloads) and still leaves the node without
+the final answer, which the whole network on the node would give: so the policy answers on the
+node;
+the first answer to come back ends that, and the estimates from before the outage hold again. A
+round trip that took longer than the reply timeout (a probe or a reply held up by the outage and
+delivered when it ended) says the link is back, not what it costs: it is not blended in, or it
+would price offloading out for many probes after the link recovered.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ class LiveCosts:
         payload_bytes: block -> bytes of one offload message at that split.
         link_mbit_per_s, rtt_ms: prior for offloads never measured yet.
         smoothing: weight of the newest measurement (exponential moving average).
+        late_s: a round trip at least this long came through an outage (the node's reply
+            timeout); None: every round trip is a measurement.
     """
 
     def __init__(
@@ -50,9 +61,13 @@ class LiveCosts:
         rtt_ms: float,
         smoothing: float = 0.2,
         gamma: float = PAPER_GAMMA,
+        late_s: float | None = None,
     ) -> None:
         if not 0 < smoothing <= 1:
             raise ValueError(f"smoothing should be in (0, 1], got {smoothing!r}")
+        if late_s is not None and not late_s > 0:
+            raise ValueError(f"late_s should be positive, got {late_s!r}")
+        self.late_s = late_s
         self.blocks = tuple(blocks)
         self.smoothing = smoothing
         self._edge = [float(edge_seconds[b]) for b in self.blocks]
@@ -67,6 +82,7 @@ class LiveCosts:
         self._link: float | None = None  # smoothed round trip of any split
         self.frame_arm = self.blocks.index(FRAME_BLOCK) if FRAME_BLOCK in self.blocks else None
         self.frames_refused = False
+        self._waiting: float | None = None  # an outage: what an offload costs until a reply
 
     def _blend(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.smoothing * (new - old)
@@ -82,16 +98,40 @@ class LiveCosts:
             self._speed = self._blend(self._speed, seconds / self._edge[arm])
 
     def observe_offload(self, arm: int, seconds: float) -> None:
-        """One offload's round trip (cloud compute excluded, as the paper leaves it out)."""
+        """One offload's round trip (cloud compute excluded, as the paper leaves it out). It
+        came back, so any outage is over; one held up by the outage is not a measurement."""
+        self._waiting = None
         seconds = max(seconds, 0.0)
+        if self.late_s is not None and seconds >= self.late_s:
+            return
         self._offload[arm] = self._blend(self._offload[arm], seconds)
         self._link = self._blend(self._link, seconds)
 
+    def observe_timeout(self, wait_s: float) -> None:
+        """An offload got no reply in time: until one does (:meth:`observe_offload`,
+        :meth:`observe_answer`), every offload costs at least ``wait_s``, what the node waits
+        before it falls back, plus the whole network on the node."""
+        self._waiting = max(float(wait_s), 0.0)
+
+    def observe_answer(self) -> None:
+        """A reply came back too late to be timed (its frame had fallen back): the link
+        delivers again, so the outage is over."""
+        self._waiting = None
+
+    @property
+    def outage(self) -> bool:
+        """Whether offloads are priced as in an outage (no reply in time since the last one)."""
+        return self._waiting is not None
+
     def offload_seconds(self, arm: int) -> float:
         own = self._offload[arm]
-        if own is not None:
+        if own is None:
+            own = self._link if self._link is not None else self._prior[arm]
+        if self._waiting is None:
             return own
-        return self._link if self._link is not None else self._prior[arm]
+        # The wait buys no answer (the node falls back on its exit's): the whole network on
+        # the node is what an answer as good costs meanwhile.
+        return max(own, self._waiting + self.edge_seconds(len(self.blocks) - 1))
 
     def edge_seconds(self, arm: int) -> float:
         """Current estimate of this node's time to answer at ``arm``."""

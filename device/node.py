@@ -388,8 +388,10 @@ class Node:
             pending = self._pending.pop(frame_id, None)
             if pending is None:
                 self.counters.late_replies += 1
+                self._answered()
                 return
             if reply is None or not reply.ok:
+                self._answered()
                 kind = error.kind if reply is None else reply.error.kind  # type: ignore[union-attr]
                 text = str(error) if reply is None else reply.error.message  # type: ignore[union-attr]
                 self.counters.errors[kind] += 1
@@ -412,6 +414,8 @@ class Node:
                 rtt = received - pending.sent - reply.cloud_ms / 1e3
                 self.costs.observe_offload(pending.sent_arm, rtt)
                 self._reprice()
+            else:
+                self._answered()
             pending.policy.observe(
                 pending.decision,
                 Observation(
@@ -445,6 +449,10 @@ class Node:
                 p for p in self._pending.values() if final or now - p.sent >= self.reply_timeout_s
             ]
             fell = 0
+            if late and not final and self.costs is not None and not self.costs.outage:
+                # No reply in time: until one comes, an offload costs the whole wait.
+                self.costs.observe_timeout((self.reoffloads + 1) * self.reply_timeout_s)
+                self._reprice()
             for p in late:
                 if not final and p.attempts <= self.reoffloads:
                     p.attempts += 1
@@ -513,6 +521,12 @@ class Node:
         self._publish_result(p.frame_id, label, conf, block, split, "fallback", p.captured_at)
         self.counters.fallback += 1
         self._lock.notify_all()
+
+    def _answered(self) -> None:
+        """A reply that could not be timed still shows the link delivers: an outage is over."""
+        if self.costs is not None and self.costs.outage:
+            self.costs.observe_answer()
+            self._reprice()
 
     def _reprice(self) -> None:
         self.rewards = RewardModel(self.costs.cost_model(), self.rewards.alpha, self.rewards.mu)

@@ -62,9 +62,9 @@ def test_quick_testbed_runs_a_budgeted_node_behind_a_shaped_link(tiny_artefact, 
     minutes). Without a CPU budget here it says so and skips."""
     from shared.lab.cpu_budget import unavailable
 
-    out = tmp_path / "testbed.md"
+    out, readme = tmp_path / "testbed.md", tmp_path / "README.md"
     cmd = [sys.executable, str(ROOT / "bench" / "bench_testbed.py"), "--quick",
-           "--model", str(tiny_artefact), "--out", str(out)]  # fmt: skip
+           "--model", str(tiny_artefact), "--out", str(out), "--readme", str(readme)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     if unavailable() is not None:
@@ -78,3 +78,10 @@ def test_quick_testbed_runs_a_budgeted_node_behind_a_shaped_link(tiny_artefact, 
     for strategy in ("final", "frame", "default"):
         row = next(line for line in page.splitlines() if line.startswith(f"| {strategy} "))
         assert row.rstrip().endswith("| 0         |"), row  # no frame without a result
+    # README's lines on when the split pays are the page's own figures, read from its tables
+    means = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in
+             page.splitlines() if line.startswith("| ")}  # fmt: skip
+    summary = next(line for line in readme.read_text().splitlines() if line.startswith("| pi4"))
+    cells = [c.strip() for c in summary.split("|")[1:-1]]
+    assert cells[:4] == ["pi4", "lan", means["final"], means["frame"]], (summary, means)
+    assert cells[5].startswith(means["default"] + " (x"), summary

@@ -59,3 +59,38 @@ def test_bad_arguments_fail_early() -> None:
         costs(smoothing=0)
     with pytest.raises(ValueError, match="positive"):
         LiveCosts(BLOCKS, {**EDGE, 3: 0.0}, BYTES, link_mbit_per_s=10, rtt_ms=20)
+
+
+def test_an_outage_prices_every_offload_at_the_wait_until_an_answer_comes() -> None:
+    c = costs(late_s=2.0)
+    for _ in range(3):
+        c.observe_offload(0, 0.004)
+    before = c.cost_model()
+    assert before.edge[0] + before.offload[0] < before.edge[-1]  # offloading pays
+    c.observe_timeout(4.0)  # no reply in time: the node would wait 4 s before falling back
+    # the wait, and the whole network for an answer as good: nothing offloads meanwhile
+    assert c.outage and all(c.offload_seconds(i) == pytest.approx(4.01) for i in range(3))
+    down = c.cost_model()
+    assert min(e + o for e, o in zip(down.edge[:-1], down.offload[:-1], strict=True)) > (
+        100 * down.edge[-1]
+    )
+    c.observe_answer()  # a late reply: the link delivers again
+    assert not c.outage and c.cost_model() == before
+
+
+def test_a_round_trip_held_up_by_an_outage_ends_it_but_is_not_a_measurement() -> None:
+    """A probe sent during an outage arrives when it ends, 30 s later: blended in, it would
+    price offloading out for many probes after the link recovered."""
+    c = costs(late_s=2.0, smoothing=0.5)
+    c.observe_offload(0, 0.004)
+    c.observe_timeout(4.0)
+    c.observe_offload(0, 30.0)
+    assert not c.outage and c.offload_seconds(0) == pytest.approx(0.004)
+    c.observe_offload(0, 0.006)  # on time: a measurement as before
+    assert c.offload_seconds(0) == pytest.approx(0.005)
+    slow = costs(smoothing=0.5)  # without late_s every round trip counts, as before
+    slow.observe_offload(0, 0.004)
+    slow.observe_offload(0, 30.0)
+    assert slow.offload_seconds(0) == pytest.approx(15.002)
+    with pytest.raises(ValueError, match="late_s"):
+        costs(late_s=0)
