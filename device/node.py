@@ -143,8 +143,10 @@ class Node:
         edge: EdgeBackend,
         frame_offload: bool = False,
         jpeg_quality: int = DEFAULT_QUALITY,
+        on_result: Callable[[Result, float], None] | None = None,
     ) -> None:
         self.ckpt = checkpoint
+        self.on_result = on_result  # after each result went out: (result, captured_at)
         self.edge = edge
         self.policy = policy
         self.make_policy = make_policy
@@ -557,6 +559,8 @@ class Node:
             model_hash=self.ckpt.hash,
         )
         self.out.publish(self._topic_result, encode_result(result))
+        if self.on_result is not None:
+            self.on_result(result, captured_at)
 
     # -- runtime settings ------------------------------------------------------------------------
     def apply(self, setting: Setting) -> dict[str, Any]:
