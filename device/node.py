@@ -19,6 +19,10 @@ instead of its activation wherever that is cheaper under the measured costs
 to the policy its confidence is 0 and the cloud's answer is revealed whatever the exits say
 (``Observation(audit=True)``), which is what it is. Its results have ``split_block`` 0.
 
+Each result, once published, is also handed to ``on_result`` (the node's state, events and
+snapshots are derived from results there, ``device/reporter.py``): the result topic itself
+is the same with or without it.
+
 All public methods take one lock: frames arrive on the main thread, replies on another.
 """
 
