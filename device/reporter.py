@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from device.events import Answer, LabelTracker, Updates
+from device.node import Publisher
 from device.snapshot import fit, snapshot_jpeg
 from shared.protocol import Result, Topics
 
@@ -47,7 +48,7 @@ class Reporter:
     def __init__(
         self,
         tracker: LabelTracker,
-        publisher,
+        publisher: Publisher,
         topics: Topics,
         device_id: str,
         *,
@@ -55,7 +56,7 @@ class Reporter:
         recent: int = 16,
     ) -> None:
         self.tracker = tracker
-        self.out = publisher  # device.node.Publisher
+        self.out = publisher
         self.snapshots = snapshots
         self._recent: OrderedDict[int, np.ndarray] = OrderedDict()
         self._recent_max = recent
