@@ -163,7 +163,7 @@ class DeviceConfig(ProgramSettings):
         description="Answers below this confidence count toward no state and no event.",
     )
     event_labels: list[str] = Field(
-        default_factory=list,
+        [],
         description="Class names that raise events, each with a Home Assistant binary sensor "
         "(on while its event is open); empty: every label raises events, and no binary "
         "sensors. As ISPLITEE_EVENT_LABELS: comma-separated names, or a JSON list.",
