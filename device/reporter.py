@@ -9,7 +9,8 @@ state (retained JSON), events (JSON) and snapshots (retained JPEG, :mod:`device.
 Frames are kept only as long as a snapshot may still be asked of them: the newest few (a
 result comes after its frame is read, a cloud answer up to ``max_pending`` frames later), and
 those the tracker still wants (:meth:`device.events.LabelTracker.wanted_frames`), each at
-most ``snapshot_size`` on its longest side. With snapshots off, no frame is kept at all.
+most twice ``snapshot_size`` on its longest side (:func:`device.snapshot.keepable`). With
+snapshots off, no frame is kept at all.
 
 Thread-safe: results come from the main thread (edge answers) and the reply thread (cloud
 answers, fallbacks, ticks).
@@ -26,7 +27,7 @@ import numpy as np
 
 from device.events import Answer, LabelTracker, Updates
 from device.node import Publisher
-from device.snapshot import fit, snapshot_jpeg
+from device.snapshot import fit, keepable, snapshot_jpeg
 from shared.protocol import Result, Topics
 
 __all__ = ["Reporter", "SnapshotSettings"]
@@ -80,8 +81,7 @@ class Reporter:
         """A frame about to be processed: kept a while, in case it becomes a snapshot."""
         if not self.snapshots.enabled:
             return
-        size = self.snapshots.size
-        small = image if max(image.shape[:2]) <= size else fit(image, size)
+        small = keepable(image, self.snapshots.size)
         with self._lock:
             self._recent[frame_id] = small
             while len(self._recent) > self._recent_max:

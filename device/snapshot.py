@@ -12,7 +12,7 @@ import numpy as np
 
 from shared.jpeg import encode_frame
 
-__all__ = ["annotate", "fit", "snapshot_jpeg"]
+__all__ = ["annotate", "fit", "keepable", "snapshot_jpeg"]
 
 
 def fit(image: np.ndarray, size: int) -> np.ndarray:
@@ -27,6 +27,21 @@ def fit(image: np.ndarray, size: int) -> np.ndarray:
     new = (max(1, round(w * scale)), max(1, round(h * scale)))
     how = cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST
     return cv2.resize(image, new, interpolation=how)
+
+
+def keepable(image: np.ndarray, size: int) -> np.ndarray:
+    """What to keep of a frame that may become a ``size`` snapshot: the frame itself when it is
+    at most twice that, else a copy at twice that by nearest neighbour (a tenth of a
+    millisecond for 1080p, where a proper area filter costs several on every frame); the
+    snapshot's own :func:`fit` then filters it properly, on the few frames that are sent."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = 2 * size / max(h, w)
+    if scale >= 1:
+        return image
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, new, interpolation=cv2.INTER_NEAREST)
 
 
 def annotate(image: np.ndarray, text: str) -> np.ndarray:

@@ -79,3 +79,14 @@ def test_snapshots_off_sends_no_jpeg_and_keeps_no_frame() -> None:
     assert sent.on("snapshot") == [] and rep._recent == {} and rep._kept == {}
     assert [json.loads(p)["type"] for p, _ in sent.on("events")][:1] == ["start"]
     assert rep.stats()["snapshots"] == 0
+
+
+def test_a_large_frame_is_kept_small_and_a_small_one_as_it_is() -> None:
+    """A Pi with a 1080p camera keeps a few frames at twice the snapshot size, not whole."""
+    from device.snapshot import fit, keepable
+
+    big = np.zeros((1080, 1920, 3), np.uint8)
+    kept = keepable(big, 480)
+    assert kept.shape == (540, 960, 3) and fit(kept, 480).shape == (270, 480, 3)
+    small = np.zeros((64, 64, 3), np.uint8)
+    assert keepable(small, 480) is small and fit(small, 480).shape == (480, 480, 3)
