@@ -225,6 +225,7 @@ def test_settings_over_mqtt_apply_live_and_bad_ones_are_refused(
         scrape = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
         assert 'isplitee_node_frames_total{device="camset"}' in scrape
         assert 'isplitee_node_results_total{device="camset",source="edge"}' in scrape
+        assert 'isplitee_node_snapshot_bytes_total{device="camset"}' in scrape
         assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
     finally:
         stop.set()
