@@ -9,7 +9,8 @@
 #                                                  name or IP address (the CA is kept)
 #   deploy/broker-setup.sh add-node DIR DEVICE_ID  an account for a camera node
 #   deploy/broker-setup.sh add-worker DIR WORKER_ID
-#   deploy/broker-setup.sh add-reader DIR NAME     an app that reads results, status, stats
+#   deploy/broker-setup.sh add-reader DIR NAME     an app that reads results, state, events,
+#                                                  snapshots, status, stats
 #   deploy/broker-setup.sh add-operator DIR NAME   a reader that may also change settings
 #   deploy/broker-setup.sh add-homeassistant DIR NAME
 #                                                  Home Assistant: reads the nodes' discovery
