@@ -239,8 +239,13 @@ class LabelTracker:
     def wanted_frames(self) -> set[int]:
         """Frames a snapshot may still be asked of: the caller keeps their images, no others."""
         wanted = {e.best.frame_id for e in self._events.values() if e.shown is not e.best}
-        if self._run is not None and self._run.best.label not in self._events:
-            wanted.add(self._run.best.frame_id)  # an event may start on it
+        run = self._run
+        if (
+            run
+            and run.best.label not in self._events
+            and self.rules.raises_event(run.best.class_name)
+        ):
+            wanted.add(run.best.frame_id)  # an event may start on it
         return wanted
 
     # -- state and events ----------------------------------------------------------------------
