@@ -9,7 +9,8 @@
 #                                                  name or IP address (the CA is kept)
 #   deploy/broker-setup.sh add-node DIR DEVICE_ID  an account for a camera node
 #   deploy/broker-setup.sh add-worker DIR WORKER_ID
-#   deploy/broker-setup.sh add-reader DIR NAME     an app that reads results, status, stats
+#   deploy/broker-setup.sh add-reader DIR NAME     an app that reads results, state, events,
+#                                                  snapshots, status, stats
 #   deploy/broker-setup.sh add-operator DIR NAME   a reader that may also change settings
 #   deploy/broker-setup.sh add-homeassistant DIR NAME
 #                                                  Home Assistant: reads the nodes' discovery
@@ -165,7 +166,8 @@ case "$cmd" in
     # Assistant configs; those name the node with '.' written '_', which %u cannot match.
     add_account "$id_" node
     case "$id_" in
-      *.*) add_acl "$id_" "topic write homeassistant/+/isplitee_${id_//./_}/+/config
+      *.*) add_acl "$id_" "topic write homeassistant/device/isplitee_${id_//./_}/config
+topic write homeassistant/+/isplitee_${id_//./_}/+/config
 " ;;
     esac
     ;;
@@ -180,6 +182,9 @@ case "$cmd" in
     id_="${3:-}"; valid_id NAME "$id_"
     add_account "$id_" "${cmd#add-}"
     rules='topic read isplitee/+/result
+topic read isplitee/+/state
+topic read isplitee/+/events
+topic read isplitee/+/snapshot
 topic read isplitee/+/status
 topic read isplitee/+/stats
 topic read isplitee/+/config
@@ -193,10 +198,14 @@ topic read isplitee/workers/+/status
     id_="${3:-}"; valid_id NAME "$id_"
     add_account "$id_" homeassistant
     # Discovery (retained configs) and HA's birth/will on homeassistant/status; the entities
-    # read results, status, stats and config; the alpha number writes set/alpha.
+    # read state, snapshots, status, stats and config (results and events for automations);
+    # the alpha number writes set/alpha.
     add_acl "$id_" 'topic read homeassistant/#
 topic write homeassistant/status
 topic read isplitee/+/result
+topic read isplitee/+/state
+topic read isplitee/+/events
+topic read isplitee/+/snapshot
 topic read isplitee/+/status
 topic read isplitee/+/stats
 topic read isplitee/+/config

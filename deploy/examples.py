@@ -13,6 +13,8 @@ from pathlib import Path
 
 from cloud_worker.config import WorkerConfig
 from device.config import DeviceConfig
+from device.discovery import COMPONENT_MODELS, DeviceDiscovery, DeviceInfo, Origin
+from device.events import EventMessage, StateMessage
 from device.settings import EFFECTS, accepted
 from device.stats_fields import STATS_FIELDS
 from shared.config import render_example, render_reference
@@ -55,14 +57,37 @@ def _reference() -> str:
     return "\n".join(parts)
 
 
+def _keys(model) -> list[str]:
+    """A message model's keys and their meanings as a table."""
+    rows = ["| key | meaning |", "|---|---|"]
+    return rows + [f"| `{k}` | {f.description} |" for k, f in model.model_fields.items()]
+
+
+def _discovery() -> list[str]:
+    """The discovery config's keys: the root, then each kind of entity's."""
+    rows = ["| where | key | value |", "|---|---|---|"]
+    rows += [f"| root | `{k}` | {f.description} |" for k, f in DeviceDiscovery.model_fields.items()]
+    for where, model in (("device", DeviceInfo), ("origin", Origin)):
+        rows += [f"| `{where}` | `{k}` | {f.description} |" for k, f in model.model_fields.items()]
+    for model in COMPONENT_MODELS:
+        platform = model.model_fields["platform"].description.split("`")[1]
+        for k, f in model.model_fields.items():
+            optional = "" if f.is_required() else " (where set)"
+            rows.append(f"| `{platform}`{optional} | `{k}` | {f.description} |")
+    return rows
+
+
 def _protocol() -> str:
-    """docs/protocol.md with its two generated lists set from the code."""
+    """docs/protocol.md with its generated lists set from the code."""
     settings = ["| key | value | effect on the bandit |", "|---|---|---|"]
     settings += [f"| `{key}` | {accepted(key)} | {effect} |" for key, effect in EFFECTS.items()]
     stats = ["| key | meaning |", "|---|---|"]
     stats += [f"| `{key}` | {meaning} |" for key, meaning in STATS_FIELDS.items()]
     text = PROTOCOL.read_text()
     text = with_section(text, "settings", "\n".join(settings))
+    text = with_section(text, "state-keys", "\n".join(_keys(StateMessage)))
+    text = with_section(text, "event-keys", "\n".join(_keys(EventMessage)))
+    text = with_section(text, "discovery-keys", "\n".join(_discovery()))
     return with_section(text, "stats-keys", "\n".join(stats))
 
 

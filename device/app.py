@@ -23,8 +23,10 @@ from device.backend import EdgeBackend, make_backend
 from device.camera import FrameSource, open_source
 from device.config import DeviceConfig
 from device.costs import LiveCosts
-from device.discovery import discovery_messages
+from device.discovery import discovery_messages, ha_status_topic, migration_messages
+from device.events import EventRules, LabelTracker
 from device.node import Node, node_arms
+from device.reporter import Reporter, SnapshotSettings
 from device.settings import SettingError, parse_setting, validate_policy
 from device.state import RESUMED, load_state, resumed_settings, save_state
 from shared.bandit import Policy, build_policy
@@ -127,6 +129,8 @@ class DeviceApp:
         policy = self._policy(rewards, start["policy"])
         self._status = self.topics.status(config.device_id)
         self._settings_prefix = self.topics.settings(config.device_id)[:-1]
+        # Home Assistant's birth message: discovery is published again when it comes online
+        self._ha_status = ha_status_topic(config.ha_prefix) if config.ha_discovery else None
         self.link = MqttLink(
             config.broker,
             f"isplitee-node-{config.device_id}",
@@ -134,12 +138,14 @@ class DeviceApp:
                 self.topics.reply(config.device_id),
                 self.topics.probe(config.device_id),
                 self.topics.settings(config.device_id),
+                *([self._ha_status] if self._ha_status else []),
             ],
             will=(self._status, b"offline"),
             username=config.username,
             password=config.password_value(),
             ca_file=str(config.ca_file) if config.ca_file else None,
         )
+        self.reporter = self._reporter()
         self.node = Node(
             checkpoint=self.ckpt,
             policy=policy,
@@ -156,6 +162,7 @@ class DeviceApp:
             edge=self.edge,
             frame_offload=blocks[0] == FRAME_BLOCK,
             jpeg_quality=config.jpeg_quality,
+            on_result=self.reporter.on_result,
         )
         self._replies_done = threading.Event()
         release_freed_memory()  # what loading and timing the model freed
@@ -164,6 +171,31 @@ class DeviceApp:
         self._metrics = None
 
     # -- set-up --------------------------------------------------------------------------------
+    def _reporter(self) -> Reporter:
+        """State, events and snapshots (docs/protocol.md), from the results the node publishes."""
+        cfg = self.config
+        rules = EventRules(
+            min_frames=cfg.min_frames,
+            hold_s=cfg.hold_s,
+            state_min_interval_s=cfg.state_min_interval_s,
+            min_confidence=cfg.min_confidence,
+            event_labels=frozenset(cfg.event_labels),
+            end_s=cfg.end_s,
+            snapshot_interval_s=1.0 / cfg.snapshot_max_fps,
+        )
+        shots = SnapshotSettings(
+            cfg.snapshot, cfg.snapshot_size, cfg.snapshot_quality, cfg.snapshot_annotate
+        )
+        return Reporter(
+            LabelTracker(cfg.device_id, rules, now=time.time()),
+            self.link,
+            self.topics,
+            cfg.device_id,
+            snapshots=shots,
+            # a result comes at most max_pending frames (and their re-offloads) after its frame
+            recent=cfg.max_pending + 4,
+        )
+
     def _live_costs(self) -> LiveCosts:
         meta = self.ckpt.meta
         log.info("timing each split on this device ...")
@@ -269,16 +301,24 @@ class DeviceApp:
     def _reply_loop(self) -> None:
         inbox = self.link.inbox
         next_probe = time.monotonic() + self.config.probe_interval_s
+        next_tick = 0.0
         while not self._replies_done.is_set():
             if self.costs is not None and time.monotonic() >= next_probe:
                 self._probe_next()
                 next_probe = time.monotonic() + self.config.probe_interval_s
+            if time.monotonic() >= next_tick:  # labels and events lapse while no frame comes
+                self.reporter.tick(time.time())
+                next_tick = time.monotonic() + 0.1
             deadline = self.node.next_deadline()
             wait = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
             try:
                 msg = inbox.get(timeout=wait)
                 if msg.topic.startswith(self._settings_prefix):
                     self._on_setting(msg)
+                elif msg.topic == self._ha_status:
+                    if msg.payload.strip() == b"online":
+                        log.info("Home Assistant came online: discovery published again")
+                        self._publish_discovery(checked=False)
                 else:
                     self.node.on_reply(msg)
             except queue.Empty:
@@ -311,9 +351,17 @@ class DeviceApp:
         results ever sees a message that is not one.
         """
         dev = self.config.device_id
-        refused = [
-            Refusal(topic, why, "subscribe") for topic, why in self.link.wait_subscribed().items()
-        ]
+        subscriptions = self.link.wait_subscribed()
+        ha_refused = subscriptions.pop(self._ha_status, None) if self._ha_status else None
+        if ha_refused is not None:  # the node runs on; Home Assistant's restarts go unseen
+            log.warning(
+                "the broker refused the subscription to %s (%s): discovery is not published "
+                "again when Home Assistant restarts; add `pattern read %s` to the broker's ACL",
+                self._ha_status,
+                ha_refused,
+                self._ha_status,
+            )
+        refused = [Refusal(topic, why, "subscribe") for topic, why in subscriptions.items()]
         checks = [
             (self._status, b"online", True),
             (self.topics.config(dev), json.dumps(self.node.settings()).encode(), True),
@@ -344,19 +392,31 @@ class DeviceApp:
                 )
             )
 
-    def _publish_discovery(self) -> None:
-        """Home Assistant's discovery configs, each checked: a refusal is a warning with the
-        fix, since the node works on without Home Assistant."""
+    def _publish_discovery(self, *, checked: bool = True) -> None:
+        """Home Assistant's discovery config. At start each publish is checked (a refusal is a
+        warning with the fix, since the node works on without Home Assistant) and entities of
+        the per-entity configs of earlier releases are migrated to it (device/discovery.py);
+        when Home Assistant comes online again it is simply published again."""
         cfg = self.config
-        refused = []
-        for topic, body in discovery_messages(
+        configs = discovery_messages(
             self.topics,
             cfg.device_id,
             ha_prefix=cfg.ha_prefix,
             model_hash=self.ckpt.hash,
             sw_version=_version(),
-        ):
-            why = self.link.publish_checked(topic, body, retain=True, kind="discovery")
+            snapshot=cfg.snapshot,
+            event_labels=tuple(cfg.event_labels),
+        )
+        if not checked:
+            for topic, body in configs:
+                self.link.publish(topic, body, retain=True, kind="discovery")
+            return
+        markers, old = migration_messages(cfg.device_id, cfg.ha_prefix)
+        steps = [(t, b, False) for t, b in markers] + [(t, b, True) for t, b in configs]
+        steps += [(t, b"", True) for t in old]
+        refused = []
+        for topic, body, retain in steps:
+            why = self.link.publish_checked(topic, body, retain=retain, kind="discovery")
             if why is not None:
                 refused.append(Refusal(topic, why))
         if refused:
@@ -382,6 +442,7 @@ class DeviceApp:
         stats["dropped"] = self._source.dropped if self._source is not None else 0
         stats["publish_dropped"] = self.link.publish_dropped
         stats["publish_refused"] = dict(self.link.refused)
+        stats.update(self.reporter.stats())
         stats["uptime_s"] = round(elapsed, 1)
         return stats
 
@@ -410,6 +471,7 @@ class DeviceApp:
             raise
         if cfg.ha_discovery:
             self._publish_discovery()
+        self.reporter.start()
         replies = threading.Thread(target=self._reply_loop, name="replies", daemon=True)
         replies.start()
         if self.costs is not None:  # measure the link before the first decision
@@ -434,6 +496,7 @@ class DeviceApp:
                     while not self.node.wait_below(cfg.max_pending, 0.5):
                         if stop.is_set():
                             break
+                    self.reporter.frame(frame.index, frame.image)
                     self.node.process(frame.index, frame.image, frame.captured_at)
                     if not result_checked and self.node.counters.results:
                         self._check_first_result()
@@ -453,6 +516,7 @@ class DeviceApp:
             self._replies_done.set()
             replies.join(5)
             self.node.expire(final=True)  # anything still pending falls back now
+            self.reporter.close()
             self.save_state()
             self.publish_stats()
             self.link.stop(final=(self._status, b"offline"))

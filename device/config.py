@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.config import ProgramSettings
+from shared.config import ProgramSettings, split_list
 from shared.protocol import validate_id
 from shared.wire import WIRE_CHOICES
 
@@ -132,10 +132,72 @@ class DeviceConfig(ProgramSettings):
     seed: int = Field(0, description="Seed of the random policy.")
     ha_discovery: bool = Field(
         False,
-        description="Publish Home Assistant MQTT discovery configs (retained) at start, so the "
-        "camera shows up as a device with its label, confidence, split and offload rate.",
+        description="Publish Home Assistant MQTT discovery (retained) at start and whenever Home "
+        "Assistant comes online, so the camera shows up as a device with its label, "
+        "confidence, snapshot, split and offload rate.",
     )
     ha_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix.")
+    min_frames: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="A label becomes the camera's state (<prefix>/<device>/state) and starts "
+        "an event once this many answers in a row give it with at least min_confidence.",
+    )
+    hold_s: float = Field(
+        5.0,
+        gt=0,
+        description="The state goes to none after this many seconds without a confident "
+        "answer agreeing with its label.",
+    )
+    state_min_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="Least seconds between two state messages: a change that comes sooner "
+        "waits, and the newest state goes out when the time is up.",
+    )
+    min_confidence: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Answers below this confidence count toward no state and no event.",
+    )
+    event_labels: list[str] = Field(
+        [],
+        description="Class names that raise events, each with a Home Assistant binary sensor "
+        "(on while its event is open); empty: every label raises events, and no binary "
+        "sensors. As ISPLITEE_EVENT_LABELS: comma-separated names, or a JSON list.",
+    )
+    end_s: float = Field(
+        5.0, gt=0, description="An event ends after this many seconds without its label."
+    )
+    snapshot: bool = Field(
+        True,
+        description="Publish each event's best frame as a JPEG on <prefix>/<device>/snapshot "
+        "(retained); false for bandwidth-tight links (events still name the frame).",
+    )
+    snapshot_annotate: bool = Field(
+        True, description="Draw the label and its confidence on the snapshot."
+    )
+    snapshot_size: int = Field(
+        480,
+        ge=32,
+        le=4096,
+        description="Longest side of the snapshot in pixels (the frame is scaled to it).",
+    )
+    snapshot_quality: int = Field(80, ge=1, le=100, description="JPEG quality of snapshots.")
+    snapshot_max_fps: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description="Most snapshots per second, over all events: a better frame that comes "
+        "sooner waits, and the best by then is sent.",
+    )
+
+    @field_validator("event_labels", mode="before")
+    @classmethod
+    def _event_labels(cls, value: object) -> object:
+        return split_list(value)
 
     @field_validator("device_id")
     @classmethod

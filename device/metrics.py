@@ -47,6 +47,9 @@ class _NodeCollector:
             s.get("frame_offloads", 0),
         )
         yield counter("dropped_frames", "Frames a live source dropped", s.get("dropped", 0))
+        yield counter("events", "Label events started", s.get("events", 0))
+        yield counter("snapshots", "Snapshots published", s.get("snapshots", 0))
+        yield counter("snapshot_bytes", "Bytes of the snapshots' JPEGs", s.get("snapshot_bytes", 0))
         yield counter("late_replies", "Replies after their frame fell back", s["late_replies"])
         yield counter(
             "publish_dropped",

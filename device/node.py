@@ -19,6 +19,10 @@ instead of its activation wherever that is cheaper under the measured costs
 to the policy its confidence is 0 and the cloud's answer is revealed whatever the exits say
 (``Observation(audit=True)``), which is what it is. Its results have ``split_block`` 0.
 
+Each result, once published, is also handed to ``on_result`` (the node's state, events and
+snapshots are derived from results there, ``device/reporter.py``): the result topic itself
+is the same with or without it.
+
 All public methods take one lock: frames arrive on the main thread, replies on another.
 """
 
@@ -143,8 +147,10 @@ class Node:
         edge: EdgeBackend,
         frame_offload: bool = False,
         jpeg_quality: int = DEFAULT_QUALITY,
+        on_result: Callable[[Result, float], None] | None = None,
     ) -> None:
         self.ckpt = checkpoint
+        self.on_result = on_result  # after each result went out: (result, captured_at)
         self.edge = edge
         self.policy = policy
         self.make_policy = make_policy
@@ -557,6 +563,8 @@ class Node:
             model_hash=self.ckpt.hash,
         )
         self.out.publish(self._topic_result, encode_result(result))
+        if self.on_result is not None:
+            self.on_result(result, captured_at)
 
     # -- runtime settings ------------------------------------------------------------------------
     def apply(self, setting: Setting) -> dict[str, Any]:

@@ -37,6 +37,9 @@ STATS_FIELDS: dict[str, str] = {
     "was unreachable",
     "publish_refused": "publishes the broker refused (its ACL), by topic kind, e.g. "
     '`{"result": 12}`',
+    "events": "label events started since start (`<prefix>/<device>/events`)",
+    "snapshots": "snapshots published since start (`<prefix>/<device>/snapshot`)",
+    "snapshot_bytes": "bytes of those snapshots' JPEGs",
     "uptime_s": "seconds since start",
     "model_hash": "content hash of the model the node runs",
 }

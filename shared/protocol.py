@@ -173,6 +173,18 @@ class Topics:
     def status(self, device_id: str) -> str:
         return f"{self.prefix}/{device_id}/status"
 
+    def state(self, device_id: str) -> str:
+        """What the camera sees now, debounced (retained JSON; ``device/events.py``)."""
+        return f"{self.prefix}/{device_id}/state"
+
+    def events(self, device_id: str) -> str:
+        """Label events: ``start`` / ``update`` / ``end`` (JSON)."""
+        return f"{self.prefix}/{device_id}/events"
+
+    def snapshot(self, device_id: str) -> str:
+        """The current event's best frame (retained JPEG)."""
+        return f"{self.prefix}/{device_id}/snapshot"
+
     def stats(self, device_id: str) -> str:
         return f"{self.prefix}/{device_id}/stats"
 

@@ -91,8 +91,9 @@ def discovery_advice(
     """A warning (the node runs on without Home Assistant) for refused discovery configs."""
     head = _first(refusals, broker, user)
     return (
-        f"{head}: Home Assistant will not see this camera; add the line"
+        f"{head}: Home Assistant will not see this camera; add the lines"
+        f" `pattern write {ha_prefix}/device/isplitee_%u/config` and"
         f" `pattern write {ha_prefix}/+/isplitee_%u/+/config` (as in broker_config/acl) to the"
-        " broker's ACL (an ACL from an older deploy/broker-setup.sh init lacks it), then"
+        " broker's ACL (an ACL from an older deploy/broker-setup.sh init lacks them), then"
         " reload Mosquitto (systemctl reload mosquitto)"
     )

@@ -470,16 +470,24 @@ def test_the_fragment_starts_beside_debians_stock_main_file(secure) -> None:
 
 
 def test_home_assistant_sees_each_nodes_own_discovery_and_entities(secure) -> None:
-    from device.discovery import discovery_messages
+    from device.discovery import discovery_messages, migration_messages
     from shared.protocol import Topics
 
-    ha = _link(secure, "ha", topics=["homeassistant/#", "isplitee/+/result"])
+    ha = _link(secure, "ha", topics=["homeassistant/#", "isplitee/+/result", "isplitee/+/state"])
     nodes = {name: _link(secure, name) for name in ("camA", "cam.c")}
     try:
         time.sleep(0.3)
         for name, link in nodes.items():
             for topic, body in discovery_messages(Topics(), name):
                 assert link.publish_checked(topic, body, retain=True) is None, topic
+            markers, old = migration_messages(name)  # the per-entity configs of before
+            for topic, body in markers:
+                assert link.publish_checked(topic, body) is None, topic
+            for topic in old:
+                assert link.publish_checked(topic, b"", retain=True) is None, topic
+            # what the entities read, and Home Assistant's birth message
+            for kind in ("state", "events", "snapshot"):
+                assert link.publish_checked(f"isplitee/{name}/{kind}", b"{}") is None, kind
         # A node may not write another node's configs, nor HA's own birth topic.
         spoof = discovery_messages(Topics(), "camB")[0][0]
         assert nodes["camA"].publish_checked(spoof, b"{}", retain=True) == "Not authorized"
@@ -488,8 +496,10 @@ def test_home_assistant_sees_each_nodes_own_discovery_and_entities(secure) -> No
         assert ha.publish_checked("isplitee/camA/set/alpha", b"0.7") is None  # the number
         nodes["camA"].publish("isplitee/camA/result", b"{}")
         seen = _drain(ha, "isplitee/camA/result")
+        assert "isplitee/camA/state" in seen and "isplitee/cam.c/state" in seen
         configs = {t for t in seen if t.endswith("/config")}
-        assert configs == {t for n in nodes for t, _ in discovery_messages(Topics(), n)}
+        migrated = {t for n in nodes for t in migration_messages(n)[1]}
+        assert configs == {t for n in nodes for t, _ in discovery_messages(Topics(), n)} | migrated
     finally:
         for link in (ha, *nodes.values()):
             link.stop()

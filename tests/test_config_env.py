@@ -43,6 +43,7 @@ BY_KEY: dict[str, tuple[str, object, str | None]] = {
     "source": ("rtsp://cam.lan/stream", "rtsp://cam.lan/stream", None),
     "policy": ("fixed:6", "fixed:6", "greedy"),
     "ha_prefix": ("ha", "ha", None),
+    "event_labels": ("person, cat", ["person", "cat"], '["person",'),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from shared.lab.demo import DEFAULT_CAMERAS, RESULT_KEYS
 
 
-def _demo(model: Path, workdir: Path, *extra: str) -> subprocess.Popen:
+def _demo(model: Path, workdir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -29,6 +30,7 @@ def _demo(model: Path, workdir: Path, *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -40,7 +42,20 @@ def _left_running(workdir: Path) -> str:
 
 def test_demo_runs_every_frame_to_a_result_and_cleans_up(tiny_checkpoint, tmp_path) -> None:
     workdir, summary = tmp_path / "demo", tmp_path / "summary.json"
-    proc = _demo(tiny_checkpoint, workdir, "--frames", "20", "--fps", "20", "--json", str(summary))
+    # The nodes take settings from the environment too: the tiny model is never sure, so its
+    # every answer counts toward state and events here.
+    confident = {"ISPLITEE_MIN_CONFIDENCE": "0"}
+    proc = _demo(
+        tiny_checkpoint,
+        workdir,
+        "--frames",
+        "20",
+        "--fps",
+        "20",
+        "--json",
+        str(summary),
+        env=confident,
+    )
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, out + err[-3000:]
     s = json.loads(summary.read_text())
@@ -52,6 +67,10 @@ def test_demo_runs_every_frame_to_a_result_and_cleans_up(tiny_checkpoint, tmp_pa
     assert 0 < s["audit_rate"] <= s["offload_rate"]
     assert 0 <= s["accuracy"] <= 1 and s["latency_ms_p50"] > 0
     assert set(s["cameras"]) == set(DEFAULT_CAMERAS)
+    for cam, c in s["cameras"].items():  # a digit held in view: an event and its snapshot
+        assert c["events"] >= 1 and c["snapshots"] >= 1, (cam, c)
+        assert (workdir / f"{cam}-snapshot.jpg").read_bytes().startswith(b"\xff\xd8")
+    assert "events / snapshots" in out
     assert "lost" in out and (workdir / "demo.png").stat().st_size > 10_000
     assert _left_running(workdir) == ""
 

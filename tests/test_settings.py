@@ -9,7 +9,12 @@ import time
 
 import pytest
 
-from device.discovery import discovery_messages
+from device.discovery import (
+    DeviceDiscovery,
+    discovery_messages,
+    legacy_topics,
+    migration_messages,
+)
 from device.settings import SettingError, parse_setting
 from device.stats_fields import STATS_FIELDS
 from shared.protocol import Topics
@@ -54,16 +59,41 @@ def test_bad_settings_name_the_key_and_the_fix(key: str, payload: bytes, match: 
         parse_setting(key, payload, blocks=BLOCKS)
 
 
-def test_discovery_binds_every_entity_to_the_status_topic() -> None:
+def test_discovery_is_one_device_config_bound_to_the_status_topic() -> None:
     msgs = discovery_messages(Topics("isplitee"), "cam.1", model_hash="ab" * 32)
-    topics = [t for t, _ in msgs]
-    assert "homeassistant/sensor/isplitee_cam_1/label/config" in topics
-    assert "homeassistant/number/isplitee_cam_1/alpha/config" in topics
-    bodies = [json.loads(b) for _, b in msgs]
-    assert {b["availability_topic"] for b in bodies} == {"isplitee/cam.1/status"}
-    assert len({b["unique_id"] for b in bodies}) == len(bodies)
-    alpha = bodies[topics.index("homeassistant/number/isplitee_cam_1/alpha/config")]
-    assert alpha["command_topic"] == "isplitee/cam.1/set/alpha"
+    assert [t for t, _ in msgs] == ["homeassistant/device/isplitee_cam_1/config"]
+    config = DeviceDiscovery.model_validate_json(msgs[0][1])  # the documented schema
+    assert config.availability_topic == "isplitee/cam.1/status"
+    assert config.origin.name == "isplitee" and config.device.identifiers == ["isplitee_cam_1"]
+    ids = [c.unique_id for c in config.components.values()]
+    assert len(set(ids)) == len(ids) and "isplitee_cam_1_label" in ids  # as before: migrated
+    assert config.components["alpha"].command_topic == "isplitee/cam.1/set/alpha"
+
+
+def test_no_discovered_entity_reads_the_per_frame_result_topic() -> None:
+    """Feature: the recorder gets a row per state change, not per frame (issue 22)."""
+    body = discovery_messages(Topics(), "cam1", snapshot=True, event_labels=("person", 'a"b'))
+    c = DeviceDiscovery.model_validate_json(body[0][1]).components
+    assert c["label"].state_topic == c["label"].json_attributes_topic == "isplitee/cam1/state"
+    assert c["confidence"].state_topic == "isplitee/cam1/state"
+    assert (c["snapshot"].platform, c["snapshot"].image_topic) == (
+        "image",
+        "isplitee/cam1/snapshot",
+    )
+    assert c["event_person"].platform == "binary_sensor"
+    assert c["event_person"].state_topic == "isplitee/cam1/state"
+    assert "isplitee/cam1/result" not in body[0][1]
+    assert {"event_a_b"} < set(c) and '"a\\"b"' in c["event_a_b"].value_template
+    off = discovery_messages(Topics(), "cam1", snapshot=False)
+    assert "snapshot" not in DeviceDiscovery.model_validate_json(off[0][1]).components
+
+
+def test_migration_marks_the_per_entity_configs_of_earlier_releases() -> None:
+    markers, cleared = migration_messages("cam.1")
+    assert cleared == legacy_topics("cam.1")
+    assert "homeassistant/sensor/isplitee_cam_1/label/config" in cleared
+    assert "homeassistant/number/isplitee_cam_1/alpha/config" in cleared
+    assert {json.loads(body)["migrate_discovery"] for _, body in markers} == {True}
 
 
 class _Watcher:
@@ -142,9 +172,9 @@ def test_settings_over_mqtt_apply_live_and_bad_ones_are_refused(
 
     try:
         watch.wait(config_is("alpha", 0.8))
-        ha = {t for t, _ in watch.all if t.startswith("homeassistant/")}
-        if len(ha) < 5:
-            watch.wait(lambda t, p: t.startswith("homeassistant/") and (ha.add(t) or len(ha) >= 5))
+        ha = {t for t, _ in watch.all if t.startswith("homeassistant/device/")}
+        if not ha:
+            watch.wait(lambda t, p: t.startswith("homeassistant/device/"))
         ctl.publish("isplitee/camset/set/alpha", b"0.5")
         watch.wait(config_is("alpha", 0.5))
         ctl.publish("isplitee/camset/set/alpha", b"abc")
@@ -195,6 +225,7 @@ def test_settings_over_mqtt_apply_live_and_bad_ones_are_refused(
         scrape = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
         assert 'isplitee_node_frames_total{device="camset"}' in scrape
         assert 'isplitee_node_results_total{device="camset",source="edge"}' in scrape
+        assert 'isplitee_node_snapshot_bytes_total{device="camset"}' in scrape
         assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
     finally:
         stop.set()
@@ -204,5 +235,4 @@ def test_settings_over_mqtt_apply_live_and_bad_ones_are_refused(
         pool.close()
     assert not runner.is_alive()
     topics = {t for t, _ in watch.all}
-    assert "homeassistant/sensor/isplitee_camset/label/config" in topics
-    assert "homeassistant/number/isplitee_camset/alpha/config" in topics
+    assert "homeassistant/device/isplitee_camset/config" in topics

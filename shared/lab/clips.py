@@ -44,13 +44,15 @@ def write_digit_clip(
     seed: int = 0,
     schedule: Sequence[str] = ("clean", "gaussian_noise:2"),
     fps: float = 10.0,
+    hold: int = 1,
 ) -> DigitClip:
     """Held-out digits (the test split of the bundled set) as a lossless video of ``n`` frames;
     the clip is cut into equal parts, one per ``schedule`` entry (``clean`` or a distortion
-    spec such as ``gaussian_noise:2``)."""
+    spec such as ``gaussian_noise:2``). Each digit stays ``hold`` frames in view, as a thing in
+    front of a camera does (each frame distorted anew)."""
     test = load_dataset("digits", FRAME_SIZE, seed=0).test
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(test), n)
+    idx = np.repeat(rng.integers(0, len(test), -(-n // hold)), hold)[:n]
     images = torch.stack([test[int(i)][0] for i in idx])
     labels = np.array([int(test[int(i)][1]) for i in idx])
     gen = torch.Generator().manual_seed(seed)

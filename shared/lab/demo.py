@@ -43,6 +43,10 @@ DEFAULT_CAMERAS: dict[str, tuple[str, ...]] = {
 }
 """Camera id -> the conditions its clip goes through, in equal parts."""
 
+HOLD_S = 2.0
+"""Seconds each digit stays in view, as a thing in front of a camera does: long enough for the
+nodes' state to settle on it and an event to open (``min_frames``)."""
+
 RESULT_KEYS = (
     "frames",
     "results",
@@ -70,6 +74,9 @@ class Camera:
     results: dict[int, dict] = field(default_factory=dict)
     duplicates: int = 0
     stats: dict = field(default_factory=dict)
+    events: int = 0  # events started (on <prefix>/<device>/events)
+    snapshots: int = 0
+    snapshot: bytes = b""  # the newest
     proc: subprocess.Popen | None = None
 
 
@@ -157,7 +164,13 @@ def run_demo(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.model)
     cameras = []
     for seed, (cam, schedule) in enumerate(DEFAULT_CAMERAS.items(), start=1):
-        clip = write_digit_clip(workdir / f"{cam}.avi", args.frames, seed=seed, schedule=schedule)
+        clip = write_digit_clip(
+            workdir / f"{cam}.avi",
+            args.frames,
+            seed=seed,
+            schedule=schedule,
+            hold=max(1, round(HOLD_S * args.fps)),
+        )
         cameras.append(Camera(cam, schedule, clip, whole_model_predictions(ckpt, clip.frames)))
     broker = None
     if args.broker:
@@ -219,7 +232,11 @@ def _run(args, model: Path, url: str, cameras: list[Camera], procs: list, workdi
     monitor = MqttLink(
         url,
         f"isplitee-demo-{os.getpid()}",
-        subscriptions=[f"{prefix}/+/result", f"{prefix}/+/stats", f"{prefix}/workers/+/status"],
+        subscriptions=[
+            *(f"{prefix}/+/{kind}" for kind in ("result", "stats", "events", "snapshot")),
+            f"{prefix}/workers/+/status",
+        ],
+        inbox_size=10_000,
     )
     monitor.start(15)
     by_id = {c.device_id: c for c in cameras}
@@ -261,6 +278,8 @@ def _run(args, model: Path, url: str, cameras: list[Camera], procs: list, workdi
                 live.stop()
         elapsed = time.monotonic() - started
         for cam in cameras:
+            if cam.snapshot:  # the newest, as a file a person can open
+                (workdir / f"{cam.device_id}-snapshot.jpg").write_bytes(cam.snapshot)
             if cam.proc.returncode != 0:
                 tail = (workdir / "logs" / f"{cam.device_id}.log").read_text()[-1500:]
                 print(f"camera {cam.device_id} exited with {cam.proc.returncode}:\n{tail}")
@@ -292,7 +311,11 @@ def _drain(monitor, by_id: dict[str, Camera], prefix: str, wait: float = 0.1) ->
     while True:
         parts = msg.topic.split("/")
         cam = by_id.get(parts[1]) if len(parts) == 3 and parts[0] == prefix else None
-        if cam is not None:
+        if cam is not None and parts[2] == "snapshot":
+            if msg.payload and not msg.retain:  # this run's, not one left by an earlier run
+                cam.snapshots += 1
+                cam.snapshot = msg.payload
+        elif cam is not None:
             with contextlib.suppress(ValueError):
                 body = json.loads(msg.payload)
                 if parts[2] == "result":
@@ -301,6 +324,8 @@ def _drain(monitor, by_id: dict[str, Camera], prefix: str, wait: float = 0.1) ->
                     cam.results[body["frame_id"]] = body
                 elif parts[2] == "stats":
                     cam.stats = body
+                elif parts[2] == "events":
+                    cam.events += body["type"] == "start"
         try:
             msg = monitor.inbox.get_nowait()
         except queue.Empty:
@@ -380,6 +405,8 @@ def _summarise(cameras: list[Camera], frames: int, elapsed: float) -> dict:
             "results": len(res),
             "lost": frames - len(res),
             "duplicates": cam.duplicates,
+            "events": cam.events,
+            "snapshots": cam.snapshots,
             "accuracy": float(np.mean(got)) if got else float("nan"),
             "final_accuracy": float((cam.whole == labels).mean()),
             "cost_reduction": 1 - float(np.mean([_paper_cost(r) for r in res.values()])) / full
@@ -459,6 +486,7 @@ def _summary_table(s: dict) -> str:
                 f"{100 * c['cost_reduction']:.1f} %",
             ]
         )
+        rows.append([f"  {cam}: events / snapshots", f"{c['events']} / {c['snapshots']}"])
     return format_table(["demo summary", "value"], rows)
 
 
