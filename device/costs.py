@@ -18,12 +18,6 @@ that arm is the JPEG encode, timed on every frame, and an unsure exit at any spl
 frame instead of its activation: the price of an offload from arm i is then the cheaper of the
 two (:meth:`LiveCosts.frame_cheaper`), and the policy learns with that price.
 
-The link is one pipe for every split: when it speeds up or slows down, the splits not offloaded
-lately change with it. Each round trip's surprise (measured over predicted) moves one link-wide
-factor, and a split's own estimate is scaled by how far that factor moved since the split was
-last measured; so a node sitting on the whole network after the link got faster notices it from
-the probes of any split, not only when the probe cycle comes round to the one it should move to.
-
 An outage is not a slow link. While offloads get no reply in time, every offload costs what
 waiting for it costs (the reply timeout and its re-offloads) and still leaves the node without
 the final answer, which the whole network on the node would give: so the policy answers on the
@@ -86,8 +80,6 @@ class LiveCosts:
         ]
         self._offload: list[float | None] = [None] * len(self.blocks)
         self._link: float | None = None  # smoothed round trip of any split
-        self._drift = 1.0  # the link-wide factor: each round trip's surprise, smoothed
-        self._drift_at = [1.0] * len(self.blocks)  # the factor when each split was measured
         self.frame_arm = self.blocks.index(FRAME_BLOCK) if FRAME_BLOCK in self.blocks else None
         self.frames_refused = False
         self._waiting: float | None = None  # an outage: what an offload costs until a reply
@@ -112,20 +104,8 @@ class LiveCosts:
         seconds = max(seconds, 0.0)
         if self.late_s is not None and seconds >= self.late_s:
             return
-        predicted = self._own(arm)
-        if predicted is not None and predicted > 0:
-            self._drift *= (max(seconds, 1e-6) / predicted) ** self.smoothing
-            if not 1e-6 < self._drift < 1e6:  # only ratios matter: keep the numbers tame
-                self._drift_at = [d / self._drift for d in self._drift_at]
-                self._drift = 1.0
-        self._offload[arm] = self._blend(predicted, seconds)
-        self._drift_at[arm] = self._drift
+        self._offload[arm] = self._blend(self._offload[arm], seconds)
         self._link = self._blend(self._link, seconds)
-
-    def _own(self, arm: int) -> float | None:
-        """The split's own estimate, moved with the link since it was measured."""
-        own = self._offload[arm]
-        return None if own is None else own * self._drift / self._drift_at[arm]
 
     def observe_timeout(self, wait_s: float) -> None:
         """An offload got no reply in time: until one does (:meth:`observe_offload`,
@@ -144,7 +124,7 @@ class LiveCosts:
         return self._waiting is not None
 
     def offload_seconds(self, arm: int) -> float:
-        own = self._own(arm)
+        own = self._offload[arm]
         if own is None:
             own = self._link if self._link is not None else self._prior[arm]
         if self._waiting is None:

@@ -94,21 +94,3 @@ def test_a_round_trip_held_up_by_an_outage_ends_it_but_is_not_a_measurement() ->
     assert slow.offload_seconds(0) == pytest.approx(15.002)
     with pytest.raises(ValueError, match="late_s"):
         costs(late_s=0)
-
-
-def test_a_link_that_got_faster_shows_in_the_splits_not_measured_since() -> None:
-    """The day's case: after LTE the node answers on its own, and only probes see the link.
-    Probes of one split move the others too, so the split to move to need not wait for its
-    own turn in the probe cycle."""
-    c = costs()
-    c.observe_offload(0, 0.150)  # LTE: block 3's big activation
-    c.observe_offload(1, 0.100)  # and block 6's
-    for _ in range(5):
-        c.observe_offload(0, 0.015)  # Wi-Fi, seen by block 3's probes alone
-    assert c.offload_seconds(1) < 0.5 * 0.100
-    assert c.offload_seconds(0) == pytest.approx(0.015 + 0.135 * 0.8**5)  # its own EMA
-    steady = costs()
-    for _ in range(20):  # a steady link: the factor stays put, whatever the splits' sizes
-        steady.observe_offload(0, 0.150)
-        steady.observe_offload(1, 0.100)
-    assert steady.offload_seconds(1) == pytest.approx(0.100)
