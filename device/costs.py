@@ -18,6 +18,11 @@ that arm is the JPEG encode, timed on every frame, and an unsure exit at any spl
 frame instead of its activation: the price of an offload from arm i is then the cheaper of the
 two (:meth:`LiveCosts.frame_cheaper`), and the policy learns with that price.
 
+A split's estimate ages: the one the node offloads at is measured every frame and smoothed, but
+one measured last by a probe half a minute ago says little of the link now, so a round trip
+replaces an estimate more the older it is (weight ``1 - exp(-age / stale_s)``, at least
+``smoothing``). After the link changed, each split's next probe brings it up to date.
+
 An outage is not a slow link. While offloads get no reply in time, every offload costs what
 waiting for it costs (the reply timeout and its re-offloads) and still leaves the node without
 the final answer, which the whole network on the node would give: so the policy answers on the
@@ -30,6 +35,7 @@ would price offloading out for many probes after the link recovered.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from shared.cost import FULL_DEPTH, PAPER_GAMMA, CostModel
@@ -49,6 +55,7 @@ class LiveCosts:
         smoothing: weight of the newest measurement (exponential moving average).
         late_s: a round trip at least this long came through an outage (the node's reply
             timeout); None: every round trip is a measurement.
+        stale_s: how fast a split's estimate ages (see the module docstring).
     """
 
     def __init__(
@@ -62,12 +69,16 @@ class LiveCosts:
         smoothing: float = 0.2,
         gamma: float = PAPER_GAMMA,
         late_s: float | None = None,
+        stale_s: float = 10.0,
     ) -> None:
         if not 0 < smoothing <= 1:
             raise ValueError(f"smoothing should be in (0, 1], got {smoothing!r}")
         if late_s is not None and not late_s > 0:
             raise ValueError(f"late_s should be positive, got {late_s!r}")
+        if not stale_s > 0:
+            raise ValueError(f"stale_s should be positive, got {stale_s!r}")
         self.late_s = late_s
+        self.stale_s = stale_s
         self.blocks = tuple(blocks)
         self.smoothing = smoothing
         self._edge = [float(edge_seconds[b]) for b in self.blocks]
@@ -79,6 +90,7 @@ class LiveCosts:
             payload_bytes[b] * 8 / (link_mbit_per_s * 1e6) + rtt_ms / 1e3 for b in self.blocks
         ]
         self._offload: list[float | None] = [None] * len(self.blocks)
+        self._measured: list[float | None] = [None] * len(self.blocks)  # on the caller's clock
         self._link: float | None = None  # smoothed round trip of any split
         self.frame_arm = self.blocks.index(FRAME_BLOCK) if FRAME_BLOCK in self.blocks else None
         self.frames_refused = False
@@ -97,14 +109,20 @@ class LiveCosts:
         else:
             self._speed = self._blend(self._speed, seconds / self._edge[arm])
 
-    def observe_offload(self, arm: int, seconds: float) -> None:
-        """One offload's round trip (cloud compute excluded, as the paper leaves it out). It
-        came back, so any outage is over; one held up by the outage is not a measurement."""
+    def observe_offload(self, arm: int, seconds: float, now: float | None = None) -> None:
+        """One offload's round trip (cloud compute excluded, as the paper leaves it out),
+        received at ``now`` (any monotonic clock; None: no ageing). It came back, so any
+        outage is over; one held up by the outage is not a measurement."""
         self._waiting = None
         seconds = max(seconds, 0.0)
         if self.late_s is not None and seconds >= self.late_s:
             return
-        self._offload[arm] = self._blend(self._offload[arm], seconds)
+        old, then = self._offload[arm], self._measured[arm]
+        weight = self.smoothing
+        if old is not None and now is not None and then is not None:
+            weight = max(weight, 1 - math.exp(-(now - then) / self.stale_s))
+        self._offload[arm] = seconds if old is None else old + weight * (seconds - old)
+        self._measured[arm] = now
         self._link = self._blend(self._link, seconds)
 
     def observe_timeout(self, wait_s: float) -> None:

@@ -370,7 +370,7 @@ class Node:
             if found is None or self.costs is None:
                 return
             arm, sent = found
-            self.costs.observe_offload(arm, received - sent)
+            self.costs.observe_offload(arm, received - sent, received)
             self._reprice()
 
     # -- replies -------------------------------------------------------------------------------
@@ -418,7 +418,7 @@ class Node:
                 self._frames_refused = 0  # in a row
             if self.costs is not None and pending.attempts == 1:  # a re-sent one: whose reply?
                 rtt = received - pending.sent - reply.cloud_ms / 1e3
-                self.costs.observe_offload(pending.sent_arm, rtt)
+                self.costs.observe_offload(pending.sent_arm, rtt, received)
                 self._reprice()
             else:
                 self._answered()

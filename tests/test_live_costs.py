@@ -94,3 +94,22 @@ def test_a_round_trip_held_up_by_an_outage_ends_it_but_is_not_a_measurement() ->
     assert slow.offload_seconds(0) == pytest.approx(15.002)
     with pytest.raises(ValueError, match="late_s"):
         costs(late_s=0)
+
+
+def test_an_estimate_a_probe_made_long_ago_gives_way_to_the_next_one() -> None:
+    """The day's case: after LTE the node answers on its own and only probes see the link,
+    each split's once a probe cycle. An estimate half a minute old says little of the link
+    now, so the next probe mostly replaces it; one measured a frame ago is smoothed."""
+    c = costs(stale_s=10.0)
+    c.observe_offload(0, 0.150, now=0.0)  # LTE
+    c.observe_offload(0, 0.015, now=35.0)  # Wi-Fi, one probe cycle later
+    fresh = c.offload_seconds(0)
+    assert fresh < 0.025
+    c.observe_offload(0, 0.150, now=35.25)  # a frame later: smoothed as before
+    assert c.offload_seconds(0) == pytest.approx(fresh + 0.2 * (0.150 - fresh))
+    timeless = costs()  # no clock given: smoothed whatever the age, as before
+    timeless.observe_offload(0, 0.150)
+    timeless.observe_offload(0, 0.015)
+    assert timeless.offload_seconds(0) == pytest.approx(0.150 - 0.2 * 0.135)
+    with pytest.raises(ValueError, match="stale_s"):
+        costs(stale_s=0)
