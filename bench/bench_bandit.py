@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.bandit import build_policy
 from shared.cost import Observation, RewardModel, paper_cost
 from shared.lab.report import format_table
+from shared.policy import build_policy
 
 BLOCKS = (3, 6, 9, 12, 15, 18, 19)
 BUDGET_US = 20.0

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from shared import cost as costs
-from shared.bandit import DiscountedUCB, build_policy
 from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.cost import RewardModel
 from shared.lab.confidence import build_stream, build_table
@@ -38,9 +37,9 @@ from shared.lab.simulate import (
     simulate,
 )
 from shared.lab.simulate_cli import cost_model, parse_schedule
+from shared.policy import THRESHOLDS as referee_thresholds
+from shared.policy import AuditedSplitEE, DiscountedUCB, Referee, build_policy
 from shared.profile import profile_model
-from shared.referee import THRESHOLDS as referee_thresholds
-from shared.referee import AuditedSplitEE, Referee
 from shared.wire import AUTO, wire_encodings
 
 DISTORTIONS = (
@@ -589,8 +588,8 @@ def main() -> int:
     ref = Referee(len(ckpts["robust"].meta.arm_blocks) - 1)
     w("## The referee\n")
     w(
-        "`isplitee` (the default) is the audited policy (`shared/referee.py`): an exit answers "
-        "only while audits (frames offloaded whatever the exit says; the cloud's answer is "
+        "`isplitee` (the default) is the audited policy (`shared/policy/audited.py`): an exit "
+        "answers only while audits (frames offloaded whatever the exit says; the cloud's answer is "
         "published, and the offload is charged) show that the share of frames on which it "
         "would publish a label different from the final classifier's is below the target "
         f"{100 * ref.target:g} % (Wilson upper bound, z = {ref.z:g}); since a published label "
@@ -641,8 +640,8 @@ def main() -> int:
         "reaches that exit's own threshold: alpha (0.8 by default), or, once the audits refute "
         "alpha there, the lowest of "
         + ", ".join(f"{t:g}" for t in referee_thresholds)
-        + " that they have not refuted (shared/referee.py). Below, per model and setting where "
-        "exits are expected to be trustworthy, the cheapest single exit and threshold (of "
+        + " that they have not refuted (shared/policy/referee.py). Below, per model and setting "
+        "where exits are expected to be trustworthy, the cheapest single exit and threshold (of "
         + ", ".join(f"{t:g}" for t in THRESHOLDS)
         + f") whose disagreement with the final classifier the referee could certify (within "
         f"its patience), measured on {BOUND_SAMPLES} draws, under the paper's costs and "

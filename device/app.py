@@ -29,12 +29,12 @@ from device.node import Node, node_arms
 from device.reporter import Reporter, SnapshotSettings
 from device.settings import SettingError, parse_setting, validate_policy
 from device.state import RESUMED, load_state, resumed_settings, save_state
-from shared.bandit import Policy, build_policy
 from shared.cost import RewardModel, paper_cost
 from shared.jpeg import encode_frame
 from shared.memory import map_large_buffers, release_freed_memory
 from shared.model_file import ModelFile, load_model
 from shared.mqtt import MqttError, MqttLink
+from shared.policy import Policy, build_policy
 from shared.profile import ModelProfile
 from shared.protocol import FRAME_BLOCK, Topics
 from shared.refusal import Refusal, discovery_advice, node_advice

@@ -42,13 +42,13 @@ import numpy as np
 from device.backend import EdgeBackend
 from device.costs import LiveCosts
 from device.settings import Setting
-from shared.bandit import Decision, Policy
 from shared.cost import Observation, RewardModel
 from shared.inference import confidence
 from shared.jpeg import DEFAULT_QUALITY, encode_frame
 from shared.logthrottle import LogThrottle
 from shared.model_file import ModelFile
 from shared.mqtt import Message
+from shared.policy import Decision, Policy
 from shared.preprocess import FramePreprocessor
 from shared.protocol import (
     FRAME_BLOCK,
@@ -209,7 +209,7 @@ class Node:
                 classes.append(int(k[0]))
             last = arm == len(self.blocks) - 1
             # An audit offloads a frame its exit could have answered: the cloud's reply tells
-            # the policy whether the exits agree with the final classifier (shared.referee).
+            # the policy whether the exits agree with the final classifier (shared.policy.referee).
             audit = decision.audit and not last
             if (last or decision.answers(confs[arm], self.rewards.alpha)) and not audit:
                 final = confs[arm] if last else None

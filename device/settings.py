@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from shared.bandit import POLICY_SPECS
 from shared.errors import IsplitEEError
+from shared.policy import POLICY_SPECS
 from shared.protocol import FRAME_BLOCK
 from shared.wire import WIRE_CHOICES
 

@@ -13,7 +13,7 @@ beside the ones the configuration gave at the time: a setting changed at run tim
 configured one, and a restart would throw away everything learnt since the change.
 
 A state saved without the frame arm (block 0) restores into a node that has it: the arm is
-added in front, never observed (:func:`shared.bandit.with_first_arm`), and what was learnt
+added in front, never observed (:func:`shared.policy.with_first_arm`), and what was learnt
 about the model's exits is kept.
 """
 
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.bandit import BanditError, Policy, policy_from_state, with_first_arm
 from shared.cost import RewardModel
+from shared.policy import BanditError, Policy, policy_from_state, with_first_arm
 from shared.protocol import FRAME_BLOCK
 
 __all__ = ["RESUMED", "STATE_FORMAT", "load_state", "resumed_settings", "save_state"]

@@ -18,7 +18,7 @@ both) so mu keeps its meaning. Cloud compute is not charged, as in the paper.
 
 A policy does not learn rewards: it learns from :class:`Observation` (what one sample showed)
 and prices those observations with the :class:`RewardModel` in force when it decides, so a
-node whose costs change keeps what it learnt about its images (see :mod:`shared.bandit`).
+node whose costs change keeps what it learnt about its images (see :mod:`shared.policy`).
 """
 
 from __future__ import annotations
@@ -188,8 +188,8 @@ class Observation:
     was revealed independently of how the exits came out. ``classes``: the predicted class of
     each computed exit, in the order of ``confidences``; ``final_class``: the final
     classifier's class when C_L is known (the cloud's label, or the last exit's when the arm is
-    the last). The referee (:mod:`shared.referee`) learns agreement from them; None: not given
-    (the confidence statistics are still learnt).
+    the last). The referee (:mod:`shared.policy.referee`) learns agreement from them; None: not
+    given (the confidence statistics are still learnt).
     """
 
     confidences: tuple[float, ...]

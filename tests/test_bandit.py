@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from shared.bandit import (
+from shared.cost import Observation, RewardModel, paper_cost
+from shared.lab.simulate import Segment, Stream, run_policy, settle_times
+from shared.policy import (
     BanditError,
     Decision,
     DiscountedUCB,
@@ -14,8 +16,6 @@ from shared.bandit import (
     build_policy,
     policy_from_state,
 )
-from shared.cost import Observation, RewardModel, paper_cost
-from shared.lab.simulate import Segment, Stream, run_policy, settle_times
 
 BLOCKS = (3, 6, 9, 12, 15, 18, 19)
 RM = RewardModel(paper_cost(BLOCKS))

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.bandit import BanditError, build_policy, policy_from_state
 from shared.cost import Observation, RewardModel, paper_cost
 from shared.lab.simulate import Segment, Stream, run_policy
+from shared.policy import BanditError, build_policy, policy_from_state
 
 BLOCKS = (3, 6, 9, 12, 15, 18, 19)
 RM = RewardModel(paper_cost(BLOCKS))

@@ -16,12 +16,12 @@ import torch
 
 from device.costs import LiveCosts
 from device.node import node_arms
-from shared.bandit import build_policy, policy_from_state, with_first_arm
 from shared.checkpoint import load_checkpoint
 from shared.config import load_config
 from shared.cost import CostModel, Observation, RewardModel, paper_cost
 from shared.jpeg import JpegError, decode_frame, encode_frame, jpeg_dimensions
 from shared.mqtt import MqttLink
+from shared.policy import build_policy, policy_from_state, with_first_arm
 from shared.preprocess import FramePreprocessor
 from shared.protocol import (
     FRAME_BLOCK,

@@ -13,10 +13,10 @@ import numpy as np
 from device.backend import make_backend
 from device.costs import LiveCosts
 from device.node import Node, node_arms
-from shared.bandit import build_policy
 from shared.cost import RewardModel
 from shared.model_file import load_model
 from shared.mqtt import Message
+from shared.policy import build_policy
 from shared.protocol import Reply, Topics, encode_reply
 
 

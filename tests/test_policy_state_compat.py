@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from device.state import load_state
-from shared.bandit import Decision, build_policy, policy_from_state, with_first_arm
 from shared.cost import CostModel, Observation, RewardModel, paper_cost
+from shared.policy import Decision, build_policy, policy_from_state, with_first_arm
 
 DATA = Path(__file__).parent / "data" / "policy_states"
 BLOCKS = (3, 6, 9, 12, 15, 18, 19)

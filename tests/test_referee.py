@@ -12,13 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.bandit import _STATS, BanditError, Decision, build_policy, policy_from_state
 from shared.cost import CostModel, Observation, RewardModel, paper_cost
 from shared.lab.simulate import Segment, Stream, run_policy
-from shared.referee import (
+from shared.policy import (
     THRESHOLDS,
     AuditedSplitEE,
+    BanditError,
+    Decision,
     Referee,
+    build_policy,
+    policy_from_state,
     wilson_audits_needed,
     wilson_bounds,
 )
@@ -122,11 +125,11 @@ def test_disagreements_to_distrust_matches_the_referee() -> None:
     for _ in range(1000):
         ref.record([0.95], [1], 1, 0.8)
     assert ref.trusted(0)
-    k = ref.disagreements_to_distrust(agreeing=ref._n[0])
+    k = ref.disagreements_to_distrust(agreeing=ref.agreement.n[0])
     assert k <= ref.disagreements_to_distrust() == 4  # 4: the memory full of agreeing audits
 
     def upper_at_alpha() -> float:
-        return wilson_bounds(ref._d[0][0], ref._n[0], ref.z)[1]
+        return wilson_bounds(ref.agreement.d[0][0], ref.agreement.n[0], ref.z)[1]
 
     for i in range(k):
         assert ref.trusted(0) and ref.threshold(0, 0.8) == 0.8, i
@@ -293,19 +296,21 @@ def test_audit_bookkeeping_learns_only_what_the_sample_revealed(rows, forced: bo
             classes=tuple(k[: arm + 1]),
             final_class=k[last] if known else None,
         )
-        n0, d0, m0 = list(ref._n), [list(x) for x in ref._d], list(p._m)
+        counts = ref.agreement
+        n0, d0, m0 = list(counts.n), [list(x) for x in counts.d], p.to_state()["stats"]["m"]
         p.observe(d, obs)
+        m1 = p.to_state()["stats"]["m"]
         for j in range(last):
-            counted = ref._n[j] != ref.memory * n0[j]
+            counted = counts.n[j] != ref.memory * n0[j]
             revealed = j <= arm and known and (audit or arm == last)
-            assert counted == revealed or (not revealed and ref._n[j] == n0[j])
+            assert counted == revealed or (not revealed and counts.n[j] == n0[j])
             if revealed:  # a disagreement at each threshold the exit was confident at
                 for level, tau in enumerate((alpha, *THRESHOLDS)):
                     wrong = c[j] >= tau and k[j] != k[last]
-                    assert ref._d[j][level] == pytest.approx(ref.memory * d0[j][level] + wrong)
+                    assert counts.d[j][level] == pytest.approx(ref.memory * d0[j][level] + wrong)
             else:
-                assert (ref._n[j], ref._d[j]) == (n0[j], d0[j])
-            if p._m[j] != m0[j]:  # the censored part learnt C_L for exit j
+                assert (counts.n[j], counts.d[j]) == (n0[j], d0[j])
+            if m1[j] != m0[j]:  # the censored part learnt C_L for exit j
                 assert known and c[j] < alpha and j <= arm
                 assert j == arm or audit or arm == last
 
@@ -436,7 +441,7 @@ def test_an_old_state_restores_its_counts_as_standing_for_every_level() -> None:
     del state["extra"]["confident"]
     restored = policy_from_state(state, RM)
     old = restored.referee
-    assert all(row == [row[0]] * Referee.LEVELS for row in old._d)
+    assert all(row == [row[0]] * Referee.LEVELS for row in old.agreement.d)
     assert [old.level(j) for j in range(old.n_exits)] == [0] * old.n_exits
     # the saved policy moved exit 0 to 0.98, where it never disagreed; restored from the old
     # layout it has no evidence for that and stays at alpha, untrusted
@@ -465,25 +470,23 @@ def test_offloads_are_priced_at_the_exit_s_own_threshold() -> None:
 
 
 def test_renormalising_the_discounted_sums_keeps_the_threshold_counts_in_step() -> None:
-    policy = build_policy("isplitee-nonstationary", RM)
-    run_policy(policy, shy_exit_stream(1500, seed=3))
-    before = policy.arm_stats()
-    cn, c, n = list(policy._cn), list(policy._c), list(policy._n)
-    policy._w *= 1e100  # the next round renormalises every stored sum
-    for stored in (policy._cn, policy._c, *(getattr(policy, f"_{k}") for k in _STATS)):
-        stored[:] = [v * 1e100 for v in stored]
-    d = policy.decide()
-    assert policy._w < 1e3  # renormalised
-    ratio = [a / b for a, b in zip(policy._cn, cn, strict=True) if b > 0]
-    assert ratio == pytest.approx([policy._n[0] / n[0]] * len(ratio))
-    assert [a / policy._cn[0] for a in policy._c[: len(THRESHOLDS)]] == pytest.approx(
-        [a / cn[0] for a in c[: len(THRESHOLDS)]]
-    )
-    policy.cancel(d)
-    after = policy.arm_stats()
-    assert [a["exit_rate"] for a in after] == pytest.approx(
-        [b["exit_rate"] for b in before], nan_ok=True
-    )
+    """A discount of 0.5 doubles the stored weight every round, so the stored sums are
+    renormalised every few hundred rounds: the counts at stricter thresholds must be scaled
+    with the base statistics each time, or the exit rates they give jump."""
+    policy = build_policy("isplitee-nonstationary", RM, discount=0.5)
+    run_policy(policy, shy_exit_stream(1500, seed=3))  # 2**1500: renormalised several times
+    state = policy.to_state()
+    confident, n = state["extra"]["confident"], state["stats"]["n"]
+    # every sample that computed an exit is counted by both, with the same weight
+    assert confident["n"] == pytest.approx(n[:-1])
+    assert policy.referee.level(0) > 0  # exit 0 answers at a stricter threshold: its rate
+    for _ in range(400):  # is read from those counts; decisions only discount, and one of
+        before = policy.arm_stats()  # these 400 renormalises
+        policy.cancel(policy.decide())
+        after = policy.arm_stats()
+        assert [a["exit_rate"] for a in after] == pytest.approx(
+            [b["exit_rate"] for b in before], nan_ok=True
+        )
 
 
 def test_a_trusted_exit_keeps_alpha_though_its_rate_fails_the_patience_test() -> None:
@@ -493,7 +496,7 @@ def test_a_trusted_exit_keeps_alpha_though_its_rate_fails_the_patience_test() ->
     ref = Referee(1)
     for i in range(2000):
         ref.record([0.85], [2 if i % 160 == 0 else 1], 1, 0.8)
-    rate = ref._d[0][0] / ref._n[0]
+    rate = ref.agreement.d[0][0] / ref.agreement.n[0]
     assert ref.audits_needed(rate) > ref.patience * ref.clean_audits  # fails patience
     assert ref.trusted(0) and ref.threshold(0, 0.8) == 0.8 and ref.explore_level(0) is None
 
@@ -563,7 +566,7 @@ def test_a_state_with_alpha_above_a_stricter_threshold_restores() -> None:
     d = policy.decide()
     assert d.audit and d.arm == 0
     policy.observe(d, Observation((0.92,), 0.9, audit=True, classes=(2,), final_class=1))
-    row = policy.referee._d[0]
+    row = policy.referee.agreement.d[0]
     assert row[0] < row[1]
     restored = policy_from_state(json.loads(json.dumps(policy.to_state())), rm)
-    assert restored.referee._d == policy.referee._d
+    assert restored.referee.agreement.d == policy.referee.agreement.d

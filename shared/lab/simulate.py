@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.bandit import FixedSplit, Policy, build_policy
 from shared.cost import Observation, RewardModel
+from shared.policy import FixedSplit, Policy, build_policy
 
 __all__ = [
     "PolicyFactory",
@@ -178,7 +178,7 @@ def make_policy_factory(
     target: float | None = None,
     min_audit_rate: float | None = None,
 ) -> PolicyFactory | None:
-    """A factory for a policy name (a :func:`shared.bandit.build_policy` spec, or ``oracle``,
+    """A factory for a policy name (a :func:`shared.policy.build_policy` spec, or ``oracle``,
     which returns None: it is built from the table). ``c`` is I-SplitEE's exploration,
     ``c_nonstationary`` and ``discount`` the discounted variants'; ``target`` and
     ``min_audit_rate`` the audited policies' referee; None: the policy's default.

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared import cost as costs
-from shared.bandit import DiscountedUCB, ISplitEE
 from shared.lab.simulate import default_policy_names
-from shared.referee import AuditedSplitEE
+from shared.policy import AuditedSplitEE, DiscountedUCB, ISplitEE
 from shared.wire import AUTO, WIRE_CHOICES, wire_encodings
 
 if TYPE_CHECKING:
