@@ -34,7 +34,7 @@ from shared.jpeg import encode_frame
 from shared.memory import map_large_buffers, release_freed_memory
 from shared.model_file import ModelFile, load_model
 from shared.mqtt import MqttError, MqttLink
-from shared.policy import Policy, build_policy
+from shared.policy import Policy, build_policy, options_for
 from shared.profile import ModelProfile
 from shared.protocol import FRAME_BLOCK, Topics
 from shared.refusal import Refusal, discovery_advice, node_advice
@@ -255,19 +255,17 @@ class DeviceApp:
         return self._new_policy(spec, rewards)
 
     def _new_policy(self, spec: str, rewards: RewardModel) -> Policy:
-        """A fresh policy: the configured exploration where the policy explores."""
+        """A fresh policy: the configured options it takes (the registry says which)."""
         cfg = self.config
-        explores = spec.startswith("isplitee")
-        audited = spec in ("isplitee", "isplitee-nonstationary")
-        return build_policy(
+        options = options_for(
             spec,
-            rewards,
-            c=cfg.c if explores else None,
-            discount=cfg.discount if spec.endswith("-nonstationary") else None,
-            target=cfg.target if audited else None,
-            min_audit_rate=cfg.min_audit_rate if audited else None,
+            c=cfg.c,
+            discount=cfg.discount,
+            target=cfg.target,
+            min_audit_rate=cfg.min_audit_rate,
             seed=cfg.seed,
         )
+        return build_policy(spec, rewards, **options)
 
     def save_state(self) -> None:
         if self.config.state is None:

@@ -6,7 +6,6 @@ see docs/results.md for the measurements behind alpha and the policy.
 
 from __future__ import annotations
 
-import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -14,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from shared.config import ProgramSettings, split_list
+from shared.policy import find_spec, listing
 from shared.protocol import validate_id
 from shared.wire import WIRE_CHOICES
 
@@ -21,11 +21,6 @@ __all__ = ["RECOMMENDED_ALPHA", "DeviceConfig"]
 
 RECOMMENDED_ALPHA = 0.8
 """Exit threshold the results page recommends (the paper's 0.5 trusts noisy exits too much)."""
-
-_POLICY = re.compile(
-    r"isplitee|isplitee-nonstationary|isplitee-paper|isplitee-paper-nonstationary"
-    r"|offload-all|final|random|fixed:\d+"
-)
 
 
 def _default_device_id() -> str:
@@ -207,10 +202,12 @@ class DeviceConfig(ProgramSettings):
     @field_validator("policy")
     @classmethod
     def _policy(cls, value: str) -> str:
-        if not _POLICY.fullmatch(value):
+        try:
+            _, block = find_spec(value)
+        except ValueError:
+            block = ""
+        if block is not None and not block.isdecimal():  # the model checks BLOCK at start
             raise ValueError(
-                "should be isplitee, isplitee-nonstationary, isplitee-paper, "
-                "isplitee-paper-nonstationary, offload-all, final, random or fixed:BLOCK "
-                "(BLOCK one of the model's exit blocks, e.g. fixed:6)"
+                f"should be {listing()} (BLOCK one of the model's exit blocks, e.g. fixed:6)"
             )
         return value

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import IsplitEEError
-from shared.policy import POLICY_SPECS
+from shared.policy import POLICY_SPECS, find_spec, listing
 from shared.protocol import FRAME_BLOCK
 from shared.wire import WIRE_CHOICES
 
@@ -44,7 +44,6 @@ EFFECTS: dict[str, str] = {
 """What each runtime setting does to the bandit."""
 
 SETTABLE = tuple(EFFECTS)
-_SPECS = tuple(spec for spec in POLICY_SPECS if spec != "fixed:BLOCK")
 
 
 def accepted(key: str) -> str:
@@ -70,21 +69,17 @@ class Setting:
 
 def validate_policy(spec: str, blocks: tuple[int, ...]) -> str:
     """A policy spec this model can run (``fixed:BLOCK`` must name one of its exits)."""
-    if spec in _SPECS:
-        return spec
     exits = list(blocks[:-1])
-    if spec.startswith("fixed:"):
-        text = spec[len("fixed:") :]
-        if text.isdigit() and int(text) in exits:
-            return spec
-        frame = " (0: the frame itself, frame_offload)" if FRAME_BLOCK in exits else ""
+    try:
+        _, block = find_spec(spec)
+    except ValueError:
         raise SettingError(
-            f"policy {spec!r}: BLOCK should be one of the model's exits {exits}{frame}"
-        )
-    raise SettingError(
-        f"policy should be one of {', '.join(_SPECS)} or fixed:BLOCK (BLOCK in {exits}), "
-        f"got {spec!r}"
-    )
+            f"policy should be one of {listing()} (BLOCK in {exits}), got {spec!r}"
+        ) from None
+    if block is None or (block.isdigit() and int(block) in exits):
+        return spec
+    frame = " (0: the frame itself, frame_offload)" if FRAME_BLOCK in exits else ""
+    raise SettingError(f"policy {spec!r}: BLOCK should be one of the model's exits {exits}{frame}")
 
 
 def _text(key: str, payload: bytes) -> str:

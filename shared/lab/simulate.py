@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.cost import Observation, RewardModel
-from shared.policy import FixedSplit, Policy, build_policy
+from shared.policy import SPECS, FixedSplit, Policy, build_policy, find_spec, options_for
 
 __all__ = [
     "PolicyFactory",
@@ -156,16 +156,13 @@ PolicyFactory = Callable[[int], Policy]
 
 
 def default_policy_names(blocks: Sequence[int]) -> list[str]:
-    return [
-        "isplitee",
-        "isplitee-nonstationary",
-        "isplitee-paper",
-        "offload-all",
-        "final",
-        "random",
-        *(f"fixed:{b}" for b in blocks[:-1]),
-        "oracle",
-    ]
+    """The simulator's default table: the registry's compared policies, every fixed split of
+    ``blocks`` (the last aside: ``final``), and the oracle."""
+    names = [entry.spec for entry in SPECS if entry.compared and entry.argument is None]
+    for entry in SPECS:
+        if entry.argument == "BLOCK":
+            names += [f"{entry.name}:{b}" for b in blocks[:-1]]
+    return [*names, "oracle"]
 
 
 def make_policy_factory(
@@ -185,13 +182,14 @@ def make_policy_factory(
     """
     if name == "oracle":
         return None
-    options: dict = {}
-    if name in ("isplitee", "isplitee-paper"):
-        options = {"c": c}
-    elif name in ("isplitee-nonstationary", "isplitee-paper-nonstationary"):
-        options = {"c": c_nonstationary, "discount": discount}
-    if name in ("isplitee", "isplitee-nonstationary"):
-        options |= {"target": target, "min_audit_rate": min_audit_rate}
+    entry, _ = find_spec(name)
+    options = options_for(
+        name,
+        c=c_nonstationary if "discount" in entry.options else c,
+        discount=discount,
+        target=target,
+        min_audit_rate=min_audit_rate,
+    )
     build_policy(name, rewards, **options)  # a bad name or setting fails here, not in a run
     return lambda r: build_policy(name, rewards, seed=r, **options)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import cost as costs
 from shared.lab.simulate import default_policy_names
-from shared.policy import AuditedSplitEE, DiscountedUCB, ISplitEE
+from shared.policy import AuditedSplitEE, DiscountedUCB, ISplitEE, specs_taking
 from shared.wire import AUTO, WIRE_CHOICES, wire_encodings
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_SAMPLES", "add_simulate", "cost_model", "parse_schedule", "run_simulate"]
 
 DEFAULT_SAMPLES = 2000
-NONSTATIONARY = {"isplitee-nonstationary", "isplitee-paper-nonstationary"}
 MEASURED_FLAGS = ("edge_gmacs", "edge_timing", "link_mbps", "rtt_ms", "encoding")
 
 
@@ -283,8 +282,8 @@ def check_args(args: argparse.Namespace) -> list[tuple[Distortion, int]]:
             raise ValueError("--edge-gmacs does not apply with --edge-timing measure")
     if args.policies is not None:
         names = set(policy_names(args.policies, ()))
-        plain, discounted = {"isplitee", "isplitee-paper"}, NONSTATIONARY
-        audited = {"isplitee", "isplitee-nonstationary"}
+        discounted = set(specs_taking("discount"))  # their own exploration: --c-nonstationary
+        plain, audited = set(specs_taking("c")) - discounted, set(specs_taking("target"))
         for flag, value, applies in (
             ("--c", args.c, plain),
             ("--c-nonstationary", args.c_nonstationary, discounted),

@@ -28,6 +28,7 @@ __all__ = [
     "PolicySpec",
     "build_policy",
     "find_spec",
+    "listing",
     "options_for",
     "policy_from_state",
     "specs_taking",
@@ -112,6 +113,13 @@ def find_spec(spec: str) -> tuple[PolicySpec, str | None]:
         if entry.name == name and (entry.argument is not None) == bool(colon):
             return entry, text if colon else None
     raise ValueError(f"unknown policy {spec!r}: use one of {', '.join(POLICY_SPECS)}")
+
+
+def listing() -> str:
+    """The specs as help texts and errors list them: ``isplitee, ..., random or fixed:BLOCK``."""
+    plain = [entry.spec for entry in SPECS if entry.argument is None]
+    with_argument = [entry.spec for entry in SPECS if entry.argument is not None]
+    return f"{', '.join(plain)} or {' or '.join(with_argument)}"
 
 
 def specs_taking(option: str) -> tuple[str, ...]:
