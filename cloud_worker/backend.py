@@ -15,46 +15,14 @@ split's cloud half has a free batch axis.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
 
-import numpy as np
-
+from cloud_worker.onnx_cloud import CloudBackend, OnnxCloud
 from shared.artefact import Artefact
 from shared.model_file import ModelFile, check_backend
 from shared.protocol import FRAME_BLOCK
 
-__all__ = ["CloudBackend", "OnnxCloud", "make_cloud_backend", "split_shapes"]
-
-
-class CloudBackend(Protocol):
-    name: str
-
-    def __call__(self, batch: np.ndarray, block: int) -> np.ndarray:
-        """Final logits (N, classes) for a batch of split-``block`` activations."""
-        ...
-
-
-class OnnxCloud:
-    """The cloud half on ONNX Runtime, batch axis free: an artefact's segment chain, or one
-    session per split exported from a checkpoint (:func:`cloud_worker.torch_cloud.onnx_cloud`)."""
-
-    name = "onnxruntime"
-
-    def __init__(self, run: Callable[[np.ndarray, int], np.ndarray]) -> None:
-        self._run = run
-
-    @classmethod
-    def from_sessions(cls, sessions: Mapping[int, Any]) -> OnnxCloud:
-        return cls(lambda batch, block: sessions[block].run(None, {"input": batch})[0])
-
-    @classmethod
-    def from_artefact(cls, artefact: Artefact, threads: int | None = None) -> OnnxCloud:
-        return cls(artefact.open_chain(threads).cloud)  # from block 0: frame offloads
-
-    def __call__(self, batch: np.ndarray, block: int) -> np.ndarray:
-        return self._run(batch, block)
+__all__ = ["make_cloud_backend", "split_shapes"]
 
 
 def split_shapes(model: ModelFile) -> dict[int, tuple[int, ...]]:

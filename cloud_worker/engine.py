@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud_worker.backend import CloudBackend, make_cloud_backend
+from cloud_worker.backend import make_cloud_backend
+from cloud_worker.onnx_cloud import CloudBackend
 from shared.inference import confidence
 from shared.jpeg import JpegError, decode_frame
 from shared.model_file import ModelFile, load_model

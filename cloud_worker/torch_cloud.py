@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cloud_worker.backend import CloudBackend, OnnxCloud
+from cloud_worker.onnx_cloud import CloudBackend, OnnxCloud
 from shared.checkpoint import Checkpoint
 from shared.onnx_halves import CloudHalf, cached_session, choose_backend
 

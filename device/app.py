@@ -19,13 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device.backend import EdgeBackend, make_backend
+from device.backend import make_backend
 from device.camera import FrameSource, open_source
 from device.config import DeviceConfig
 from device.costs import LiveCosts
 from device.discovery import discovery_messages, ha_status_topic, migration_messages
 from device.events import EventRules, LabelTracker
 from device.node import Node, node_arms
+from device.onnx_edge import EdgeBackend
 from device.reporter import Reporter, SnapshotSettings
 from device.settings import SettingError, parse_setting, validate_policy
 from device.state import RESUMED, load_state, resumed_settings, save_state

@@ -39,8 +39,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from device.backend import EdgeBackend
 from device.costs import LiveCosts
+from device.onnx_edge import EdgeBackend
 from device.settings import Setting
 from shared.cost import Observation, RewardModel
 from shared.inference import confidence

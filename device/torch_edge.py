@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from device.backend import EdgeBackend, OnnxEdge
+from device.onnx_edge import EdgeBackend, OnnxEdge
 from shared.checkpoint import Checkpoint
 from shared.onnx_halves import TOLERANCE, EdgeHalf, cached_session, choose_backend
 

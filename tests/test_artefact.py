@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from device.backend import OnnxEdge
+from device.onnx_edge import OnnxEdge
 from device.torch_edge import TorchEdge
 from shared.artefact import MANIFEST, ArtefactError, graph_names, load_artefact
 from shared.checkpoint import Checkpoint, load_checkpoint

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from device.backend import OnnxEdge
+from device.onnx_edge import OnnxEdge
 from shared.artefact import load_artefact
 from shared.lab.datasets import load_dataset
 from shared.preprocess import FramePreprocessor, resize_weights
