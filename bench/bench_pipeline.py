@@ -56,12 +56,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.load import start_workers, stop_workers  # noqa: E402
 from shared.checkpoint import load_checkpoint  # noqa: E402
-from shared.cost import FULL_DEPTH, PAPER_GAMMA, PAPER_OFFLOAD  # noqa: E402
+from shared.cost import PAPER_GAMMA, PAPER_OFFLOAD  # noqa: E402
 from shared.lab.broker import DEV_CONFIG, broker_from  # noqa: E402
 from shared.lab.clips import whole_model_predictions, write_digit_clip  # noqa: E402
 from shared.lab.procs import device_command  # noqa: E402
 from shared.lab.report import format_table  # noqa: E402
 from shared.mqtt import MqttLink  # noqa: E402
+from shared.protocol import NUM_BLOCKS  # noqa: E402
 
 STARTUP_BUDGET_S = 60.0
 """Most seconds a step's new nodes may take to publish their first result (8 on 2 cores)."""
@@ -414,7 +415,7 @@ def summarise_quality(results: list[dict], labels, ckpt, frames) -> dict:
         PAPER_GAMMA * r["split_block"] + (PAPER_OFFLOAD if r["source"] != "edge" else 0.0)
         for r in results
     ]
-    full = PAPER_GAMMA * FULL_DEPTH
+    full = PAPER_GAMMA * NUM_BLOCKS
     n = max(len(results), 1)
     final = np.array([whole[i] for i in ids.tolist()])
     nan = float("nan")

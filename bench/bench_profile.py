@@ -309,6 +309,7 @@ def message_costs_us(ckpt: Checkpoint, block: int = 3, encoding: str = "fp16") -
     """Microseconds (median) of each encode and decode on a cloud-answered frame's path, on a
     held-out digit's real activation: what of the pipeline overhead is serialisation."""
     from shared.protocol import (
+        NUM_BLOCKS,
         Reply,
         Result,
         decode_activation,
@@ -324,7 +325,7 @@ def message_costs_us(ckpt: Checkpoint, block: int = 3, encoding: str = "fp16") -
     payload = bench_message(ckpt, act, block, encoding)
     reply = encode_reply(Reply(frame_id=1, worker_id="w", label=3, confidence=0.9, cloud_ms=4.0))
     result = Result(
-        "bench", 1, 3, "3", 0.9, 19, block, "cloud", iso_utc(time.time()), 7.0, ckpt.hash
+        "bench", 1, 3, "3", 0.9, NUM_BLOCKS, block, "cloud", iso_utc(time.time()), 7.0, ckpt.hash
     )
     fns = {
         "node: encode the activation": lambda: bench_message(ckpt, act, block, encoding),

@@ -37,15 +37,13 @@ from shared.model_file import ModelFile, load_model
 from shared.mqtt import MqttError, MqttLink
 from shared.policy import Policy, build_policy, options_for
 from shared.profile import ModelProfile
-from shared.protocol import FRAME_BLOCK, Topics
+from shared.protocol import FRAME_BLOCK, HEADER_BYTES, Topics
 from shared.refusal import Refusal, discovery_advice, node_advice
 from shared.wire import FALLBACK, wire_encodings
 
 __all__ = ["DeviceApp", "RunSummary"]
 
 log = logging.getLogger(__name__)
-
-_HEADER_BYTES = 200  # msgpack keys, ids and hash around the tensor
 
 
 def _version() -> str:
@@ -204,12 +202,12 @@ class DeviceApp:
         prof = self.ckpt.profile
         wire = wire_encodings(self._start["encoding"], meta.exit_blocks, meta.wire_encodings)
         payload = {
-            b: prof.block(b).payload_bytes(wire.get(b, FALLBACK)) + _HEADER_BYTES
+            b: prof.block(b).payload_bytes(wire.get(b, FALLBACK)) + HEADER_BYTES
             for b in meta.arm_blocks
         }
         if self.arms[0] == FRAME_BLOCK:
             encode_s, jpeg_bytes = time_frame_encode(meta.input_size, self.config.jpeg_quality)
-            edge_s[FRAME_BLOCK], payload[FRAME_BLOCK] = encode_s, jpeg_bytes + _HEADER_BYTES
+            edge_s[FRAME_BLOCK], payload[FRAME_BLOCK] = encode_s, jpeg_bytes + HEADER_BYTES
             self._frame_prior = jpeg_bytes
         self._profile = prof
         log.info(
@@ -295,7 +293,7 @@ class DeviceApp:
             payload = round(self.node.frame_bytes or self._frame_prior)
         else:  # sized as the node sends now: a runtime change of encoding changes them too
             payload = self._profile.block(block).payload_bytes(self.node.wire[block])
-        self.node.probe(arm, payload + _HEADER_BYTES)
+        self.node.probe(arm, payload + HEADER_BYTES)
 
     def _reply_loop(self) -> None:
         inbox = self.link.inbox

@@ -38,8 +38,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from shared.cost import FULL_DEPTH, PAPER_GAMMA, CostModel
-from shared.protocol import FRAME_BLOCK
+from shared.cost import PAPER_GAMMA, CostModel
+from shared.protocol import FRAME_BLOCK, NUM_BLOCKS
 
 __all__ = ["LiveCosts"]
 
@@ -84,7 +84,7 @@ class LiveCosts:
         self._edge = [float(edge_seconds[b]) for b in self.blocks]
         if min(self._edge) <= 0:
             raise ValueError("edge times should be positive")
-        self._full = gamma * FULL_DEPTH
+        self._full = gamma * NUM_BLOCKS
         self._speed = 1.0  # now / start-up, smoothed
         self._prior = [
             payload_bytes[b] * 8 / (link_mbit_per_s * 1e6) + rtt_ms / 1e3 for b in self.blocks

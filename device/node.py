@@ -52,6 +52,7 @@ from shared.policy import Decision, Policy
 from shared.preprocess import FramePreprocessor
 from shared.protocol import (
     FRAME_BLOCK,
+    RUN_ID_BYTES,
     ProtocolError,
     Result,
     Topics,
@@ -60,6 +61,10 @@ from shared.protocol import (
     encode_frame_activation,
     encode_result,
     iso_utc,
+    offload_correlation,
+    offload_frame_id,
+    probe_correlation,
+    probe_seq,
 )
 from shared.wire import AUTO, wire_encodings
 
@@ -176,7 +181,8 @@ class Node:
         self._topic_result = topics.result(device_id)
         self._topic_activation = topics.activation(device_id)
         self._topic_reply = topics.reply(device_id)
-        self._run_id = os.urandom(8)  # replies meant for an earlier run of this node never match
+        # replies meant for an earlier run of this node never match
+        self._run_id = os.urandom(RUN_ID_BYTES)
         self._pending: dict[int, _Pending] = {}
         self._probes: dict[int, tuple[int, float]] = {}  # seq -> (arm, sent)
         self._probe_seq = 0
@@ -337,7 +343,7 @@ class Node:
             self._topic_activation,
             payload,
             response_topic=self._topic_reply,
-            correlation=self._run_id + frame_id.to_bytes(8, "big"),
+            correlation=offload_correlation(self._run_id, frame_id),
         )
 
     # -- link probes ---------------------------------------------------------------------------
@@ -358,15 +364,15 @@ class Node:
             self._topic_probe,
             bytes(payload_bytes),
             qos=1,
-            correlation=b"probe" + self._run_id + seq.to_bytes(8, "big"),
+            correlation=probe_correlation(self._run_id, seq),
         )
 
     def _on_probe(self, msg: Message, received: float) -> None:
-        corr = msg.correlation or b""
-        if len(corr) != 21 or corr[5:13] != self._run_id:
+        seq = probe_seq(msg.correlation, self._run_id)
+        if seq is None:
             return
         with self._lock:
-            found = self._probes.pop(int.from_bytes(corr[13:], "big"), None)
+            found = self._probes.pop(seq, None)
             if found is None or self.costs is None:
                 return
             arm, sent = found
@@ -380,12 +386,11 @@ class Node:
         if msg.topic == self._topic_probe:
             self._on_probe(msg, received)
             return
-        corr = msg.correlation or b""
-        if len(corr) != 16 or corr[:8] != self._run_id:
+        frame_id = offload_frame_id(msg.correlation, self._run_id)
+        if frame_id is None:
             with self._lock:
                 self.counters.foreign_replies += 1
             return
-        frame_id = int.from_bytes(corr[8:], "big")
         try:
             reply = decode_reply(msg.payload)
         except ProtocolError as exc:

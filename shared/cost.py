@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shared.protocol import HEADER_BYTES, NUM_BLOCKS
+
 if TYPE_CHECKING:  # only for the signature: this module stays free of torch
     from shared.profile import ModelProfile
 
@@ -49,7 +51,6 @@ PAPER_ALPHA = 0.5
 RECOMMENDED_ALPHA = 0.8
 """The exit threshold ``isplitee simulate`` uses by default (docs/results.md compares it with
 the paper's 0.5): with the audited policy a higher threshold lets more exits earn trust."""
-FULL_DEPTH = 19
 
 
 # Defaults of the measured model (see measured_cost for where they come from).
@@ -94,8 +95,8 @@ def paper_cost(
 ) -> CostModel:
     """gamma per block on the device, a flat ``offload`` per offloaded sample."""
     blocks = tuple(blocks)
-    if blocks[-1] != FULL_DEPTH:
-        raise ValueError(f"the last arm should be block {FULL_DEPTH}, got {blocks[-1]}")
+    if blocks[-1] != NUM_BLOCKS:
+        raise ValueError(f"the last arm should be block {NUM_BLOCKS}, got {blocks[-1]}")
     return CostModel(
         name="paper",
         blocks=blocks,
@@ -112,7 +113,7 @@ def measured_cost(
     link_mbit_per_s: float = DEFAULT_LINK_MBIT,
     rtt_ms: float = DEFAULT_RTT_MS,
     encoding: str | Mapping[int, str] = DEFAULT_ENCODING,
-    header_bytes: int = 64,
+    header_bytes: int = HEADER_BYTES,
     gamma: float = PAPER_GAMMA,
     edge_seconds: Mapping[int, float] | None = None,
 ) -> CostModel:
@@ -121,7 +122,8 @@ def measured_cost(
     Edge time of arm i = MACs the device spends on that split (backbone up to block l_i and
     every exit head on the way: the device computes them all, they are the side observations)
     / device throughput; offload time = (activation
-    bytes in ``encoding``, one for all splits or one per split block, + message header) * 8 /
+    bytes in ``encoding``, one for all splits or one per split block, + the message's
+    :data:`~shared.protocol.HEADER_BYTES`) * 8 /
     link rate + one round trip. Both are divided by
     the device time of the whole network and multiplied by ``gamma * 19``, so the last arm costs
     the same as in the paper model and mu means the same in both.
@@ -159,7 +161,7 @@ def measured_cost(
         + rtt_ms / 1e3
         for b in blocks
     ]
-    unit = gamma * FULL_DEPTH / edge_s[-1]
+    unit = gamma * NUM_BLOCKS / edge_s[-1]
     return CostModel(
         name="measured" if edge_seconds is None else "measured-timed",
         blocks=blocks,

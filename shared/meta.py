@@ -10,12 +10,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from shared.protocol import ENCODINGS
+from shared.protocol import ENCODINGS, NUM_BLOCKS
 
-__all__ = ["DEFAULT_EXIT_BLOCKS", "NUM_BLOCKS", "ModelMeta"]
-
-NUM_BLOCKS = 19
-"""Blocks in MobileNetV2's ``features``; the final classifier follows the last one."""
+__all__ = ["DEFAULT_EXIT_BLOCKS", "ModelMeta"]
 
 DEFAULT_EXIT_BLOCKS: tuple[int, ...] = (3, 6, 9, 12, 15, 18)
 """Where the paper hangs its exits (1-based block numbers)."""

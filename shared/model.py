@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
 
 from shared.errors import IsplitEEError
-from shared.meta import DEFAULT_EXIT_BLOCKS, NUM_BLOCKS
+from shared.meta import DEFAULT_EXIT_BLOCKS
+from shared.protocol import NUM_BLOCKS
 
 __all__ = [
     "DEFAULT_EXIT_BLOCKS",

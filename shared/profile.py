@@ -21,8 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.meta import NUM_BLOCKS
-from shared.protocol import ENCODINGS, tensor_bytes
+from shared.protocol import ENCODINGS, NUM_BLOCKS, tensor_bytes
 
 if TYPE_CHECKING:  # counting needs torch; reading a counted profile does not
     import torch

@@ -35,10 +35,13 @@ __all__ = [
     "ENCODINGS",
     "FRAME_BLOCK",
     "FRAME_ENCODING",
+    "HEADER_BYTES",
     "MAX_ID_LENGTH",
     "MAX_PAYLOAD_BYTES",
     "MODEL_HASH_CHARS",
+    "NUM_BLOCKS",
     "REPLY_VERSION",
+    "RUN_ID_BYTES",
     "SOURCES",
     "Activation",
     "ProtocolError",
@@ -56,6 +59,10 @@ __all__ = [
     "encode_result",
     "encode_tensor",
     "iso_utc",
+    "offload_correlation",
+    "offload_frame_id",
+    "probe_correlation",
+    "probe_seq",
     "tensor_bytes",
     "validate_id",
 ]
@@ -104,6 +111,11 @@ ENCODINGS = tuple(BITS)
 SOURCES = ("edge", "cloud", "fallback")
 Encoding = Literal["fp32", "fp16", "int8", "int4"]
 Source = Literal["edge", "cloud", "fallback"]
+
+NUM_BLOCKS = 19
+"""Blocks in MobileNetV2's ``features``, numbered 1..19 as in the paper; the final classifier
+follows the last. ``split_block`` is 0..NUM_BLOCKS on the wire; the whole network is
+``NUM_BLOCKS`` blocks deep wherever a cost is counted in blocks."""
 
 FRAME_BLOCK = 0
 """``split_block`` of a frame offload: no block ran on the device, the message carries the
@@ -502,6 +514,70 @@ def encode_result(result: Result) -> bytes:
     return json.dumps(asdict(result), separators=(",", ":"), allow_nan=False).encode()
 
 
+# -- sizes and correlation data ------------------------------------------------------------
+
+
+def _header_bytes() -> int:
+    """What an activation message carries besides its tensor's data, measured on a real one:
+    the longest device id, a 64-bit frame id, an audit, an int8 tensor (scale and zero point
+    too) of 64 KiB (a 32-bit length before its bytes). An upper bound of the msgpack map; the
+    MQTT framing (topic, properties) is not counted."""
+    tensor = np.zeros((1, 16, 64, 64), np.float32)
+    message = encode_activation(
+        device_id="d" * MAX_ID_LENGTH,
+        frame_id=2**63 - 1,
+        captured_at=1.0,
+        split_block=NUM_BLOCKS,
+        model_hash="f" * MODEL_HASH_CHARS,
+        exit_confidence=1.0,
+        exit_class=2**16 - 1,
+        tensor=tensor,
+        encoding="int8",
+        audit=True,
+    )
+    return len(message) - tensor_bytes(tensor.size, "int8")
+
+
+HEADER_BYTES = _header_bytes()
+"""Bytes an offload sends besides its payload (tensor data or JPEG): what the node's and the
+simulator's measured costs add to every payload."""
+
+RUN_ID_BYTES = 8
+"""A node draws this many random bytes at start: the first part of its correlation data, so a
+reply meant for an earlier run of the node (or another node) never matches."""
+_SEQ_BYTES = 8  # a frame id or a probe's number, big-endian, after the run id
+_PROBE = b"probe"
+
+
+def offload_correlation(run_id: bytes, frame_id: int) -> bytes:
+    """Correlation Data of an offload: the run id and the frame id (16 bytes); the worker
+    sends it back with its reply."""
+    return run_id + frame_id.to_bytes(_SEQ_BYTES, "big")
+
+
+def offload_frame_id(correlation: bytes | None, run_id: bytes) -> int | None:
+    """The frame id a reply's Correlation Data names, None when it is not this run's."""
+    corr = correlation or b""
+    if len(corr) != RUN_ID_BYTES + _SEQ_BYTES or corr[:RUN_ID_BYTES] != run_id:
+        return None
+    return int.from_bytes(corr[RUN_ID_BYTES:], "big")
+
+
+def probe_correlation(run_id: bytes, seq: int) -> bytes:
+    """Correlation Data of a node's own round-trip probe: ``probe``, the run id, its number."""
+    return _PROBE + run_id + seq.to_bytes(_SEQ_BYTES, "big")
+
+
+def probe_seq(correlation: bytes | None, run_id: bytes) -> int | None:
+    """The number of this run's probe a message's Correlation Data names, else None."""
+    corr, head = correlation or b"", len(_PROBE) + RUN_ID_BYTES
+    if len(corr) != head + _SEQ_BYTES or corr[: len(_PROBE)] != _PROBE:
+        return None
+    if corr[len(_PROBE) : head] != run_id:
+        return None
+    return int.from_bytes(corr[head:], "big")
+
+
 # -- decoding --------------------------------------------------------------------------------
 
 
@@ -617,8 +693,10 @@ def decode_activation(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> 
         raise ProtocolError("decode", f"tensor shape {shape!r} should be 1 to 4 positive sizes")
     data = get("data", bytes)
     split_block = get("split_block", int)
-    if not FRAME_BLOCK <= split_block <= 19:
-        raise ProtocolError("decode", f"split_block {split_block} should be in 0..19")
+    if not FRAME_BLOCK <= split_block <= NUM_BLOCKS:
+        raise ProtocolError(
+            "decode", f"split_block {split_block} should be in {FRAME_BLOCK}..{NUM_BLOCKS}"
+        )
     scale, zero_point = 1.0, 0
     if encoding == FRAME_ENCODING or split_block == FRAME_BLOCK:
         _check_frame(encoding, split_block, shape, data)

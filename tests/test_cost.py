@@ -5,6 +5,7 @@ import pytest
 from shared.cost import RewardModel, measured_cost, paper_cost
 from shared.model import MultiExitMobileNetV2
 from shared.profile import profile_model
+from shared.protocol import HEADER_BYTES
 
 BLOCKS = (3, 6, 9, 12, 15, 18, 19)
 
@@ -40,7 +41,7 @@ def test_measured_cost_follows_flops_and_payload() -> None:
     unit = 1.9 / (prof.macs_to_split(19) / 2e9)
     assert cost.edge[0] == pytest.approx(prof.macs_to_exit(3) / 2e9 * unit)  # one head so far
     # block 3 sends 24x56x56 fp16 values, block 15 160x7x7: the early split costs more to send
-    send3 = ((24 * 56 * 56 * 2 + 64) * 8 / 10e6 + 0.02) * unit
+    send3 = ((24 * 56 * 56 * 2 + HEADER_BYTES) * 8 / 10e6 + 0.02) * unit
     assert cost.offload[0] == pytest.approx(send3)
     assert cost.offload[0] > 4 * cost.offload[4] - 0.02 * unit * 4
     assert list(cost.edge) == sorted(cost.edge)
@@ -48,7 +49,9 @@ def test_measured_cost_follows_flops_and_payload() -> None:
     assert faster.offload[0] < cost.offload[0]
     # One encoding per split, as a node on encoding "auto" sends: int4 halves int8's bytes.
     mixed = measured_cost(prof, BLOCKS, encoding={3: "int4", 6: "int8"})
-    assert mixed.offload[0] == pytest.approx(((24 * 56 * 56 // 2 + 64) * 8 / 10e6 + 0.02) * unit)
+    assert mixed.offload[0] == pytest.approx(
+        ((24 * 56 * 56 // 2 + HEADER_BYTES) * 8 / 10e6 + 0.02) * unit
+    )
     assert mixed.offload[1] == measured_cost(prof, BLOCKS, encoding="int8").offload[1]
     assert mixed.offload[2:] == cost.offload[2:]  # splits it does not name: fp16
 

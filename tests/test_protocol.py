@@ -320,3 +320,46 @@ def test_result_is_plain_json_with_the_documented_keys() -> None:
     with pytest.raises(ProtocolError, match="source"):
         decode_result(json.dumps({**body, "source": "magic"}).encode())
     assert not math.isnan(body["confidence"])
+
+
+# -- issue 21: wire details defined once ---------------------------------------------------------
+def test_correlation_data_names_this_run_s_frames_and_probes_only() -> None:
+    from shared.protocol import (
+        RUN_ID_BYTES,
+        offload_correlation,
+        offload_frame_id,
+        probe_correlation,
+        probe_seq,
+    )
+
+    run, other = b"r" * RUN_ID_BYTES, b"o" * RUN_ID_BYTES
+    corr = offload_correlation(run, 2**40 + 3)
+    assert len(corr) == 16 and offload_frame_id(corr, run) == 2**40 + 3
+    assert offload_frame_id(corr, other) is None and offload_frame_id(None, run) is None
+    assert offload_frame_id(corr[:-1], run) is None
+    probe = probe_correlation(run, 7)
+    assert len(probe) == 21 and probe.startswith(b"probe") and probe_seq(probe, run) == 7
+    assert probe_seq(probe, other) is None and probe_seq(corr, run) is None
+    assert offload_frame_id(probe, run) is None
+
+
+def test_the_header_overhead_is_what_a_real_message_adds_to_its_tensor() -> None:
+    from shared.protocol import HEADER_BYTES, MAX_ID_LENGTH, NUM_BLOCKS, tensor_bytes
+
+    for device_id, encoding in (("cam", "fp16"), ("c" * MAX_ID_LENGTH, "int8")):
+        x = np.ones((24, 56, 56), np.float32)
+        message = encode_activation(
+            device_id=device_id,
+            frame_id=12345,
+            captured_at=1.7e9,
+            split_block=3,
+            model_hash="ab" * 32,
+            exit_confidence=0.4,
+            exit_class=NUM_BLOCKS,
+            tensor=x,
+            encoding=encoding,
+            audit=True,
+        )
+        overhead = len(message) - tensor_bytes(x.size, encoding)
+        assert 0 < overhead <= HEADER_BYTES  # an upper bound, and a tight one for the longest id
+    assert overhead >= HEADER_BYTES - 16  # the measured one has a 64-bit frame id

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.cost import FULL_DEPTH, PAPER_GAMMA, PAPER_OFFLOAD
+from shared.cost import PAPER_GAMMA, PAPER_OFFLOAD
 from shared.lab.procs import device_command, worker_command
+from shared.protocol import NUM_BLOCKS
 
 __all__ = ["DEFAULT_CAMERAS", "DIGITS_RECIPE", "add_demo", "run_demo"]
 
@@ -393,7 +394,7 @@ def _jpeg_bytes(frame: np.ndarray, quality: int = 90) -> int:
 
 
 def _summarise(cameras: list[Camera], frames: int, elapsed: float) -> dict:
-    full = PAPER_GAMMA * FULL_DEPTH
+    full = PAPER_GAMMA * NUM_BLOCKS
     every, per_camera = [], {}
     right = final_right = audits = 0
     bytes_jpeg = bytes_offloaded = 0

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from shared import cost as costs
 from shared.lab.simulate import default_policy_names
 from shared.policy import AuditedSplitEE, DiscountedUCB, ISplitEE, specs_taking
+from shared.protocol import NUM_BLOCKS
 from shared.wire import AUTO, WIRE_CHOICES, wire_encodings
 
 if TYPE_CHECKING:
@@ -94,7 +95,8 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
         "--gamma",
         type=float,
         default=costs.PAPER_GAMMA,
-        help="cost per block (paper); the whole network costs gamma * 19 in both cost models",
+        help=f"cost per block (paper); the whole network costs gamma * {NUM_BLOCKS} in both cost "
+        "models",
     )
     p.add_argument("--offload", type=float, help=f"paper: offload cost ({costs.PAPER_OFFLOAD:g})")
     p.add_argument(
