@@ -66,6 +66,8 @@ class Referee:
         self.z = float(z)
         self.schedule = AuditSchedule(min_rate=min_rate, max_rate=max_rate, decay=decay)
         self.detector = ChangeDetector(shift=shift)
+        self.min_rate, self.max_rate = self.schedule.min_rate, self.schedule.max_rate
+        self.decay, self.shift = self.schedule.decay, self.detector.shift
         if not (isinstance(patience, numbers.Real) and 1.0 <= patience < math.inf):
             raise ValueError(f"patience should be a number >= 1, got {patience!r}")
         self.patience = float(patience)
@@ -99,13 +101,15 @@ class Referee:
         """Share of decisions audited so far (the schedule's current rate is ``rate``)."""
         return self.schedule.audit_rate
 
-    # the schedule's and the detector's settings and counts, read where they are kept
-    rate = property(lambda self: self.schedule.rate, doc="The schedule's current audit rate.")
-    min_rate = property(lambda self: self.schedule.min_rate)
-    max_rate = property(lambda self: self.schedule.max_rate)
-    decay = property(lambda self: self.schedule.decay)
-    shift = property(lambda self: self.detector.shift)
-    changes = property(lambda self: self.detector.changes, doc="Changes of scene seen.")
+    @property
+    def rate(self) -> float:
+        """The schedule's current audit rate."""
+        return self.schedule.rate
+
+    @property
+    def changes(self) -> int:
+        """Changes of scene the detector saw."""
+        return self.detector.changes
 
     # -- learning --------------------------------------------------------------------------------
     def watch(self, confidence0: float, alpha: float) -> bool:
@@ -188,8 +192,7 @@ class Referee:
 
     # -- what the policy asks --------------------------------------------------------------------
     def bounds(self, j: int) -> tuple[float, float]:
-        """Wilson interval of exit j's disagreement rate D_j at its threshold (module
-        docstring)."""
+        """Wilson interval of exit j's disagreement rate D_j at its threshold."""
         return wilson_bounds(self.agreement.d[j][self._level[j]], self.agreement.n[j], self.z)
 
     def lower(self, j: int) -> float:
