@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from shared.cost import RewardModel
-from shared.policy.checks import check_counts, is_index, is_unit
+from shared.policy.checks import is_index, is_unit
 from shared.policy.decision import BanditError, Decision
-from shared.policy.stats import KEYS
+from shared.policy.stats import check_stats
 
 __all__ = ["DELETE_HINT", "STATE_VERSION", "PolicyState", "parse_state"]
 
@@ -29,7 +29,7 @@ class PolicyState(BaseModel):
     """The fields every policy's state has, checked in this order; ``context={"rewards": rm}``
     names the reward model the state must fit."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True)
 
     version: int
     policy: str
@@ -115,13 +115,7 @@ class PolicyState(BaseModel):
     @field_validator("stats", mode="before")
     @classmethod
     def _stats(cls, stats: Any, info: ValidationInfo) -> dict[str, list[float]]:
-        k = _rewards(info).n_arms
-        out = {key: check_counts(f"stats.{key}", stats[key], k) for key in KEYS}
-        for j in range(k):
-            n, e, m = out["n"][j], out["e"][j], out["m"][j]
-            if e > n * (1 + 1e-9) or m > n * (1 + 1e-9):
-                raise ValueError(f"stats of arm {j} are inconsistent: n {n}, e {e}, m {m}")
-        return out
+        return check_stats(stats, _rewards(info).n_arms)
 
 
 def _rewards(info: ValidationInfo) -> RewardModel:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from shared.cost import RewardModel
 from shared.policy.checks import check_counts
 
-__all__ = ["KEYS", "ArmStats", "Terms"]
+__all__ = ["KEYS", "ArmStats", "Terms", "check_stats"]
 
 KEYS = ("n", "e", "s", "s2", "m", "f", "f2")
 """The seven sums kept per arm, in the order a saved state lists them."""
@@ -196,13 +197,20 @@ class ArmStats:
         w = self.w
         return {key: [v / w for v in stored] for key, stored in zip(KEYS, self.sums(), strict=True)}
 
-    def load(self, state: Mapping[str, list[float]]) -> None:
+    def load(self, state: Mapping[str, Any]) -> None:
         """Inverse of :meth:`to_state` on fresh statistics; a bad one raises ValueError."""
-        values = {key: check_counts(f"stats.{key}", state[key], self.n_arms) for key in KEYS}
+        values = check_stats(state, self.n_arms)
         for key, stored in zip(KEYS, self.sums(), strict=True):
             stored[:] = [v * self.w for v in values[key]]
-        for j in range(self.n_arms):
-            n, e, m = self.n[j], self.e[j], self.m[j]
-            if e > n * (1 + 1e-9) or m > n * (1 + 1e-9):
-                raise ValueError(f"stats of arm {j} are inconsistent: n {n}, e {e}, m {m}")
         self.stale()
+
+
+def check_stats(state: Any, n_arms: int) -> dict[str, list[float]]:
+    """A saved state's ``stats``: the seven sums, ``n_arms`` counts each, no more exits or
+    censored samples than samples; else a ValueError naming the fault."""
+    out = {key: check_counts(f"stats.{key}", state[key], n_arms) for key in KEYS}
+    for j in range(n_arms):
+        n, e, m = out["n"][j], out["e"][j], out["m"][j]
+        if e > n * (1 + 1e-9) or m > n * (1 + 1e-9):
+            raise ValueError(f"stats of arm {j} are inconsistent: n {n}, e {e}, m {m}")
+    return out
