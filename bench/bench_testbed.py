@@ -288,13 +288,14 @@ def prepare_scene(
     replayed by every strategy of every regime."""
     from shared.artefact import load_artefact
     from shared.preprocess import FramePreprocessor
+    from shared.protocol import NUM_BLOCKS
 
     clip = write_digit_clip(where / f"{name}.avi", frames, schedule=schedule, seed=1)
     artefact = load_artefact(model)
     meta = artefact.meta
     prep = FramePreprocessor(meta.input_size, meta.mean, meta.std)
     chain = artefact.open_chain(1)
-    whole = np.array([int(chain.edge(prep(f), 19)[1][-1].argmax()) for f in clip.frames])
+    whole = np.array([int(chain.edge(prep(f), NUM_BLOCKS)[1][-1].argmax()) for f in clip.frames])
     return clip, whole
 
 
