@@ -39,26 +39,39 @@ OPTIONS = ("c", "discount", "target", "min_audit_rate")
 """Options a spec may take (``seed`` goes to every policy and is used by the random one)."""
 
 
+Build = Callable[[RewardModel, str | None, dict[str, Any], int], Policy]
+"""``(rewards, argument, options, seed) -> Policy``: ``argument`` the text after the colon
+(None without one), ``options`` those of :data:`OPTIONS` given that the entry takes."""
+
+
 @dataclass(frozen=True)
 class PolicySpec:
-    """A name users give, how to build it, and which of :data:`OPTIONS` it takes.
+    """A name users give, its class, which of :data:`OPTIONS` it takes, how to build it.
 
     ``argument``: the name of its argument (``BLOCK`` in ``fixed:BLOCK``), None when it has
-    none. ``build(rewards, argument, options, seed)``: the policy, ``argument`` the text after
-    the colon (None without one), ``options`` those given of its own. ``compared``: in the
-    simulator's default table.
+    none. ``build``: None builds ``cls(rewards, **options)``. ``compared``: in the
+    simulator's default table. ``cls.name`` is what its saved states say.
     """
 
     name: str
-    build: Callable[[RewardModel, str | None, dict[str, Any], int], Policy]
+    cls: type[Policy]
     options: tuple[str, ...] = ()
     argument: str | None = None
     compared: bool = True
+    build: Build | None = None
 
     @property
     def spec(self) -> str:
         """How users write it: ``isplitee``, ``fixed:BLOCK``."""
         return self.name if self.argument is None else f"{self.name}:{self.argument}"
+
+    def make(
+        self, rewards: RewardModel, argument: str | None, options: dict[str, Any], seed: int
+    ) -> Policy:
+        """The policy, with its ``options`` (and ``seed`` where it draws at random)."""
+        if self.build is None:
+            return self.cls(rewards, **options)  # type: ignore[call-arg]
+        return self.build(rewards, argument, options, seed)
 
 
 def _fixed(rewards: RewardModel, text: str | None, options: dict[str, Any], seed: int) -> Policy:
@@ -68,41 +81,38 @@ def _fixed(rewards: RewardModel, text: str | None, options: dict[str, Any], seed
     raise ValueError(f"policy {spec!r}: BLOCK should be one of the model's blocks {list(blocks)}")
 
 
-def _audited(discount: float | None) -> Callable[..., Policy]:
-    def build(rewards: RewardModel, _: str | None, options: dict[str, Any], seed: int) -> Policy:
-        return AuditedSplitEE(rewards, **{"discount": discount, **options})
+def _discounted_audits(rm: RewardModel, _: str | None, o: dict[str, Any], seed: int) -> Policy:
+    return AuditedSplitEE(rm, **{"discount": AuditedSplitEE.DEFAULT_DISCOUNT, **o})
 
-    return build
 
+_AUDITED = ("c", "target", "min_audit_rate")
 
 SPECS: tuple[PolicySpec, ...] = (
-    PolicySpec("isplitee", _audited(None), ("c", "target", "min_audit_rate")),
+    PolicySpec("isplitee", AuditedSplitEE, _AUDITED),
     PolicySpec(
         "isplitee-nonstationary",
-        _audited(AuditedSplitEE.DEFAULT_DISCOUNT),
-        ("c", "discount", "target", "min_audit_rate"),
+        AuditedSplitEE,
+        (*_AUDITED, "discount"),
+        build=_discounted_audits,
     ),
-    PolicySpec("isplitee-paper", lambda rm, _, o, seed: ISplitEE(rm, **o), ("c",)),
+    PolicySpec("isplitee-paper", ISplitEE, ("c",)),
+    PolicySpec("isplitee-paper-nonstationary", DiscountedUCB, ("c", "discount"), compared=False),
+    PolicySpec("offload-all", OffloadAll),
+    PolicySpec("fixed", FixedSplit, argument="BLOCK", build=_fixed),
     PolicySpec(
-        "isplitee-paper-nonstationary",
-        lambda rm, _, o, seed: DiscountedUCB(rm, **o),
-        ("c", "discount"),
-        compared=False,
+        "final",
+        FixedSplit,
+        build=lambda rm, _, o, seed: FixedSplit(rm, arm=rm.last, label="final"),
     ),
-    PolicySpec("offload-all", lambda rm, _, o, seed: OffloadAll(rm)),
-    PolicySpec("fixed", _fixed, argument="BLOCK"),
-    PolicySpec("final", lambda rm, _, o, seed: FixedSplit(rm, arm=rm.last, label="final")),
-    PolicySpec("random", lambda rm, _, o, seed: RandomSplit(rm, seed=seed)),
+    PolicySpec("random", RandomSplit, build=lambda rm, _, o, seed: RandomSplit(rm, seed=seed)),
 )
 """Every policy a user can name, in the order help texts list them."""
 
 POLICY_SPECS = tuple(entry.spec for entry in SPECS)
 """How users write each (``fixed:BLOCK`` for the fixed splits)."""
 
-_CLASSES: Mapping[str, type[Policy]] = {
-    cls.name: cls
-    for cls in (ISplitEE, DiscountedUCB, FixedSplit, OffloadAll, RandomSplit, AuditedSplitEE)
-}
+_CLASSES: Mapping[str, type[Policy]] = {entry.cls.name: entry.cls for entry in SPECS}
+"""The class a saved state names (``Policy.name``)."""
 
 
 def find_spec(spec: str) -> tuple[PolicySpec, str | None]:
@@ -157,7 +167,7 @@ def build_policy(
         if value is not None and option not in entry.options:
             raise ValueError(_not_taken(spec, option))
     options = {k: v for k, v in given.items() if k in entry.options and v is not None}
-    return entry.build(rewards, text, options, seed)
+    return entry.make(rewards, text, options, seed)
 
 
 def _not_taken(spec: str, option: str) -> str:
