@@ -5,6 +5,8 @@ pick instead. Writes docs/testbed.md.
     python bench/bench_testbed.py --out docs/testbed.md --boards pi4 --links lan,lte
     python bench/bench_testbed.py --quick               # one short regime (the suite runs it)
     python bench/bench_testbed.py --out docs/testbed.md --day   # and the ten-minute day
+    python bench/bench_testbed.py --out docs/testbed.md --day-only --boards pi4   # the day alone
+    python bench/bench_testbed.py --summarise docs/testbed.md --readme README.md  # README's block
 
 **Device.** The node process runs in a cgroup CPU budget (shared/lab/cpu_budget.py), a share of
 one core of this machine chosen so that the reference network, torchvision's MobileNetV2

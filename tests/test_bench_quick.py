@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SECTIONS = (
@@ -42,8 +44,10 @@ def test_quick_page_has_every_section(tiny_checkpoint, tmp_path) -> None:
     assert "### Pipeline overhead at 1 node" in page
 
 
+@pytest.mark.slow
 def test_quick_worker_bench_states_the_batching_verdict_and_its_ceiling(tiny_checkpoint) -> None:
-    """bench/bench_worker.py (a part of ``make bench`` the page's --quick run leaves out)."""
+    """bench/bench_worker.py (a part of ``make bench`` the page's --quick run leaves out).
+    Behind ``slow`` to keep the default run under ten minutes: ``make test-slow`` runs it."""
     cmd = [sys.executable, str(ROOT / "bench" / "bench_worker.py"), "--quick",
            "--model", str(tiny_checkpoint)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

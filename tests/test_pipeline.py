@@ -221,11 +221,17 @@ def wide_checkpoint(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_a_slowed_link_moves_the_node_off_the_network(
     broker, wide_checkpoint, tmp_path: Path
 ) -> None:
     """Default policy and measured costs: the node offloads while the link is fast; once a
-    proxy between node and broker adds 100 ms each way it stops offloading, no restart."""
+    proxy between node and broker adds 100 ms each way it stops offloading, no restart.
+
+    Behind ``slow`` (a minute, most of it training its model): the default run has the same
+    mechanism in tests/test_live_costs.py (a slow link prices offloading out) and
+    tests/test_outage.py (the learning node stops offloading when replies stop coming, and
+    offloads again once they do)."""
     import threading
 
     import torch
