@@ -5,8 +5,9 @@ automation (a state row per frame in Home Assistant's recorder, automations firi
 :class:`LabelTracker` turns the stream of per-frame answers into what Frigate's users lean on:
 
 - a **state** that changes only when a label has held for ``min_frames`` confident answers in a
-  row, or goes to ``none`` after ``hold_s`` without a confident answer agreeing with it; at
-  most one message per ``state_min_interval_s`` (a later change waits, and the newest wins);
+  row (a lapse, ``hold_s`` without one or the end of the label's event, breaks the row), or
+  goes to ``none`` after ``hold_s`` without a confident answer agreeing with it; at most one
+  message per ``state_min_interval_s`` (a later change waits, and the newest wins);
 - **events** per label: ``start`` when the label becomes the state (and passes the filters),
   ``update`` when a better frame (higher confidence) becomes its snapshot, ``end`` after
   ``end_s`` without the label;
@@ -167,8 +168,9 @@ class _Run:
     first: Answer
     latest: Answer
     best: Answer
+    seen: float  # the tracker's clock at ``latest``
     count: int = 1
-    sources: Counter = field(default_factory=Counter)
+    sources: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -193,7 +195,7 @@ class LabelTracker:
         self._since = now
         self._seen = now  # last confident answer agreeing with the state's label
         self._confidence: float | None = None
-        self._sources: Counter = Counter()
+        self._sources: Counter[str] = Counter()
         self._latest: Answer | None = None
         self._run: _Run | None = None
         self._events: dict[int, _Event] = {}
@@ -254,11 +256,11 @@ class LabelTracker:
         run = self._run
         if run is not None and run.latest.label == a.label:
             run.count += 1
-            run.latest = a
+            run.latest, run.seen = a, t
             if a.confidence > run.best.confidence:
                 run.best = a
         else:
-            run = self._run = _Run(a, a, a)
+            run = self._run = _Run(a, a, a, t)
         run.sources[a.source] += 1
         if a.label == self._label:
             self._seen = t
@@ -276,8 +278,12 @@ class LabelTracker:
             event.frames += 1
             if a.confidence > event.best.confidence:
                 event.best = a
-        elif a.label == self._label and self.rules.raises_event(a.class_name):
-            self._start(run, out)
+        elif (
+            a.label == self._label
+            and run.count >= self.rules.min_frames
+            and self.rules.raises_event(a.class_name)
+        ):
+            self._start(run, out)  # as the label begins to hold, or again after its event ended
 
     def _start(self, run: _Run, out: Updates) -> None:
         first = run.first
@@ -301,8 +307,12 @@ class LabelTracker:
             self._label, self._class_name = None, NONE
             self._since, self._confidence, self._sources = now, None, Counter()
             self._dirty = True
-        for label in [k for k, e in self._events.items() if now - e.last_seen >= r.end_s]:
+        ended = [k for k, e in self._events.items() if now - e.last_seen >= r.end_s]
+        for label in ended:
             self._end(label, out)
+        run = self._run
+        if run is not None and (now - run.seen >= r.hold_s or run.latest.label in ended):
+            self._run = None  # a lapse breaks a run: the label holds again after min_frames
 
     def _flush(self, out: Updates) -> None:
         """Snapshots and the state that are due and allowed by their rate limits."""

@@ -180,3 +180,29 @@ def test_wanted_frames_are_only_those_a_snapshot_may_still_show() -> None:
 def test_bad_rules_fail_with_the_value(field: str, value, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         EventRules(**{field: value})
+
+
+def test_after_a_lapse_a_label_holds_again_only_after_min_frames_as_a_new_event() -> None:
+    rules = EventRules(min_frames=3, hold_s=3, end_s=3, state_min_interval_s=0)
+    cam = Camera(rules).see(5, 4, source="cloud").wait(3.5)  # the lapse: ticks alone
+    first = cam.events[0][1]
+    assert cam.labels()[-1] == NONE and cam.kinds() == ["start", "end"]
+    n_states = len(cam.states)
+    cam.see(5)  # one frame: not min_frames in a row, so no state and no event
+    assert len(cam.states) == n_states and cam.kinds() == ["start", "end"]
+    cam.see(5, 2)
+    start, s = cam.events[-1][1], cam.states[-1][1]
+    assert start.type == "start" and start.id != first.id and start.frames == 3
+    assert start.start > first.start and s.since == start.start  # from the new run
+    assert s.class_name == "5" and s.sources == {"edge": 3, "cloud": 0, "fallback": 0}
+
+
+def test_an_event_that_ended_while_its_label_held_starts_again_only_after_min_frames() -> None:
+    rules = EventRules(min_frames=3, hold_s=100, end_s=3, state_min_interval_s=0)
+    cam = Camera(rules).see(5, 4).wait(3.5)
+    assert cam.labels()[-1] == "5" and cam.kinds() == ["start", "end"]
+    cam.see(5, 2)
+    assert cam.kinds() == ["start", "end"]
+    cam.see(5)
+    assert cam.kinds() == ["start", "end", "start"]
+    assert cam.events[-1][1].id != cam.events[0][1].id and cam.events[-1][1].frames == 3
