@@ -180,6 +180,7 @@ class _Event:
     last_seen: float
     best: Answer
     frames: int
+    announced: Answer  # the best its last start or update named
     shown: Answer | None = None  # the best whose snapshot went out
 
 
@@ -229,10 +230,13 @@ class LabelTracker:
         return out
 
     def close(self) -> Updates:
-        """The node stops: every open event ends now, and the state says so at once."""
+        """The node stops: every open event ends now, and the state, ``none`` (the camera sees
+        nothing while it is off), goes out at once."""
         out = Updates()
         for label in list(self._events):
             self._end(label, out)
+        self._run = None
+        self._lapse()
         self._dirty = True
         self._last_state = -math.inf
         self._flush(out)
@@ -288,7 +292,7 @@ class LabelTracker:
     def _start(self, run: _Run, out: Updates) -> None:
         first = run.first
         event_id = f"{self.device_id}-{round(first.captured_at * 1000)}-{first.label}"
-        event = _Event(event_id, first.captured_at, self._clock, run.best, run.count)
+        event = _Event(event_id, first.captured_at, self._clock, run.best, run.count, run.best)
         self._events[first.label] = event
         self._dirty = True  # active_events changed
         out.events.append(self._event_message("start", event))
@@ -304,9 +308,7 @@ class LabelTracker:
         self._clock = now
         r = self.rules
         if self._label is not None and now - self._seen >= r.hold_s:
-            self._label, self._class_name = None, NONE
-            self._since, self._confidence, self._sources = now, None, Counter()
-            self._dirty = True
+            self._lapse()
         ended = [k for k, e in self._events.items() if now - e.last_seen >= r.end_s]
         for label in ended:
             self._end(label, out)
@@ -314,10 +316,19 @@ class LabelTracker:
         if run is not None and (now - run.seen >= r.hold_s or run.latest.label in ended):
             self._run = None  # a lapse breaks a run: the label holds again after min_frames
 
+    def _lapse(self) -> None:
+        """No label holds from now on: the state is ``none``."""
+        self._label, self._class_name = None, NONE
+        self._since, self._confidence, self._sources = self._clock, None, Counter()
+        self._dirty = True
+
     def _flush(self, out: Updates) -> None:
         """Snapshots and the state that are due and allowed by their rate limits."""
         for event in self._events.values():
-            if event.shown is not event.best and self._show(event, out):
+            if event.shown is event.best or not self._show(event, out):
+                continue
+            if event.best is not event.announced:  # not the start's frame, sent late
+                event.announced = event.best
                 out.events.append(self._event_message("update", event))
         if self._dirty and self._clock - self._last_state >= self.rules.state_min_interval_s:
             out.state = self._state_message()

@@ -107,7 +107,7 @@ class Reporter:
             self._send(self.tracker.advance(now))
 
     def close(self) -> None:
-        """The node stops: open events end, the state says so."""
+        """The node stops: open events end, and the state goes to ``none`` (retained)."""
         with self._lock:
             self._send(self.tracker.close())
 

@@ -157,6 +157,9 @@ def test_close_ends_open_events_and_states_it_at_once() -> None:
     out = cam.tracker.close()
     assert [e.type for e in out.events] == ["end"]
     assert out.state is not None and out.state.active_events == []
+    # the camera is off: the retained state must not go on naming the last label
+    assert (out.state.class_name, out.state.label, out.state.confidence) == (NONE, None, None)
+    assert out.state.since == out.state.updated_at
 
 
 def test_wanted_frames_are_only_those_a_snapshot_may_still_show() -> None:
@@ -206,3 +209,17 @@ def test_an_event_that_ended_while_its_label_held_starts_again_only_after_min_fr
     cam.see(5)
     assert cam.kinds() == ["start", "end", "start"]
     assert cam.events[-1][1].id != cam.events[0][1].id and cam.events[-1][1].frames == 3
+
+
+def test_a_start_snapshot_held_back_by_the_rate_limit_is_sent_without_an_update() -> None:
+    rules = EventRules(min_frames=1, snapshot_interval_s=2.0, end_s=100)
+    cam = Camera(rules).see(1).see(2)  # 2 starts 0.05 s after 1 took the snapshot slot
+    assert cam.kinds() == ["start", "start"] and [s.frame_id for _, s in cam.snapshots] == [0]
+    cam.see(2, 2 * FPS)  # no better frame of 2 than its first
+    assert [s.frame_id for _, s in cam.snapshots] == [0, 1]  # the start's frame, when allowed
+    assert cam.kinds() == ["start", "start"]  # named by the start already: no update
+    cam.see(2, FPS, conf=0.95)
+    assert cam.kinds() == ["start", "start"]  # better, but within 2 s of the last snapshot
+    cam.see(2, FPS)
+    assert cam.kinds() == ["start", "start", "update"]
+    assert cam.events[-1][1].snapshot_frame_id == cam.snapshots[-1][1].frame_id

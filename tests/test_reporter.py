@@ -90,3 +90,14 @@ def test_a_large_frame_is_kept_small_and_a_small_one_as_it_is() -> None:
     assert kept.shape == (540, 960, 3) and fit(kept, 480).shape == (270, 480, 3)
     small = np.zeros((64, 64, 3), np.uint8)
     assert keepable(small, 480) is small and fit(small, 480).shape == (480, 480, 3)
+
+
+def test_close_leaves_the_retained_state_at_none() -> None:
+    rep, sent = _reporter(SnapshotSettings(size=48))
+    rep.start()
+    for i in range(3):
+        _feed(rep, i, 0.9)
+    rep.close()
+    payload, retained = sent.on("state")[-1]
+    assert retained and json.loads(payload)["class_name"] == "none"
+    assert [json.loads(p)["type"] for p, _ in sent.on("events")] == ["start", "end"]
