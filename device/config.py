@@ -174,7 +174,8 @@ class DeviceConfig(ProgramSettings):
     snapshot: bool = Field(
         True,
         description="Publish each event's best frame as a JPEG on <prefix>/<device>/snapshot "
-        "(retained); false for bandwidth-tight links (events still name the frame).",
+        "(retained); false for bandwidth-tight links (events still name the frame; a snapshot "
+        "an earlier run left retained is cleared at start).",
     )
     snapshot_annotate: bool = Field(
         True, description="Draw the label and its confidence on the snapshot."

@@ -72,10 +72,14 @@ class Reporter:
         self.snapshots_missed = 0  # asked of a frame no longer kept (should not happen)
 
     def start(self) -> None:
-        """The state at start (``none``): replaces a retained state of an earlier run."""
+        """The state at start (``none``): replaces a retained state of an earlier run. With
+        snapshots off, an earlier run's retained snapshot is cleared (an empty retained
+        message), so no reader takes an old picture for what the camera sees."""
         with self._lock:
             state = self.tracker.initial()
             self.out.publish(self._topic_state, state.model_dump_json(), retain=True)
+            if not self.snapshots.enabled:
+                self.out.publish(self._topic_snapshot, b"", retain=True)
 
     def frame(self, frame_id: int, image: np.ndarray) -> None:
         """A frame about to be processed: kept a while, in case it becomes a snapshot."""

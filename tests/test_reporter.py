@@ -72,11 +72,13 @@ def test_a_better_frame_that_waits_for_its_turn_is_kept_and_shown() -> None:
     assert rep._kept == {}  # nothing kept once shown
 
 
-def test_snapshots_off_sends_no_jpeg_and_keeps_no_frame() -> None:
+def test_snapshots_off_clears_the_retained_one_sends_no_jpeg_and_keeps_no_frame() -> None:
     rep, sent = _reporter(SnapshotSettings(enabled=False))
+    rep.start()
+    assert sent.on("snapshot") == [(b"", True)]  # an earlier run's picture is removed
     for i in range(30):
         _feed(rep, i, 0.6 + i / 100)
-    assert sent.on("snapshot") == [] and rep._recent == {} and rep._kept == {}
+    assert sent.on("snapshot") == [(b"", True)] and rep._recent == {} and rep._kept == {}
     assert [json.loads(p)["type"] for p, _ in sent.on("events")][:1] == ["start"]
     assert rep.stats()["snapshots"] == 0
 
