@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from device.config import DeviceConfig
 from shared.protocol import SOURCES, iso_utc
 
 __all__ = [
@@ -47,28 +48,36 @@ NONE = "none"
 """``class_name`` of the state while no label holds."""
 
 
+def _default(key: str) -> Any:
+    """A config key's default: device/config.py is their one home (and validates values)."""
+    return DeviceConfig.model_fields[key].default
+
+
 @dataclass(frozen=True)
 class EventRules:
-    """How answers become state, events and snapshots (the node's config keys of these names,
-    ``snapshot_interval_s`` being ``1 / snapshot_max_fps``)."""
+    """How answers become state, events and snapshots: the node's config keys of these names,
+    ``snapshot_interval_s`` being ``1 / snapshot_max_fps``. Their defaults are the config's,
+    and the node builds them with :meth:`from_config` from a config that validated them."""
 
-    min_frames: int = 3
-    hold_s: float = 5.0
-    state_min_interval_s: float = 1.0
-    min_confidence: float = 0.6
-    event_labels: frozenset[str] = frozenset()  # empty: every label raises events
-    end_s: float = 5.0
-    snapshot_interval_s: float = 1.0
+    min_frames: int = _default("min_frames")
+    hold_s: float = _default("hold_s")
+    state_min_interval_s: float = _default("state_min_interval_s")
+    min_confidence: float = _default("min_confidence")
+    event_labels: frozenset[str] = frozenset(_default("event_labels"))  # empty: every label
+    end_s: float = _default("end_s")
+    snapshot_interval_s: float = 1.0 / _default("snapshot_max_fps")
 
-    def __post_init__(self) -> None:
-        if self.min_frames < 1:
-            raise ValueError(f"min_frames should be >= 1, got {self.min_frames!r}")
-        if not 0 <= self.min_confidence <= 1:
-            raise ValueError(f"min_confidence should be in [0, 1], got {self.min_confidence!r}")
-        for name in ("hold_s", "state_min_interval_s", "end_s", "snapshot_interval_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} should be a finite number >= 0, got {value!r}")
+    @classmethod
+    def from_config(cls, cfg: DeviceConfig) -> EventRules:
+        return cls(
+            min_frames=cfg.min_frames,
+            hold_s=cfg.hold_s,
+            state_min_interval_s=cfg.state_min_interval_s,
+            min_confidence=cfg.min_confidence,
+            event_labels=frozenset(cfg.event_labels),
+            end_s=cfg.end_s,
+            snapshot_interval_s=1.0 / cfg.snapshot_max_fps,
+        )
 
     def raises_event(self, class_name: str) -> bool:
         return not self.event_labels or class_name in self.event_labels

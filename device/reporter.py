@@ -22,9 +22,11 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from device.config import DeviceConfig
 from device.events import Answer, LabelTracker, Updates
 from device.node import Publisher
 from device.snapshot import fit, keepable, snapshot_jpeg
@@ -35,14 +37,24 @@ __all__ = ["Reporter", "SnapshotSettings"]
 log = logging.getLogger(__name__)
 
 
+def _default(key: str) -> Any:
+    """A config key's default: device/config.py is their one home (and validates values)."""
+    return DeviceConfig.model_fields[key].default
+
+
 @dataclass(frozen=True)
 class SnapshotSettings:
-    """The ``snapshot_*`` config keys (``enabled`` is ``snapshot``)."""
+    """The ``snapshot_*`` config keys (``enabled`` is ``snapshot``), with the config's
+    defaults; the node builds them with :meth:`from_config`."""
 
-    enabled: bool = True
-    size: int = 480
-    quality: int = 80
-    annotate: bool = True
+    enabled: bool = _default("snapshot")
+    size: int = _default("snapshot_size")
+    quality: int = _default("snapshot_quality")
+    annotate: bool = _default("snapshot_annotate")
+
+    @classmethod
+    def from_config(cls, cfg: DeviceConfig) -> SnapshotSettings:
+        return cls(cfg.snapshot, cfg.snapshot_size, cfg.snapshot_quality, cfg.snapshot_annotate)
 
 
 class Reporter:

@@ -61,3 +61,20 @@ def test_example_configs_are_current_and_load() -> None:
     assert out.returncode == 0, out.stderr
     cfg = load_config(DeviceConfig, ROOT / "deploy" / "device.example.toml", {})
     assert cfg.model == Path("/var/lib/isplitee/models/digits.isplitee")
+
+
+@pytest.mark.parametrize("key", ["hold_s", "end_s", "state_min_interval_s", "link_mbps"])
+def test_check_config_refuses_an_infinite_time_in_one_line_naming_the_key(
+    tmp_path: Path, key: str
+) -> None:
+    """Before, inf passed --check-config and the node then refused it at start, unnamed."""
+    toml = tmp_path / "device.toml"
+    toml.write_text(f'model = "m.pt"\ndevice_id = "cam1"\n{key} = inf\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "device", "--config", str(toml), "--check-config"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert f" {key}: " in line and "finite" in line and str(toml) in line

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
-
+from device.config import DeviceConfig
 from device.events import NONE, Answer, EventRules, LabelTracker, Updates
+from shared.config import load_config
 
 T0 = 1_800_000_000.0
 FPS = 20
@@ -172,17 +172,18 @@ def test_wanted_frames_are_only_those_a_snapshot_may_still_show() -> None:
     assert cam.tracker.wanted_frames() == {3}  # waits for the rate limit
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "match"),
-    [
-        ("min_frames", 0, "min_frames should be >= 1, got 0"),
-        ("min_confidence", 1.5, r"min_confidence should be in \[0, 1\], got 1.5"),
-        ("end_s", -1.0, "end_s should be a finite number >= 0, got -1.0"),
-    ],
-)
-def test_bad_rules_fail_with_the_value(field: str, value, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        EventRules(**{field: value})
+def test_rules_take_their_defaults_and_values_from_the_node_config() -> None:
+    """One home for defaults and bounds: the config (which refuses bad values, test_config)."""
+    cfg = load_config(DeviceConfig, None, {"model": "m.pt"})
+    assert EventRules.from_config(cfg) == EventRules()
+    cfg = load_config(
+        DeviceConfig,
+        None,
+        {"model": "m.pt", "hold_s": 9.0, "snapshot_max_fps": 4.0, "event_labels": "a,b"},
+    )
+    rules = EventRules.from_config(cfg)
+    assert (rules.hold_s, rules.snapshot_interval_s) == (9.0, 0.25)
+    assert rules.event_labels == {"a", "b"}
 
 
 def test_after_a_lapse_a_label_holds_again_only_after_min_frames_as_a_new_event() -> None:

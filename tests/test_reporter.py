@@ -7,8 +7,10 @@ import json
 
 import numpy as np
 
+from device.config import DeviceConfig
 from device.events import EventRules, LabelTracker
 from device.reporter import Reporter, SnapshotSettings
+from shared.config import load_config
 from shared.jpeg import decode_frame, jpeg_dimensions
 from shared.protocol import Result, Topics, iso_utc
 
@@ -103,3 +105,10 @@ def test_close_leaves_the_retained_state_at_none() -> None:
     payload, retained = sent.on("state")[-1]
     assert retained and json.loads(payload)["class_name"] == "none"
     assert [json.loads(p)["type"] for p, _ in sent.on("events")] == ["start", "end"]
+
+
+def test_snapshot_settings_take_their_defaults_and_values_from_the_node_config() -> None:
+    cfg = load_config(DeviceConfig, None, {"model": "m.pt"})
+    assert SnapshotSettings.from_config(cfg) == SnapshotSettings()
+    cfg = load_config(DeviceConfig, None, {"model": "m.pt", "snapshot": False, "snapshot_size": 64})
+    assert SnapshotSettings.from_config(cfg) == SnapshotSettings(enabled=False, size=64)
