@@ -21,7 +21,7 @@ import numpy as np
 
 from device.backend import EdgeBackend, make_backend
 from device.camera import FrameSource, open_source
-from device.config import DeviceConfig
+from device.config import DeviceConfig, check_event_labels
 from device.costs import LiveCosts
 from device.discovery import discovery_messages, ha_status_topic, migration_messages
 from device.events import EventRules, LabelTracker
@@ -109,6 +109,7 @@ class DeviceApp:
         self.config = config
         map_large_buffers()  # before the model's buffers: see shared.memory
         self.ckpt = checkpoint or load_model(config.model)
+        check_event_labels(config.event_labels, self.ckpt.meta.class_names)
         self.topics = Topics(config.prefix)
         # The frame arm needs measured costs: under the paper's flat offload price it would
         # cost nothing on the device and win every comparison.

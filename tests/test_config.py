@@ -78,3 +78,19 @@ def test_check_config_refuses_an_infinite_time_in_one_line_naming_the_key(
     assert out.returncode == 2, out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert f" {key}: " in line and "finite" in line and str(toml) in line
+
+
+def test_event_labels_the_model_does_not_have_are_refused_at_start(tiny_artefact: Path) -> None:
+    """Before, a binary sensor for a label the model never gives stayed off, silently."""
+    from device.app import DeviceApp
+    from shared.errors import EXIT_MISTAKE
+
+    flags = {"model": str(tiny_artefact), "cost": "paper", "threads": 1}
+    cfg = load_config(DeviceConfig, None, {**flags, "event_labels": "7,seven,eight"})
+    with pytest.raises(ConfigError, match=r"^invalid configuration: event_labels: ") as e:
+        DeviceApp(cfg)
+    message = str(e.value)
+    assert "'seven', 'eight' are not classes" in message and "'7'" not in message
+    assert "its classes are 0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in message and "\n" not in message
+    assert e.value.exit_code == EXIT_MISTAKE
+    DeviceApp(load_config(DeviceConfig, None, {**flags, "event_labels": "7"}))  # a class: fine
