@@ -126,11 +126,14 @@ class StateMessage(_Message):
     updated_at: str = Field(description="ISO 8601 UTC time this state was made (camera time)")
 
 
+EventKind = Literal["start", "update", "end"]
+
+
 class EventMessage(_Message):
     """``<prefix>/<device>/events`` (JSON, not retained)."""
 
     device_id: str = Field(description="the node's device id")
-    type: Literal["start", "update", "end"] = Field(
+    type: EventKind = Field(
         description="`start` when the label becomes the state, `update` when a better frame "
         "becomes the event's snapshot, `end` after `end_s` without the label"
     )
@@ -374,11 +377,11 @@ class LabelTracker:
             updated_at=iso_utc(self._clock),
         )
 
-    def _event_message(self, kind: str, e: _Event, end: float | None = None) -> EventMessage:
+    def _event_message(self, kind: EventKind, e: _Event, end: float | None = None) -> EventMessage:
         b = e.best
         return EventMessage(
             device_id=self.device_id,
-            type=kind,  # type: ignore[arg-type]
+            type=kind,
             id=e.id,
             label=b.label,
             class_name=b.class_name,

@@ -58,6 +58,10 @@ class SnapshotSettings:
 
 
 class Reporter:
+    """Sends what a :class:`~device.events.LabelTracker` decides: state (retained JSON), events
+    (JSON) and snapshots (retained JPEG, with snapshots on), keeping the frames a snapshot may
+    still be asked of; counts what it sent for the node's stats (:meth:`stats`)."""
+
     def __init__(
         self,
         tracker: LabelTracker,
@@ -81,7 +85,7 @@ class Reporter:
         self.events_started = 0
         self.snapshots_sent = 0
         self.snapshot_bytes = 0
-        self.snapshots_missed = 0  # asked of a frame no longer kept (should not happen)
+        self.snapshots_missed = 0  # asked of a frame not kept (should not happen): in stats
 
     def start(self) -> None:
         """The state at start (``none``): replaces a retained state of an earlier run. With
@@ -128,11 +132,13 @@ class Reporter:
             self._send(self.tracker.close())
 
     def stats(self) -> dict[str, int]:
+        """This run's counts, for the node's stats message (keys in device/stats_fields.py)."""
         with self._lock:
             return {
                 "events": self.events_started,
                 "snapshots": self.snapshots_sent,
                 "snapshot_bytes": self.snapshot_bytes,
+                "snapshots_missed": self.snapshots_missed,
             }
 
     # -- lock held -----------------------------------------------------------------------------
@@ -155,7 +161,7 @@ class Reporter:
             image = self._recent.get(frame_id)
         if image is None:
             self.snapshots_missed += 1
-            log.debug("no frame %d kept for its snapshot", frame_id)
+            log.warning("no frame %d kept for its snapshot: none sent", frame_id)
             return
         s = self.snapshots
         jpeg = snapshot_jpeg(fit(image, s.size), s.quality, label if s.annotate else None)

@@ -53,7 +53,12 @@ def test_state_and_snapshot_are_retained_events_are_not_and_bytes_are_counted() 
     assert all(r for _, r in sent.on("state")) and not any(r for _, r in sent.on("events"))
     ((jpeg, retained),) = sent.on("snapshot")
     assert retained and jpeg_dimensions(jpeg)[:2] == (96, 72)  # longest side 96, as configured
-    assert rep.stats() == {"events": 1, "snapshots": 1, "snapshot_bytes": len(jpeg)}
+    assert rep.stats() == {
+        "events": 1,
+        "snapshots": 1,
+        "snapshot_bytes": len(jpeg),
+        "snapshots_missed": 0,
+    }
     plain, _ = _reporter(SnapshotSettings(size=96, quality=80, annotate=False))
     for i in range(3):
         _feed(plain, i, 0.9)
@@ -112,3 +117,12 @@ def test_snapshot_settings_take_their_defaults_and_values_from_the_node_config()
     assert SnapshotSettings.from_config(cfg) == SnapshotSettings()
     cfg = load_config(DeviceConfig, None, {"model": "m.pt", "snapshot": False, "snapshot_size": 64})
     assert SnapshotSettings.from_config(cfg) == SnapshotSettings(enabled=False, size=64)
+
+
+def test_a_snapshot_of_a_frame_not_kept_is_counted_in_the_stats() -> None:
+    rep, sent = _reporter(SnapshotSettings(size=48))
+    for i in range(2):  # results of frames the reporter never saw
+        t = T0 + i / 20
+        result = Result("cam1", i, 3, "3", 0.9, 6, 6, "edge", iso_utc(t), 1.0, "ab" * 8)
+        rep.on_result(result, t)
+    assert sent.on("snapshot") == [] and rep.stats()["snapshots_missed"] == 1
