@@ -16,10 +16,10 @@ automation (a state row per frame in Home Assistant's recorder, automations firi
 
 Pure: no I/O, no MQTT, no clock of its own. Time is what the caller says, the frames' capture
 times (:attr:`Answer.captured_at`: when the node read each frame, ``time.time()``, for every
-source) and :meth:`LabelTracker.advance` for time passing without
-frames; it never goes back, so a late answer counts at the newest time seen. The node's
-publisher (``device/reporter.py``) sends what it returns. Keys and semantics:
-docs/protocol.md, "State, events and snapshots".
+source) and :meth:`LabelTracker.advance` for time passing without frames; it never goes
+back, so a late answer counts at the newest time seen. The node's publisher
+(``device/reporter.py``) sends what it returns. Keys and semantics: docs/protocol.md, "State,
+events and snapshots".
 """
 
 from __future__ import annotations
