@@ -21,7 +21,7 @@ import numpy as np
 
 from device.backend import make_backend
 from device.camera import FrameSource, open_source
-from device.config import DeviceConfig
+from device.config import DeviceConfig, check_event_labels
 from device.costs import LiveCosts
 from device.discovery import discovery_messages, ha_status_topic, migration_messages
 from device.events import EventRules, LabelTracker
@@ -108,6 +108,7 @@ class DeviceApp:
         self.config = config
         map_large_buffers()  # before the model's buffers: see shared.memory
         self.ckpt = checkpoint or load_model(config.model)
+        check_event_labels(config.event_labels, self.ckpt.meta.class_names)
         self.topics = Topics(config.prefix)
         # The frame arm needs measured costs: under the paper's flat offload price it would
         # cost nothing on the device and win every comparison.
@@ -173,24 +174,12 @@ class DeviceApp:
     def _reporter(self) -> Reporter:
         """State, events and snapshots (docs/protocol.md), from the results the node publishes."""
         cfg = self.config
-        rules = EventRules(
-            min_frames=cfg.min_frames,
-            hold_s=cfg.hold_s,
-            state_min_interval_s=cfg.state_min_interval_s,
-            min_confidence=cfg.min_confidence,
-            event_labels=frozenset(cfg.event_labels),
-            end_s=cfg.end_s,
-            snapshot_interval_s=1.0 / cfg.snapshot_max_fps,
-        )
-        shots = SnapshotSettings(
-            cfg.snapshot, cfg.snapshot_size, cfg.snapshot_quality, cfg.snapshot_annotate
-        )
         return Reporter(
-            LabelTracker(cfg.device_id, rules, now=time.time()),
+            LabelTracker(cfg.device_id, EventRules.from_config(cfg), now=time.time()),
             self.link,
             self.topics,
             cfg.device_id,
-            snapshots=shots,
+            snapshots=SnapshotSettings.from_config(cfg),
             # a result comes at most max_pending frames (and their re-offloads) after its frame
             recent=cfg.max_pending + 4,
         )

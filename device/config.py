@@ -12,12 +12,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.config import ProgramSettings, split_list
+from shared.config import ConfigError, ProgramSettings, split_list
 from shared.policy import find_spec, listing
 from shared.protocol import validate_id
 from shared.wire import WIRE_CHOICES
 
-__all__ = ["RECOMMENDED_ALPHA", "DeviceConfig"]
+__all__ = ["RECOMMENDED_ALPHA", "DeviceConfig", "check_event_labels"]
 
 RECOMMENDED_ALPHA = 0.8
 """Exit threshold the results page recommends (the paper's 0.5 trusts noisy exits too much)."""
@@ -161,7 +161,8 @@ class DeviceConfig(ProgramSettings):
         [],
         description="Class names that raise events, each with a Home Assistant binary sensor "
         "(on while its event is open); empty: every label raises events, and no binary "
-        "sensors. As ISPLITEE_EVENT_LABELS: comma-separated names, or a JSON list.",
+        "sensors. Each must be one of the model's class names (checked at start). As "
+        "ISPLITEE_EVENT_LABELS: comma-separated names, or a JSON list.",
     )
     end_s: float = Field(
         5.0, gt=0, description="An event ends after this many seconds without its label."
@@ -169,7 +170,8 @@ class DeviceConfig(ProgramSettings):
     snapshot: bool = Field(
         True,
         description="Publish each event's best frame as a JPEG on <prefix>/<device>/snapshot "
-        "(retained); false for bandwidth-tight links (events still name the frame).",
+        "(retained); false for bandwidth-tight links (events still name the frame; a snapshot "
+        "an earlier run left retained is cleared at start).",
     )
     snapshot_annotate: bool = Field(
         True, description="Draw the label and its confidence on the snapshot."
@@ -211,3 +213,15 @@ class DeviceConfig(ProgramSettings):
                 f"should be {listing()} (BLOCK one of the model's exit blocks, e.g. fixed:6)"
             )
         return value
+
+
+def check_event_labels(labels: list[str], class_names: tuple[str, ...]) -> None:
+    """``event_labels`` against the model's class names, once the model is loaded: a name it
+    does not have would give an event (and a Home Assistant binary sensor) that never comes."""
+    unknown = [name for name in labels if name not in class_names]
+    if unknown:
+        raise ConfigError(
+            f"invalid configuration: event_labels: {', '.join(map(repr, unknown))} "
+            f"{'is not a class' if len(unknown) == 1 else 'are not classes'} of the model; "
+            f"its classes are {', '.join(class_names)}"
+        )

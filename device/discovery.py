@@ -20,6 +20,7 @@ against them). https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Annotated, Literal
@@ -131,9 +132,27 @@ class DeviceDiscovery(_Schema):
     components: dict[str, Component] = Field(description="object id -> entity config")
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+"""What discovery ids may not hold."""
+
+
+def _safe(text: str) -> str:
+    """``text`` in the character class discovery ids allow (each other character a ``_``)."""
+    return _UNSAFE.sub("_", text)
+
+
+def _event_object(label: str) -> str:
+    """``event_<label>``: a name that is already safe keeps it; one that had to be changed gets
+    a short hash of itself, so ``a b`` and ``a_b`` are two binary sensors, not one."""
+    safe = _safe(label)
+    if safe == label:
+        return f"event_{label}"
+    return f"event_{safe}_{hashlib.sha256(label.encode()).hexdigest()[:8]}"
+
+
 def node_name(device_id: str) -> str:
     """``isplitee_<device>``: the device id in the character class discovery ids allow."""
-    return "isplitee_" + re.sub(r"[^A-Za-z0-9_-]", "_", device_id)
+    return "isplitee_" + _safe(device_id)
 
 
 def discovery_topic(device_id: str, ha_prefix: str = "homeassistant") -> str:
@@ -212,7 +231,7 @@ def _components(
             content_type="image/jpeg",
         )
     for label in event_labels:
-        obj = "event_" + re.sub(r"[^A-Za-z0-9_-]", "_", label)
+        obj = _event_object(label)
         out[obj] = BinarySensor(
             platform="binary_sensor",
             **ids("binary_sensor", obj),

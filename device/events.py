@@ -5,8 +5,9 @@ automation (a state row per frame in Home Assistant's recorder, automations firi
 :class:`LabelTracker` turns the stream of per-frame answers into what Frigate's users lean on:
 
 - a **state** that changes only when a label has held for ``min_frames`` confident answers in a
-  row, or goes to ``none`` after ``hold_s`` without a confident answer agreeing with it; at
-  most one message per ``state_min_interval_s`` (a later change waits, and the newest wins);
+  row (a lapse, ``hold_s`` without one or the end of the label's event, breaks the row), or
+  goes to ``none`` after ``hold_s`` without a confident answer agreeing with it; at most one
+  message per ``state_min_interval_s`` (a later change waits, and the newest wins);
 - **events** per label: ``start`` when the label becomes the state (and passes the filters),
   ``update`` when a better frame (higher confidence) becomes its snapshot, ``end`` after
   ``end_s`` without the label;
@@ -14,10 +15,11 @@ automation (a state row per frame in Home Assistant's recorder, automations firi
   ``snapshot_interval_s`` over all events of the camera.
 
 Pure: no I/O, no MQTT, no clock of its own. Time is what the caller says, the frames' capture
-times (:attr:`Answer.captured_at`) and :meth:`LabelTracker.advance` for time passing without
-frames; it never goes back, so a late answer counts at the newest time seen. The node's
-publisher (``device/reporter.py``) sends what it returns. Keys and semantics:
-docs/protocol.md, "State, events and snapshots".
+times (:attr:`Answer.captured_at`: when the node read each frame, ``time.time()``, for every
+source) and :meth:`LabelTracker.advance` for time passing without frames; it never goes
+back, so a late answer counts at the newest time seen. The node's publisher
+(``device/reporter.py``) sends what it returns. Keys and semantics: docs/protocol.md, "State,
+events and snapshots".
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from device.config import DeviceConfig
 from shared.protocol import SOURCES, iso_utc
 
 __all__ = [
@@ -46,28 +49,36 @@ NONE = "none"
 """``class_name`` of the state while no label holds."""
 
 
+def _default(key: str) -> Any:
+    """A config key's default: device/config.py is their one home (and validates values)."""
+    return DeviceConfig.model_fields[key].default
+
+
 @dataclass(frozen=True)
 class EventRules:
-    """How answers become state, events and snapshots (the node's config keys of these names,
-    ``snapshot_interval_s`` being ``1 / snapshot_max_fps``)."""
+    """How answers become state, events and snapshots: the node's config keys of these names,
+    ``snapshot_interval_s`` being ``1 / snapshot_max_fps``. Their defaults are the config's,
+    and the node builds them with :meth:`from_config` from a config that validated them."""
 
-    min_frames: int = 3
-    hold_s: float = 5.0
-    state_min_interval_s: float = 1.0
-    min_confidence: float = 0.6
-    event_labels: frozenset[str] = frozenset()  # empty: every label raises events
-    end_s: float = 5.0
-    snapshot_interval_s: float = 1.0
+    min_frames: int = _default("min_frames")
+    hold_s: float = _default("hold_s")
+    state_min_interval_s: float = _default("state_min_interval_s")
+    min_confidence: float = _default("min_confidence")
+    event_labels: frozenset[str] = frozenset(_default("event_labels"))  # empty: every label
+    end_s: float = _default("end_s")
+    snapshot_interval_s: float = 1.0 / _default("snapshot_max_fps")
 
-    def __post_init__(self) -> None:
-        if self.min_frames < 1:
-            raise ValueError(f"min_frames should be >= 1, got {self.min_frames!r}")
-        if not 0 <= self.min_confidence <= 1:
-            raise ValueError(f"min_confidence should be in [0, 1], got {self.min_confidence!r}")
-        for name in ("hold_s", "state_min_interval_s", "end_s", "snapshot_interval_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} should be a finite number >= 0, got {value!r}")
+    @classmethod
+    def from_config(cls, cfg: DeviceConfig) -> EventRules:
+        return cls(
+            min_frames=cfg.min_frames,
+            hold_s=cfg.hold_s,
+            state_min_interval_s=cfg.state_min_interval_s,
+            min_confidence=cfg.min_confidence,
+            event_labels=frozenset(cfg.event_labels),
+            end_s=cfg.end_s,
+            snapshot_interval_s=1.0 / cfg.snapshot_max_fps,
+        )
 
     def raises_event(self, class_name: str) -> bool:
         return not self.event_labels or class_name in self.event_labels
@@ -115,11 +126,14 @@ class StateMessage(_Message):
     updated_at: str = Field(description="ISO 8601 UTC time this state was made (camera time)")
 
 
+EventKind = Literal["start", "update", "end"]
+
+
 class EventMessage(_Message):
     """``<prefix>/<device>/events`` (JSON, not retained)."""
 
     device_id: str = Field(description="the node's device id")
-    type: Literal["start", "update", "end"] = Field(
+    type: EventKind = Field(
         description="`start` when the label becomes the state, `update` when a better frame "
         "becomes the event's snapshot, `end` after `end_s` without the label"
     )
@@ -167,8 +181,9 @@ class _Run:
     first: Answer
     latest: Answer
     best: Answer
+    seen: float  # the tracker's clock at ``latest``
     count: int = 1
-    sources: Counter = field(default_factory=Counter)
+    sources: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -178,6 +193,7 @@ class _Event:
     last_seen: float
     best: Answer
     frames: int
+    announced: Answer  # the best its last start or update named
     shown: Answer | None = None  # the best whose snapshot went out
 
 
@@ -193,7 +209,7 @@ class LabelTracker:
         self._since = now
         self._seen = now  # last confident answer agreeing with the state's label
         self._confidence: float | None = None
-        self._sources: Counter = Counter()
+        self._sources: Counter[str] = Counter()
         self._latest: Answer | None = None
         self._run: _Run | None = None
         self._events: dict[int, _Event] = {}
@@ -227,10 +243,13 @@ class LabelTracker:
         return out
 
     def close(self) -> Updates:
-        """The node stops: every open event ends now, and the state says so at once."""
+        """The node stops: every open event ends now, and the state, ``none`` (the camera sees
+        nothing while it is off), goes out at once."""
         out = Updates()
         for label in list(self._events):
             self._end(label, out)
+        self._run = None
+        self._lapse()
         self._dirty = True
         self._last_state = -math.inf
         self._flush(out)
@@ -254,11 +273,11 @@ class LabelTracker:
         run = self._run
         if run is not None and run.latest.label == a.label:
             run.count += 1
-            run.latest = a
+            run.latest, run.seen = a, t
             if a.confidence > run.best.confidence:
                 run.best = a
         else:
-            run = self._run = _Run(a, a, a)
+            run = self._run = _Run(a, a, a, t)
         run.sources[a.source] += 1
         if a.label == self._label:
             self._seen = t
@@ -276,13 +295,17 @@ class LabelTracker:
             event.frames += 1
             if a.confidence > event.best.confidence:
                 event.best = a
-        elif a.label == self._label and self.rules.raises_event(a.class_name):
-            self._start(run, out)
+        elif (
+            a.label == self._label
+            and run.count >= self.rules.min_frames
+            and self.rules.raises_event(a.class_name)
+        ):
+            self._start(run, out)  # as the label begins to hold, or again after its event ended
 
     def _start(self, run: _Run, out: Updates) -> None:
         first = run.first
         event_id = f"{self.device_id}-{round(first.captured_at * 1000)}-{first.label}"
-        event = _Event(event_id, first.captured_at, self._clock, run.best, run.count)
+        event = _Event(event_id, first.captured_at, self._clock, run.best, run.count, run.best)
         self._events[first.label] = event
         self._dirty = True  # active_events changed
         out.events.append(self._event_message("start", event))
@@ -298,16 +321,27 @@ class LabelTracker:
         self._clock = now
         r = self.rules
         if self._label is not None and now - self._seen >= r.hold_s:
-            self._label, self._class_name = None, NONE
-            self._since, self._confidence, self._sources = now, None, Counter()
-            self._dirty = True
-        for label in [k for k, e in self._events.items() if now - e.last_seen >= r.end_s]:
+            self._lapse()
+        ended = [k for k, e in self._events.items() if now - e.last_seen >= r.end_s]
+        for label in ended:
             self._end(label, out)
+        run = self._run
+        if run is not None and (now - run.seen >= r.hold_s or run.latest.label in ended):
+            self._run = None  # a lapse breaks a run: the label holds again after min_frames
+
+    def _lapse(self) -> None:
+        """No label holds from now on: the state is ``none``."""
+        self._label, self._class_name = None, NONE
+        self._since, self._confidence, self._sources = self._clock, None, Counter()
+        self._dirty = True
 
     def _flush(self, out: Updates) -> None:
         """Snapshots and the state that are due and allowed by their rate limits."""
         for event in self._events.values():
-            if event.shown is not event.best and self._show(event, out):
+            if event.shown is event.best or not self._show(event, out):
+                continue
+            if event.best is not event.announced:  # not the start's frame, sent late
+                event.announced = event.best
                 out.events.append(self._event_message("update", event))
         if self._dirty and self._clock - self._last_state >= self.rules.state_min_interval_s:
             out.state = self._state_message()
@@ -343,11 +377,11 @@ class LabelTracker:
             updated_at=iso_utc(self._clock),
         )
 
-    def _event_message(self, kind: str, e: _Event, end: float | None = None) -> EventMessage:
+    def _event_message(self, kind: EventKind, e: _Event, end: float | None = None) -> EventMessage:
         b = e.best
         return EventMessage(
             device_id=self.device_id,
-            type=kind,  # type: ignore[arg-type]
+            type=kind,
             id=e.id,
             label=b.label,
             class_name=b.class_name,

@@ -22,9 +22,11 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from device.config import DeviceConfig
 from device.events import Answer, LabelTracker, Updates
 from device.node import Publisher
 from device.snapshot import fit, keepable, snapshot_jpeg
@@ -35,17 +37,31 @@ __all__ = ["Reporter", "SnapshotSettings"]
 log = logging.getLogger(__name__)
 
 
+def _default(key: str) -> Any:
+    """A config key's default: device/config.py is their one home (and validates values)."""
+    return DeviceConfig.model_fields[key].default
+
+
 @dataclass(frozen=True)
 class SnapshotSettings:
-    """The ``snapshot_*`` config keys (``enabled`` is ``snapshot``)."""
+    """The ``snapshot_*`` config keys (``enabled`` is ``snapshot``), with the config's
+    defaults; the node builds them with :meth:`from_config`."""
 
-    enabled: bool = True
-    size: int = 480
-    quality: int = 80
-    annotate: bool = True
+    enabled: bool = _default("snapshot")
+    size: int = _default("snapshot_size")
+    quality: int = _default("snapshot_quality")
+    annotate: bool = _default("snapshot_annotate")
+
+    @classmethod
+    def from_config(cls, cfg: DeviceConfig) -> SnapshotSettings:
+        return cls(cfg.snapshot, cfg.snapshot_size, cfg.snapshot_quality, cfg.snapshot_annotate)
 
 
 class Reporter:
+    """Sends what a :class:`~device.events.LabelTracker` decides: state (retained JSON), events
+    (JSON) and snapshots (retained JPEG, with snapshots on), keeping the frames a snapshot may
+    still be asked of; counts what it sent for the node's stats (:meth:`stats`)."""
+
     def __init__(
         self,
         tracker: LabelTracker,
@@ -69,13 +85,17 @@ class Reporter:
         self.events_started = 0
         self.snapshots_sent = 0
         self.snapshot_bytes = 0
-        self.snapshots_missed = 0  # asked of a frame no longer kept (should not happen)
+        self.snapshots_missed = 0  # asked of a frame not kept (should not happen): in stats
 
     def start(self) -> None:
-        """The state at start (``none``): replaces a retained state of an earlier run."""
+        """The state at start (``none``): replaces a retained state of an earlier run. With
+        snapshots off, an earlier run's retained snapshot is cleared (an empty retained
+        message), so no reader takes an old picture for what the camera sees."""
         with self._lock:
             state = self.tracker.initial()
             self.out.publish(self._topic_state, state.model_dump_json(), retain=True)
+            if not self.snapshots.enabled:
+                self.out.publish(self._topic_snapshot, b"", retain=True)
 
     def frame(self, frame_id: int, image: np.ndarray) -> None:
         """A frame about to be processed: kept a while, in case it becomes a snapshot."""
@@ -107,16 +127,18 @@ class Reporter:
             self._send(self.tracker.advance(now))
 
     def close(self) -> None:
-        """The node stops: open events end, the state says so."""
+        """The node stops: open events end, and the state goes to ``none`` (retained)."""
         with self._lock:
             self._send(self.tracker.close())
 
     def stats(self) -> dict[str, int]:
+        """This run's counts, for the node's stats message (keys in device/stats_fields.py)."""
         with self._lock:
             return {
                 "events": self.events_started,
                 "snapshots": self.snapshots_sent,
                 "snapshot_bytes": self.snapshot_bytes,
+                "snapshots_missed": self.snapshots_missed,
             }
 
     # -- lock held -----------------------------------------------------------------------------
@@ -139,7 +161,7 @@ class Reporter:
             image = self._recent.get(frame_id)
         if image is None:
             self.snapshots_missed += 1
-            log.debug("no frame %d kept for its snapshot", frame_id)
+            log.warning("no frame %d kept for its snapshot: none sent", frame_id)
             return
         s = self.snapshots
         jpeg = snapshot_jpeg(fit(image, s.size), s.quality, label if s.annotate else None)

@@ -40,6 +40,8 @@ STATS_FIELDS: dict[str, str] = {
     "events": "label events started since start (`<prefix>/<device>/events`)",
     "snapshots": "snapshots published since start (`<prefix>/<device>/snapshot`)",
     "snapshot_bytes": "bytes of those snapshots' JPEGs",
+    "snapshots_missed": "snapshots not sent because their frame was no longer kept (should stay "
+    "0; more means results came over `max_pending` + 4 frames after their frames)",
     "uptime_s": "seconds since start",
     "model_hash": "content hash of the model the node runs",
 }

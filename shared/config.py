@@ -83,6 +83,7 @@ class MqttSettings(BaseSettings):
         env_prefix=ENV_PREFIX,
         validate_default=True,
         frozen=True,
+        allow_inf_nan=False,  # no key means anything by inf or nan: refused by --check-config
         enable_decoding=False,  # list values from the environment: split_list
     )
 

@@ -61,3 +61,36 @@ def test_example_configs_are_current_and_load() -> None:
     assert out.returncode == 0, out.stderr
     cfg = load_config(DeviceConfig, ROOT / "deploy" / "device.example.toml", {})
     assert cfg.model == Path("/var/lib/isplitee/models/digits.isplitee")
+
+
+@pytest.mark.parametrize("key", ["hold_s", "end_s", "state_min_interval_s", "link_mbps"])
+def test_check_config_refuses_an_infinite_time_in_one_line_naming_the_key(
+    tmp_path: Path, key: str
+) -> None:
+    """Before, inf passed --check-config and the node then refused it at start, unnamed."""
+    toml = tmp_path / "device.toml"
+    toml.write_text(f'model = "m.pt"\ndevice_id = "cam1"\n{key} = inf\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "device", "--config", str(toml), "--check-config"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert f" {key}: " in line and "finite" in line and str(toml) in line
+
+
+def test_event_labels_the_model_does_not_have_are_refused_at_start(tiny_artefact: Path) -> None:
+    """Before, a binary sensor for a label the model never gives stayed off, silently."""
+    from device.app import DeviceApp
+    from shared.errors import EXIT_MISTAKE
+
+    flags = {"model": str(tiny_artefact), "cost": "paper", "threads": 1}
+    cfg = load_config(DeviceConfig, None, {**flags, "event_labels": "7,seven,eight"})
+    with pytest.raises(ConfigError, match=r"^invalid configuration: event_labels: ") as e:
+        DeviceApp(cfg)
+    message = str(e.value)
+    assert "'seven', 'eight' are not classes" in message and "'7'" not in message
+    assert "its classes are 0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in message and "\n" not in message
+    assert e.value.exit_code == EXIT_MISTAKE
+    DeviceApp(load_config(DeviceConfig, None, {**flags, "event_labels": "7"}))  # a class: fine

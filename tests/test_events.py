@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
-
+from device.config import DeviceConfig
 from device.events import NONE, Answer, EventRules, LabelTracker, Updates
+from shared.config import load_config
 
 T0 = 1_800_000_000.0
 FPS = 20
@@ -157,6 +157,9 @@ def test_close_ends_open_events_and_states_it_at_once() -> None:
     out = cam.tracker.close()
     assert [e.type for e in out.events] == ["end"]
     assert out.state is not None and out.state.active_events == []
+    # the camera is off: the retained state must not go on naming the last label
+    assert (out.state.class_name, out.state.label, out.state.confidence) == (NONE, None, None)
+    assert out.state.since == out.state.updated_at
 
 
 def test_wanted_frames_are_only_those_a_snapshot_may_still_show() -> None:
@@ -169,14 +172,55 @@ def test_wanted_frames_are_only_those_a_snapshot_may_still_show() -> None:
     assert cam.tracker.wanted_frames() == {3}  # waits for the rate limit
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "match"),
-    [
-        ("min_frames", 0, "min_frames should be >= 1, got 0"),
-        ("min_confidence", 1.5, r"min_confidence should be in \[0, 1\], got 1.5"),
-        ("end_s", -1.0, "end_s should be a finite number >= 0, got -1.0"),
-    ],
-)
-def test_bad_rules_fail_with_the_value(field: str, value, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        EventRules(**{field: value})
+def test_rules_take_their_defaults_and_values_from_the_node_config() -> None:
+    """One home for defaults and bounds: the config (which refuses bad values, test_config)."""
+    cfg = load_config(DeviceConfig, None, {"model": "m.pt"})
+    assert EventRules.from_config(cfg) == EventRules()
+    cfg = load_config(
+        DeviceConfig,
+        None,
+        {"model": "m.pt", "hold_s": 9.0, "snapshot_max_fps": 4.0, "event_labels": "a,b"},
+    )
+    rules = EventRules.from_config(cfg)
+    assert (rules.hold_s, rules.snapshot_interval_s) == (9.0, 0.25)
+    assert rules.event_labels == {"a", "b"}
+
+
+def test_after_a_lapse_a_label_holds_again_only_after_min_frames_as_a_new_event() -> None:
+    rules = EventRules(min_frames=3, hold_s=3, end_s=3, state_min_interval_s=0)
+    cam = Camera(rules).see(5, 4, source="cloud").wait(3.5)  # the lapse: ticks alone
+    first = cam.events[0][1]
+    assert cam.labels()[-1] == NONE and cam.kinds() == ["start", "end"]
+    n_states = len(cam.states)
+    cam.see(5)  # one frame: not min_frames in a row, so no state and no event
+    assert len(cam.states) == n_states and cam.kinds() == ["start", "end"]
+    cam.see(5, 2)
+    start, s = cam.events[-1][1], cam.states[-1][1]
+    assert start.type == "start" and start.id != first.id and start.frames == 3
+    assert start.start > first.start and s.since == start.start  # from the new run
+    assert s.class_name == "5" and s.sources == {"edge": 3, "cloud": 0, "fallback": 0}
+
+
+def test_an_event_that_ended_while_its_label_held_starts_again_only_after_min_frames() -> None:
+    rules = EventRules(min_frames=3, hold_s=100, end_s=3, state_min_interval_s=0)
+    cam = Camera(rules).see(5, 4).wait(3.5)
+    assert cam.labels()[-1] == "5" and cam.kinds() == ["start", "end"]
+    cam.see(5, 2)
+    assert cam.kinds() == ["start", "end"]
+    cam.see(5)
+    assert cam.kinds() == ["start", "end", "start"]
+    assert cam.events[-1][1].id != cam.events[0][1].id and cam.events[-1][1].frames == 3
+
+
+def test_a_start_snapshot_held_back_by_the_rate_limit_is_sent_without_an_update() -> None:
+    rules = EventRules(min_frames=1, snapshot_interval_s=2.0, end_s=100)
+    cam = Camera(rules).see(1).see(2)  # 2 starts 0.05 s after 1 took the snapshot slot
+    assert cam.kinds() == ["start", "start"] and [s.frame_id for _, s in cam.snapshots] == [0]
+    cam.see(2, 2 * FPS)  # no better frame of 2 than its first
+    assert [s.frame_id for _, s in cam.snapshots] == [0, 1]  # the start's frame, when allowed
+    assert cam.kinds() == ["start", "start"]  # named by the start already: no update
+    cam.see(2, FPS, conf=0.95)
+    assert cam.kinds() == ["start", "start"]  # better, but within 2 s of the last snapshot
+    cam.see(2, FPS)
+    assert cam.kinds() == ["start", "start", "update"]
+    assert cam.events[-1][1].snapshot_frame_id == cam.snapshots[-1][1].frame_id

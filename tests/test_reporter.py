@@ -7,8 +7,10 @@ import json
 
 import numpy as np
 
+from device.config import DeviceConfig
 from device.events import EventRules, LabelTracker
 from device.reporter import Reporter, SnapshotSettings
+from shared.config import load_config
 from shared.jpeg import decode_frame, jpeg_dimensions
 from shared.protocol import Result, Topics, iso_utc
 
@@ -51,7 +53,12 @@ def test_state_and_snapshot_are_retained_events_are_not_and_bytes_are_counted() 
     assert all(r for _, r in sent.on("state")) and not any(r for _, r in sent.on("events"))
     ((jpeg, retained),) = sent.on("snapshot")
     assert retained and jpeg_dimensions(jpeg)[:2] == (96, 72)  # longest side 96, as configured
-    assert rep.stats() == {"events": 1, "snapshots": 1, "snapshot_bytes": len(jpeg)}
+    assert rep.stats() == {
+        "events": 1,
+        "snapshots": 1,
+        "snapshot_bytes": len(jpeg),
+        "snapshots_missed": 0,
+    }
     plain, _ = _reporter(SnapshotSettings(size=96, quality=80, annotate=False))
     for i in range(3):
         _feed(plain, i, 0.9)
@@ -72,11 +79,13 @@ def test_a_better_frame_that_waits_for_its_turn_is_kept_and_shown() -> None:
     assert rep._kept == {}  # nothing kept once shown
 
 
-def test_snapshots_off_sends_no_jpeg_and_keeps_no_frame() -> None:
+def test_snapshots_off_clears_the_retained_one_sends_no_jpeg_and_keeps_no_frame() -> None:
     rep, sent = _reporter(SnapshotSettings(enabled=False))
+    rep.start()
+    assert sent.on("snapshot") == [(b"", True)]  # an earlier run's picture is removed
     for i in range(30):
         _feed(rep, i, 0.6 + i / 100)
-    assert sent.on("snapshot") == [] and rep._recent == {} and rep._kept == {}
+    assert sent.on("snapshot") == [(b"", True)] and rep._recent == {} and rep._kept == {}
     assert [json.loads(p)["type"] for p, _ in sent.on("events")][:1] == ["start"]
     assert rep.stats()["snapshots"] == 0
 
@@ -90,3 +99,30 @@ def test_a_large_frame_is_kept_small_and_a_small_one_as_it_is() -> None:
     assert kept.shape == (540, 960, 3) and fit(kept, 480).shape == (270, 480, 3)
     small = np.zeros((64, 64, 3), np.uint8)
     assert keepable(small, 480) is small and fit(small, 480).shape == (480, 480, 3)
+
+
+def test_close_leaves_the_retained_state_at_none() -> None:
+    rep, sent = _reporter(SnapshotSettings(size=48))
+    rep.start()
+    for i in range(3):
+        _feed(rep, i, 0.9)
+    rep.close()
+    payload, retained = sent.on("state")[-1]
+    assert retained and json.loads(payload)["class_name"] == "none"
+    assert [json.loads(p)["type"] for p, _ in sent.on("events")] == ["start", "end"]
+
+
+def test_snapshot_settings_take_their_defaults_and_values_from_the_node_config() -> None:
+    cfg = load_config(DeviceConfig, None, {"model": "m.pt"})
+    assert SnapshotSettings.from_config(cfg) == SnapshotSettings()
+    cfg = load_config(DeviceConfig, None, {"model": "m.pt", "snapshot": False, "snapshot_size": 64})
+    assert SnapshotSettings.from_config(cfg) == SnapshotSettings(enabled=False, size=64)
+
+
+def test_a_snapshot_of_a_frame_not_kept_is_counted_in_the_stats() -> None:
+    rep, sent = _reporter(SnapshotSettings(size=48))
+    for i in range(2):  # results of frames the reporter never saw
+        t = T0 + i / 20
+        result = Result("cam1", i, 3, "3", 0.9, 6, 6, "edge", iso_utc(t), 1.0, "ab" * 8)
+        rep.on_result(result, t)
+    assert sent.on("snapshot") == [] and rep.stats()["snapshots_missed"] == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 
@@ -83,9 +84,21 @@ def test_no_discovered_entity_reads_the_per_frame_result_topic() -> None:
     assert c["event_person"].platform == "binary_sensor"
     assert c["event_person"].state_topic == "isplitee/cam1/state"
     assert "isplitee/cam1/result" not in body[0][1]
-    assert {"event_a_b"} < set(c) and '"a\\"b"' in c["event_a_b"].value_template
+    (quoted,) = [k for k in c if k.startswith("event_a_b_")]  # an id of the name, made safe
+    assert '"a\\"b"' in c[quoted].value_template
     off = discovery_messages(Topics(), "cam1", snapshot=False)
     assert "snapshot" not in DeviceDiscovery.model_validate_json(off[0][1]).components
+
+
+def test_event_labels_that_read_alike_as_ids_get_a_binary_sensor_each() -> None:
+    """Before, "a b" and "a_b" were both `event_a_b`: one sensor overwrote the other."""
+    labels = ("a b", "a_b", "a/b", "person")
+    body = discovery_messages(Topics(), "cam1", event_labels=labels)
+    c = DeviceDiscovery.model_validate_json(body[0][1]).components
+    sensors = {k: v for k, v in c.items() if v.platform == "binary_sensor"}
+    assert len(sensors) == len({v.unique_id for v in sensors.values()}) == len(labels)
+    assert {"event_a_b", "event_person"} < set(sensors)  # a name already safe keeps its id
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", k) for k in sensors)
 
 
 def test_migration_marks_the_per_entity_configs_of_earlier_releases() -> None:
