@@ -132,3 +132,18 @@ def collect_replies(link: MqttLink, answers: dict[int, Reply], until: int, timeo
         except queue.Empty:
             continue
         answers[int.from_bytes(m.correlation, "big")] = decode_reply(m.payload)
+
+
+def collect_until(link: MqttLink, into: list, until, timeout: float = 30.0) -> bool:
+    """Append what ``link`` receives to ``into`` until a message satisfies ``until``
+    (True), or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            m = link.inbox.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        into.append(m)
+        if until(m):
+            return True
+    return False

@@ -20,6 +20,8 @@ from shared.lab.clips import write_digit_clip
 from shared.lab.procs import device_command
 from shared.mqtt import BrokerUnavailable, MqttError, MqttLink
 
+from .pipeline_helpers import collect_until
+
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "deploy" / "broker-setup.sh"
 PASSWORDS = {
@@ -82,17 +84,11 @@ def _link(secure, user: str | None, ca: Path | None = None, topics=()) -> MqttLi
 
 def _drain(link: MqttLink, until: str, timeout: float = 5.0) -> list[str]:
     """Topics received up to and including the first message on ``until``."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            m = link.inbox.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        seen.append(m.topic)
-        if m.topic == until:
-            return seen
-    raise AssertionError(f"nothing on {until}; got {seen}")
+    got: list = []
+    seen = lambda: [m.topic for m in got]  # noqa: E731
+    if collect_until(link, got, lambda m: m.topic == until, timeout):
+        return seen()
+    raise AssertionError(f"nothing on {until}; got {seen()}")
 
 
 def test_anonymous_and_wrong_passwords_are_refused(secure) -> None:

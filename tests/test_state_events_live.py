@@ -11,7 +11,6 @@ labels and events while no frame comes) never run ahead of the frames.
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
 
@@ -21,6 +20,8 @@ import pytest
 from device.discovery import DeviceDiscovery, discovery_topic, legacy_topics
 from device.events import EventMessage, StateMessage
 from shared.jpeg import jpeg_dimensions
+
+from .pipeline_helpers import collect_until
 
 FPS, SECONDS, MIN_FRAMES = 20, 60, 3
 SEGMENTS = 4  # the label changes three times
@@ -109,16 +110,8 @@ def scene(tiny_checkpoint, tmp_path_factory):
 
 
 def _collect(link, into: list, until, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            m = link.inbox.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        into.append(m)
-        if until(m):
-            return
-    raise AssertionError("timed out waiting for a message")
+    if not collect_until(link, into, until, timeout):
+        raise AssertionError("timed out waiting for a message")
 
 
 def test_a_minute_of_frames_gives_a_few_dozen_messages_per_entity_topic(
