@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,22 @@ from shared.inference import confidence
 from shared.jpeg import JpegError, decode_frame
 from shared.model_file import ModelFile, load_model
 from shared.preprocess import FramePreprocessor
-from shared.protocol import FRAME_BLOCK, Activation, ProtocolError
+from shared.protocol import FRAME_BLOCK, Activation, ExitAnswer, ProtocolError
 from shared.runtime import default_cache_dir
 
-__all__ = ["ModelBank"]
+__all__ = ["CloudAnswers", "ModelBank"]
+
+
+@dataclass(frozen=True)
+class CloudAnswers:
+    """What the cloud half said about a batch, per frame: the final classifier's labels and
+    C_L, and the exits after the split (empty per frame where the backend gives none)."""
+
+    labels: np.ndarray
+    confidences: np.ndarray
+    exits: list[tuple[ExitAnswer, ...]]
+    ms: float
+    """Compute milliseconds of the whole batch."""
 
 
 class ModelBank:
@@ -103,13 +116,21 @@ class ModelBank:
         except (MemoryError, ValueError) as exc:  # whatever a decoder makes of a bad file
             raise ProtocolError("decode", f"frame: {type(exc).__name__}: {exc}") from None
 
-    def run(
-        self, model_hash: str, block: int, arrays: Sequence[np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Labels, C_L and compute milliseconds for a batch of activations of one model/split."""
-        ckpt = self.models[model_hash]
+    def run(self, model_hash: str, block: int, arrays: Sequence[np.ndarray]) -> CloudAnswers:
+        """The final classifier's answers (and the exits' after the split, where the backend
+        gives them) for a batch of activations of one model and split."""
+        meta = self.models[model_hash].meta
         started = time.perf_counter()
         batch = np.stack([a.reshape(a.shape[-3:]) for a in arrays])
-        logits = self.halves[model_hash](batch, block)
-        conf, labels = confidence(logits, ckpt.meta.arm_temperatures()[-1])
-        return labels, conf, (time.perf_counter() - started) * 1e3
+        logits, exit_logits = self.halves[model_hash].with_exits(batch, block)
+        temperatures = meta.arm_temperatures()
+        conf, labels = confidence(logits, temperatures[-1])
+        exits: list[list[ExitAnswer]] = [[] for _ in arrays]
+        after = [b for b in meta.arm_blocks[:-1] if b > block]
+        if len(exit_logits) == len(after):  # a backend without exits gives none
+            for b, x in zip(after, exit_logits, strict=True):
+                c, k = confidence(x, temperatures[meta.arm_blocks.index(b)])
+                for i in range(len(arrays)):
+                    exits[i].append(ExitAnswer(b, int(k[i]), float(c[i])))
+        ms = (time.perf_counter() - started) * 1e3
+        return CloudAnswers(labels, conf, [tuple(e) for e in exits], ms)

@@ -235,7 +235,7 @@ class Worker:
         for job in jobs:
             self.metrics.queue_ms.observe((started - job.received) * 1e3)
         try:
-            labels, confs, ms = self.bank.run(model_hash, block, [j.inputs for j in jobs])
+            answers = self.bank.run(model_hash, block, [j.inputs for j in jobs])
         except Exception as exc:  # a bug or an out-of-memory must not take the worker down
             log.exception("cloud half failed on a batch of %d", len(jobs))
             for job in jobs:
@@ -245,14 +245,17 @@ class Worker:
                 )
             return
         self.metrics.batch_size.observe(len(jobs))
-        self.metrics.compute_ms.observe(ms)
-        for job, label, conf in zip(jobs, labels, confs, strict=True):
+        self.metrics.compute_ms.observe(answers.ms)
+        for job, label, conf, exits in zip(
+            jobs, answers.labels, answers.confidences, answers.exits, strict=True
+        ):
             reply = Reply(
                 frame_id=job.activation.frame_id,
                 worker_id=self.config.worker_id,
                 label=int(label),
                 confidence=float(conf),
-                cloud_ms=ms,
+                cloud_ms=answers.ms,
+                exits=exits,
             )
             self._reply(job.response_topic, job.correlation, reply)
             self.served += 1

@@ -33,6 +33,11 @@ class TorchCloud:
         with torch.inference_mode():
             return self.model.cloud(torch.from_numpy(batch), block).numpy()
 
+    def with_exits(self, batch: np.ndarray, block: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        with torch.inference_mode():
+            final, exits = self.model.cloud_exits(torch.from_numpy(batch), block)
+            return final.numpy(), [e.numpy() for e in exits]
+
 
 def onnx_cloud(
     ckpt: Checkpoint,

@@ -54,6 +54,7 @@ from shared.protocol import (
     FRAME_BLOCK,
     RUN_ID_BYTES,
     ProtocolError,
+    Reply,
     Result,
     Topics,
     decode_reply,
@@ -427,16 +428,7 @@ class Node:
                 self._reprice()
             else:
                 self._answered()
-            pending.policy.observe(
-                pending.decision,
-                Observation(
-                    pending.confidences,
-                    reply.confidence,
-                    audit=pending.audit,
-                    classes=pending.classes,
-                    final_class=int(reply.label),
-                ),
-            )
+            pending.policy.observe(pending.decision, self._revealed(pending, reply))
             self._publish_result(
                 frame_id,
                 int(reply.label),
@@ -448,6 +440,24 @@ class Node:
             )
             self.counters.cloud += 1
             self._lock.notify_all()
+
+    def _revealed(self, pending: _Pending, reply: Reply) -> Observation:
+        """What a reply taught: C_L, and after an offload made whatever the exit said (an
+        audit, a frame) every exit after the split, as the cloud computed them; so a node on
+        the frame arm learns its exits, and whether to trust them, without running them."""
+        confs, classes = pending.confidences, pending.classes
+        after = self.blocks[pending.decision.arm + 1 : -1]
+        said = {x.block: x for x in reply.exits}
+        if pending.audit and all(b in said for b in after):
+            confs = (*confs, *(said[b].confidence for b in after), float(reply.confidence))
+            classes = (*classes, *(said[b].label for b in after), int(reply.label))
+        return Observation(
+            confs,
+            reply.confidence,
+            audit=pending.audit,
+            classes=classes,
+            final_class=int(reply.label),
+        )
 
     def expire(self, now: float | None = None, *, final: bool = False) -> int:
         """Settle every offload older than the reply timeout: send it again while it has

@@ -129,11 +129,18 @@ class Chain:
     def cloud(self, activation: Any, block: int) -> Any:
         """The final classifier's logits from a batch of activations at ``block`` (block 0:
         of inputs, the whole network)."""
-        x, logits = activation, None
+        return self.cloud_exits(activation, block)[0]
+
+    def cloud_exits(self, activation: Any, block: int) -> tuple[Any, list[Any]]:
+        """(the final classifier's logits, the logits of every exit after ``block``): the
+        segments give both, so the exits cost nothing more."""
+        x, logits, exits = activation, None, []
         first = 0 if block == 0 else self.arm_blocks.index(block) + 1
         for b in self.arm_blocks[first:]:
+            if logits is not None:
+                exits.append(logits)
             x, logits = self._sessions[b].run(None, {"input": x})
-        return logits
+        return logits, exits
 
 
 class Artefact:

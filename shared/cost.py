@@ -184,7 +184,9 @@ class Observation:
     """What one sample revealed, whatever the costs: a policy learns from this, not from rewards.
 
     ``confidences`` are exits 0..arm as computed on the device (temperature-scaled max softmax),
-    the chosen arm's last. ``final_confidence`` is C_L when it is known: the arm is the last
+    the chosen arm's last; after an audit whose reply carried the exits beyond the split (the
+    cloud computes them on its way to C_L), every exit of the network, C_L last.
+    ``final_confidence`` is C_L when it is known: the arm is the last
     one (then it equals ``confidences[-1]``), or the cloud answered an offload or an audit.
     ``audit``: the frame was offloaded whatever its exit's confidence (a referee sample), so C_L
     was revealed independently of how the exits came out. ``classes``: the predicted class of

@@ -153,12 +153,21 @@ class MultiExitMobileNetV2(nn.Module):
     def cloud(self, activation: Tensor, block: int) -> Tensor:
         """Finish the network from the output of ``block``: final-classifier logits. Block 0
         is the input itself (a frame offload: the whole network runs here)."""
+        return self.cloud_exits(activation, block, exits=False)[0]
+
+    def cloud_exits(
+        self, activation: Tensor, block: int, *, exits: bool = True
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The final-classifier logits from the output of ``block``, and (``exits``) those of
+        every exit after it, shallowest first."""
         if block != 0:
             self._check_split(block)
-        x = activation
+        x, logits = activation, []
         for b in range(block + 1, NUM_BLOCKS + 1):
             x = self.features[b - 1](x)
-        return self._final(x)
+            if exits and str(b) in self.exits:
+                logits.append(self.exits[str(b)](x))
+        return self._final(x), logits
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Logits of every arm, shallowest first, the final classifier last."""

@@ -44,6 +44,7 @@ __all__ = [
     "RUN_ID_BYTES",
     "SOURCES",
     "Activation",
+    "ExitAnswer",
     "ProtocolError",
     "Reply",
     "ReplyError",
@@ -371,6 +372,16 @@ class ReplyError:
 
 
 @dataclass(frozen=True)
+class ExitAnswer:
+    """What one exit the cloud computed said: its block, class and temperature-scaled
+    confidence (the cloud half runs through the exits after the split anyway)."""
+
+    block: int
+    label: int
+    confidence: float
+
+
+@dataclass(frozen=True)
 class Reply:
     """Worker -> device: the final classifier's answer for one frame, or why there is none."""
 
@@ -381,6 +392,10 @@ class Reply:
     """C_L, the final classifier's max softmax (temperature-scaled): the node's reward needs it."""
     cloud_ms: float = 0.0
     error: ReplyError | None = None
+    exits: tuple[ExitAnswer, ...] = ()
+    """The exits after the split, shallowest first (the final classifier excluded); empty when
+    the worker's backend does not give them. A node learns every exit from an offload it made
+    whatever its exit said (an audit, a frame), without running them itself."""
 
     @property
     def ok(self) -> bool:
@@ -507,6 +522,8 @@ def encode_reply(reply: Reply) -> bytes:
         body["error"] = {"kind": reply.error.kind, "message": reply.error.message}
     else:
         body.update(label=reply.label, confidence=reply.confidence, cloud_ms=reply.cloud_ms)
+        if reply.exits:
+            body["exits"] = [[x.block, x.label, x.confidence] for x in reply.exits]
     return msgpack.packb(body, use_bin_type=True)
 
 
@@ -808,7 +825,28 @@ def decode_reply(payload: bytes, *, max_bytes: int = 64 * 1024) -> Reply:
         label=label,
         confidence=_finite(_get(body, "confidence", (int, float)), "confidence", 0.0, 1.0),
         cloud_ms=_finite(_get(body, "cloud_ms", (int, float)), "cloud_ms", 0.0),
+        exits=_exits(body.get("exits", [])),
     )
+
+
+def _exits(raw: Any) -> tuple[ExitAnswer, ...]:
+    """A reply's ``exits``: at most one per block, blocks rising, each ``[block, label,
+    confidence]``; anything else is a decode error (a release before them sends none)."""
+    if not isinstance(raw, list) or len(raw) > NUM_BLOCKS:
+        raise ProtocolError("decode", f"exits should be a list of at most {NUM_BLOCKS} entries")
+    out: list[ExitAnswer] = []
+    for entry in raw:
+        if not (isinstance(entry, list) and len(entry) == 3):
+            raise ProtocolError("decode", f"an exit is [block, label, confidence], got {entry!r}")
+        block, label, conf = entry
+        if not (type(block) is int and type(label) is int and label >= 0):
+            raise ProtocolError("decode", f"an exit's block and label are integers, got {entry!r}")
+        if not 0 < block < NUM_BLOCKS or (out and block <= out[-1].block):
+            raise ProtocolError("decode", f"exit blocks rise within 1..{NUM_BLOCKS - 1}: {block}")
+        if isinstance(conf, bool) or not isinstance(conf, int | float):
+            raise ProtocolError("decode", f"an exit's confidence is a number, got {conf!r}")
+        out.append(ExitAnswer(block, label, _finite(conf, "exits confidence", 0.0, 1.0)))
+    return tuple(out)
 
 
 def decode_result(payload: bytes) -> Result:

@@ -86,9 +86,9 @@ def test_edge_and_cloud_both_on_onnxruntime_equal_the_whole_network(ckpt, tmp_pa
         want = confidence(ckpt.model(x)[-1], ckpt.meta.arm_temperatures()[-1])
     for block in ckpt.meta.arm_blocks[:-1]:
         acts = [edge(img[None].numpy(), block)[0] for img in x]
-        labels, conf, _ms = bank.run(ckpt.hash, block, acts)
-        assert labels.tolist() == want[1].tolist()
-        assert np.allclose(conf, want[0], atol=1e-4)
+        answers = bank.run(ckpt.hash, block, acts)
+        assert answers.labels.tolist() == want[1].tolist()
+        assert np.allclose(answers.confidences, want[0], atol=1e-4)
 
 
 def test_worker_backend_auto_torch_and_fallback(ckpt, tmp_path, monkeypatch) -> None:

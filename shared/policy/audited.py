@@ -156,8 +156,8 @@ class AuditedSplitEE(ISplitEE):
         if first < min(len(conf), self.n_arms - 1) and self.referee.watch(conf[first], alpha):
             self.stats.reset()  # the scene changed: the exits' confidences with it
         independent = obs.audit or arm == self.n_arms - 1
-        if first and arm == 0:  # the frame arm computed no exit: nothing to referee, and
-            return  # no reason to audit less
+        if first and len(conf) == 1:  # the frame arm, its reply without the exits: nothing
+            return  # to referee, and no reason to audit less
         if independent and obs.classes is not None and obs.final_class is not None:
             self.referee.record(obs.confidences, obs.classes, obs.final_class, alpha)
 

@@ -102,8 +102,11 @@ class Policy(ABC):
         arm = pending.arm
         if self._rewards.cost.blocks[0] == FRAME_BLOCK:  # an exit that never answers, even
             conf = (-1.0, *conf[1:])  # at alpha 0: below any threshold
-        independent = arm == self.n_arms - 1 or obs.audit
-        self.stats.learn(arm, conf, final, independent=independent, alpha=alpha)
+        # every exit listed (an audit the cloud told the exits after the split): the sample
+        # taught what the whole network on the device would have
+        learnt = self.n_arms - 1 if len(conf) == self.n_arms else arm
+        independent = learnt == self.n_arms - 1 or obs.audit
+        self.stats.learn(learnt, conf, final, independent=independent, alpha=alpha)
         self._observed(arm, obs)
 
     def cancel(self, decision: Decision | int) -> None:
