@@ -15,8 +15,8 @@ only show that nothing has rotted.
 
 Timings are medians over repeats interleaved across the variants being compared, so a burst of
 load elsewhere on this shared machine hits every variant alike; ratios are within one run. Each
-timed block starts ``bench.common.SETTLE_S`` after the previous one ends (the runtimes' worker
-threads spin after a call and would slow whichever variant comes next).
+timed block starts ``SETTLE_S`` (bench/common.py) after the previous one ends (the runtimes'
+worker threads spin after a call and would slow whichever variant comes next).
 """
 
 from __future__ import annotations
@@ -36,17 +36,16 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import SETTLE_S, bench_message, median_ms
+from device.torch_edge import TorchEdge, onnx_edge
+from shared.checkpoint import Checkpoint, load_checkpoint
+from shared.lab.pages import kept_section
+from shared.lab.report import format_table
+from shared.model import MultiExitMobileNetV2
+from shared.protocol import ENCODINGS, decode_activation
+from shared.wire import AUTO, wire_encodings
 
-from bench.common import SETTLE_S, bench_message, median_ms  # noqa: E402
-from device.torch_edge import TorchEdge, onnx_edge  # noqa: E402
-from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
-from shared.lab.pages import kept_section  # noqa: E402
-from shared.lab.report import format_table  # noqa: E402
-from shared.model import MultiExitMobileNetV2  # noqa: E402
-from shared.protocol import ENCODINGS, decode_activation  # noqa: E402
-from shared.wire import AUTO, wire_encodings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 THREADS = 2
 ONNX_TARGET = 3.0  # ONNX Runtime's edge half at least this many times faster than eager
@@ -414,7 +413,7 @@ def _pipeline_section(
         )
     profile = []
     if verdict == "missed" or quick:
-        from bench.bench_profile import message_costs_us
+        from bench_profile import message_costs_us
 
         sent = wire_encodings(AUTO, ckpt.meta.exit_blocks, ckpt.meta.wire_encodings)[3]
         costs = message_costs_us(ckpt, 3, sent)
@@ -513,9 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-pipeline", action="store_true", help="no end-to-end run")
     p.add_argument("--quick", action="store_true", help="every section, shrunk: seconds")
     args = p.parse_args(argv)
-    from bench.bench_cloud import cloud_table
-    from bench.bench_edge_tries import tries_table
-    from bench.bench_profile import bandit_profile, bytes_breakdown, edge_profile
+    from bench_cloud import cloud_table
+    from bench_edge_tries import tries_table
+    from bench_profile import bandit_profile, bytes_breakdown, edge_profile
 
     quick = args.quick
     repeats = 3 if quick else args.repeats
@@ -577,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         if quick:
             workers = "(not run with --quick)"
         elif not args.skip_pipeline:
-            from bench.bench_worker import worker_table
+            from bench_worker import worker_table
 
             workers = worker_table(args.model)
         pipeline_profile: list[str] = []
