@@ -28,6 +28,7 @@ from shared.lab.confidence import build_stream, build_table
 from shared.lab.distortions import Distortion
 from shared.lab.learnability import audit_floor, separability
 from shared.lab.report import change_table, format_table, settle_table, simulation_table
+from shared.lab.scenario import cost_model, parse_schedule
 from shared.lab.simulate import (
     SimulationResult,
     Stream,
@@ -36,7 +37,6 @@ from shared.lab.simulate import (
     run_policy,
     simulate,
 )
-from shared.lab.simulate_cli import cost_model, parse_schedule
 from shared.policy import THRESHOLDS as referee_thresholds
 from shared.policy import AuditedSplitEE, DiscountedUCB, Referee, build_policy
 from shared.profile import profile_model
