@@ -34,13 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import digits, median_ms, session
+from shared.checkpoint import Checkpoint, load_checkpoint
+from shared.lab.report import format_table
+from shared.onnx_halves import TOLERANCE, EdgeHalf, export
 
-from bench.common import digits, median_ms, session  # noqa: E402
-from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
-from shared.lab.report import format_table  # noqa: E402
-from shared.onnx_halves import TOLERANCE, EdgeHalf, export  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 THREADS = 2
 VARIANTS = ("torch.compile", "ORT int8 dynamic", "ORT int8 static")

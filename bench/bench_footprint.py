@@ -45,16 +45,15 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import bench_message, median_ms
+from shared.lab.broker import DEV_CONFIG, broker_from
+from shared.lab.clips import write_digit_clip
+from shared.lab.pages import replace_section, section
+from shared.lab.procs import device_command, worker_command
+from shared.lab.report import format_table
+from shared.mqtt import MqttLink
 
-from bench.common import bench_message, median_ms  # noqa: E402
-from shared.lab.broker import DEV_CONFIG, broker_from  # noqa: E402
-from shared.lab.clips import write_digit_clip  # noqa: E402
-from shared.lab.pages import replace_section, section  # noqa: E402
-from shared.lab.procs import device_command, worker_command  # noqa: E402
-from shared.lab.report import format_table  # noqa: E402
-from shared.mqtt import MqttLink  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 NODE_RSS_TARGET_MB = 150
 NODE_RSS_AIM_MB = 100

@@ -15,8 +15,8 @@ only show that nothing has rotted.
 
 Timings are medians over repeats interleaved across the variants being compared, so a burst of
 load elsewhere on this shared machine hits every variant alike; ratios are within one run. Each
-timed block starts ``bench.common.SETTLE_S`` after the previous one ends (the runtimes' worker
-threads spin after a call and would slow whichever variant comes next).
+timed block starts ``SETTLE_S`` (bench/common.py) after the previous one ends (the runtimes'
+worker threads spin after a call and would slow whichever variant comes next).
 """
 
 from __future__ import annotations
@@ -36,17 +36,16 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import SETTLE_S, bench_message, median_ms
+from device.torch_edge import TorchEdge, onnx_edge
+from shared.checkpoint import Checkpoint, load_checkpoint
+from shared.lab.pages import kept_section
+from shared.lab.report import format_table
+from shared.model import MultiExitMobileNetV2
+from shared.protocol import ENCODINGS, decode_activation
+from shared.wire import AUTO, wire_encodings
 
-from bench.common import SETTLE_S, bench_message, median_ms  # noqa: E402
-from device.torch_edge import TorchEdge, onnx_edge  # noqa: E402
-from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
-from shared.lab.pages import kept_section  # noqa: E402
-from shared.lab.report import format_table  # noqa: E402
-from shared.model import MultiExitMobileNetV2  # noqa: E402
-from shared.protocol import ENCODINGS, decode_activation  # noqa: E402
-from shared.wire import AUTO, wire_encodings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 THREADS = 2
 ONNX_TARGET = 3.0  # ONNX Runtime's edge half at least this many times faster than eager
@@ -414,7 +413,7 @@ def _pipeline_section(
         )
     profile = []
     if verdict == "missed" or quick:
-        from bench.bench_profile import message_costs_us
+        from bench_profile import message_costs_us
 
         sent = wire_encodings(AUTO, ckpt.meta.exit_blocks, ckpt.meta.wire_encodings)[3]
         costs = message_costs_us(ckpt, 3, sent)
@@ -505,6 +504,148 @@ def _measured_costs(model: Path, tmp: Path) -> str:
     )
 
 
+@dataclass
+class Sections:
+    """The tables every run prints, and what the profiles need to know about them."""
+
+    edge: str
+    edge_ratios: list[tuple[int, int, float]]
+    tries: str
+    cloud: str
+    byte_splits: list
+    bytes: str
+    codec: str
+
+    @property
+    def edge_missed(self) -> list[tuple[int, int, float]]:
+        return [r for r in self.edge_ratios if r[2] < ONNX_TARGET]
+
+    @property
+    def bytes_missed(self) -> list[int]:
+        return [b.block for b in self.byte_splits if b.int8_ratio > INT8_TARGET]
+
+
+def _sections(args: argparse.Namespace, ckpt: Checkpoint, repeats: int) -> Sections:
+    """Edge, its tries, cloud, bytes and codec: the tables printed with or without --out."""
+    from bench_cloud import cloud_table
+    from bench_edge_tries import tries_table
+
+    quick = args.quick
+    edge_rows, edge_ratios = edge_table(ckpt, repeats, quick)
+    edge_md = format_table(
+        [
+            "input px",
+            "split block",
+            "eager ms",
+            "x channels_last",
+            "x TorchScript",
+            "x ONNX Runtime",
+            "ONNX max diff",
+            f"ONNX >= {ONNX_TARGET:g}x",
+        ],
+        edge_rows,
+    )
+    tries_md, _ = tries_table(args.model, quick, args.repeats)
+    torch.set_num_threads(THREADS)  # the compile child and the tries set their own
+    cloud_md, _ = cloud_table(args.model, quick, args.repeats)
+    byte_splits = bytes_table(ckpt, quick)
+    bytes_md = (
+        format_table(BYTES_HEADERS, bytes_rows(byte_splits)) + "\n\n" + bytes_verdict(byte_splits)
+    )
+    codec_rows = codec_table(ckpt, 3 if quick else 7, quick)
+    codec_md = (
+        format_table(
+            ["input px", "split block", "elements", *(f"{e} us" for e in ENCODINGS)], codec_rows
+        )
+        + "\n\n"
+        + codec_verdict(codec_rows)
+    )
+    return Sections(edge_md, edge_ratios, tries_md, cloud_md, byte_splits, bytes_md, codec_md)
+
+
+def _edge_profiles(ckpt: Checkpoint, sections: Sections, quick: bool) -> list[str]:
+    """A profile of the worst edge miss of each size (the 224 px case is the one at issue;
+    32 px rarely misses), or of the nearest miss when none missed."""
+    from bench_profile import edge_profile
+
+    edge_missed, edge_ratios = sections.edge_missed, sections.edge_ratios
+    worst: dict[int, tuple[int, int, float]] = {}
+    for miss in edge_missed:
+        if miss[0] not in worst or miss[2] < worst[miss[0]][2]:
+            worst[miss[0]] = miss
+    forced = ""
+    tightest = min(edge_ratios, key=lambda r: r[2])
+    if not worst and tightest[2] < NEAR_MISS * ONNX_TARGET:
+        worst, forced = {0: tightest}, f" (met, within {NEAR_MISS - 1:.0%} of the target)"
+    elif quick and not worst:  # --quick profiles something either way, so nothing rots
+        worst, forced = {0: tightest}, " (--quick: not missed)"
+    profiles = []
+    for size, block, ratio in worst.values():
+        others = [
+            f"{s} px block {b} ({r:.2f}x)" for s, b, r in edge_missed if (s, b) != (size, block)
+        ]
+        profiles.append(
+            f"### ONNX Runtime at {size} px, block {block}: {ratio:.2f}x against "
+            f"{ONNX_TARGET:g}x{forced}\n\n"
+            + edge_profile(ckpt, size, block, iters=10 if quick else 50)
+            + (f"\n\nAlso missed (not profiled): {', '.join(others)}." if others else "")
+        )
+    return profiles
+
+
+def _profiles(
+    ckpt: Checkpoint, sections: Sections, bandit_missed: list[str], quick: bool
+) -> list[str]:
+    """Profiles of every missed target: edge, bytes and bandit."""
+    from bench_profile import bandit_profile, bytes_breakdown
+
+    profiles = _edge_profiles(ckpt, sections, quick)
+    if sections.bytes_missed:
+        md, _ = bytes_breakdown(ckpt, sections.bytes_missed)
+        profiles.append(
+            f"### int8 message against fp32: over {INT8_TARGET:g} at split(s) "
+            f"{', '.join(map(str, sections.bytes_missed))}\n\nOne real encoded message per split "
+            f"(shared/protocol.py), a held-out digit's activation.\n\n{md}"
+        )
+    # --quick profiles the default policy either way (a loaded machine may push another
+    # one over budget too), so the profiler cannot rot unseen.
+    quick_extra = ["isplitee"] if quick and "isplitee" not in bandit_missed else []
+    for spec in bandit_missed + quick_extra:
+        profiles.append(
+            f"### Bandit `{spec}` over its budget"
+            + ("" if spec in bandit_missed else " (--quick: profiled either way)")
+            + "\n\n"
+            + bandit_profile(spec, samples=500 if quick else 5000)
+        )
+    return profiles
+
+
+def _end_to_end(
+    args: argparse.Namespace,
+    ckpt: Checkpoint,
+    tmp: Path,
+    pipeline: subprocess.Popen | None,
+    byte_splits: list,
+) -> tuple[str, str, list[str]]:
+    """The worker table, the end-to-end section and the pipeline's profiles."""
+    quick = args.quick
+    workers = end_to_end = "(not run)"
+    if quick:
+        workers = "(not run with --quick)"
+    elif not args.skip_pipeline:
+        from bench_worker import worker_table
+
+        workers = worker_table(args.model)
+    pipeline_profile: list[str] = []
+    if not args.skip_pipeline:
+        pipeline = pipeline or _pipeline(args.model, tmp, quick)
+        end_to_end, pipeline_profile = _pipeline_section(pipeline, tmp, ckpt, quick)
+        end_to_end += "\n\n" + _settled_split_bytes(tmp / "pipeline.json", byte_splits)
+    if not args.skip_pipeline and not quick:
+        end_to_end += "\n\n" + _measured_costs(args.model, tmp)
+    return workers, end_to_end, pipeline_profile
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", type=Path, default=ROOT / "models" / "digits.pt")
@@ -513,12 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-pipeline", action="store_true", help="no end-to-end run")
     p.add_argument("--quick", action="store_true", help="every section, shrunk: seconds")
     args = p.parse_args(argv)
-    from bench.bench_cloud import cloud_table
-    from bench.bench_edge_tries import tries_table
-    from bench.bench_profile import bandit_profile, bytes_breakdown, edge_profile
-
     quick = args.quick
-    repeats = 3 if quick else args.repeats
     torch.set_num_threads(THREADS)
     ckpt = load_checkpoint(args.model)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -526,45 +662,13 @@ def main(argv: list[str] | None = None) -> int:
         # --quick: the end-to-end run goes beside the rest (its figures are not for reading);
         # otherwise it runs last, alone on the machine as far as this benchmark goes.
         pipeline = _pipeline(args.model, tmp, quick) if quick and not args.skip_pipeline else None
-        edge_rows, edge_ratios = edge_table(ckpt, repeats, quick)
-        edge_missed = [r for r in edge_ratios if r[2] < ONNX_TARGET]
-        edge_md = format_table(
-            [
-                "input px",
-                "split block",
-                "eager ms",
-                "x channels_last",
-                "x TorchScript",
-                "x ONNX Runtime",
-                "ONNX max diff",
-                f"ONNX >= {ONNX_TARGET:g}x",
-            ],
-            edge_rows,
-        )
-        tries_md, _ = tries_table(args.model, quick, args.repeats)
-        torch.set_num_threads(THREADS)  # the compile child and the tries set their own
-        cloud_md, _ = cloud_table(args.model, quick, args.repeats)
-        byte_splits = bytes_table(ckpt, quick)
-        bytes_missed = [b.block for b in byte_splits if b.int8_ratio > INT8_TARGET]
-        bytes_md = (
-            format_table(BYTES_HEADERS, bytes_rows(byte_splits))
-            + "\n\n"
-            + bytes_verdict(byte_splits)
-        )
-        codec_rows = codec_table(ckpt, 3 if quick else 7, quick)
-        codec_md = (
-            format_table(
-                ["input px", "split block", "elements", *(f"{e} us" for e in ENCODINGS)], codec_rows
-            )
-            + "\n\n"
-            + codec_verdict(codec_rows)
-        )
+        sections = _sections(args, ckpt, 3 if quick else args.repeats)
         for title, md in (
-            ("edge", edge_md),
-            ("tries", tries_md),
-            ("cloud", cloud_md),
-            ("bytes", bytes_md),
-            ("codec", codec_md),
+            ("edge", sections.edge),
+            ("tries", sections.tries),
+            ("cloud", sections.cloud),
+            ("bytes", sections.bytes),
+            ("codec", sections.codec),
         ):
             print(f"\n{title}\n{md}")
         if not args.out:
@@ -573,62 +677,35 @@ def main(argv: list[str] | None = None) -> int:
                 pipeline.wait()
             return 0
         bandit, bandit_missed = _bandit(tmp, quick)
-        workers = end_to_end = "(not run)"
-        if quick:
-            workers = "(not run with --quick)"
-        elif not args.skip_pipeline:
-            from bench.bench_worker import worker_table
+        workers, end_to_end, pipeline_profile = _end_to_end(
+            args, ckpt, tmp, pipeline, sections.byte_splits
+        )
+        profiles = _profiles(ckpt, sections, bandit_missed, quick) + pipeline_profile
+    page = _page(args.out, quick, sections, bandit, workers, end_to_end, profiles)
+    args.out.write_text(page)
+    print(f"wrote {args.out}")
+    return 0
 
-            workers = worker_table(args.model)
-        pipeline_profile: list[str] = []
-        if not args.skip_pipeline:
-            pipeline = pipeline or _pipeline(args.model, tmp, quick)
-            end_to_end, pipeline_profile = _pipeline_section(pipeline, tmp, ckpt, quick)
-            end_to_end += "\n\n" + _settled_split_bytes(tmp / "pipeline.json", byte_splits)
-        if not args.skip_pipeline and not quick:
-            end_to_end += "\n\n" + _measured_costs(args.model, tmp)
-        profiles = []
-        # The worst miss of each size (the 224 px case is the one at issue; 32 px rarely misses).
-        worst: dict[int, tuple[int, int, float]] = {}
-        for miss in edge_missed:
-            if miss[0] not in worst or miss[2] < worst[miss[0]][2]:
-                worst[miss[0]] = miss
-        forced = ""
-        tightest = min(edge_ratios, key=lambda r: r[2])
-        if not worst and tightest[2] < NEAR_MISS * ONNX_TARGET:
-            worst, forced = {0: tightest}, f" (met, within {NEAR_MISS - 1:.0%} of the target)"
-        elif quick and not worst:  # --quick profiles something either way, so nothing rots
-            worst, forced = {0: tightest}, " (--quick: not missed)"
-        for size, block, ratio in worst.values():
-            others = [
-                f"{s} px block {b} ({r:.2f}x)" for s, b, r in edge_missed if (s, b) != (size, block)
-            ]
-            profiles.append(
-                f"### ONNX Runtime at {size} px, block {block}: {ratio:.2f}x against "
-                f"{ONNX_TARGET:g}x{forced}\n\n"
-                + edge_profile(ckpt, size, block, iters=10 if quick else 50)
-                + (f"\n\nAlso missed (not profiled): {', '.join(others)}." if others else "")
-            )
-        if bytes_missed:
-            md, _ = bytes_breakdown(ckpt, bytes_missed)
-            profiles.append(
-                f"### int8 message against fp32: over {INT8_TARGET:g} at split(s) "
-                f"{', '.join(map(str, bytes_missed))}\n\nOne real encoded message per split "
-                f"(shared/protocol.py), a held-out digit's activation.\n\n{md}"
-            )
-        # --quick profiles the default policy either way (a loaded machine may push another
-        # one over budget too), so the profiler cannot rot unseen.
-        quick_extra = ["isplitee"] if quick and "isplitee" not in bandit_missed else []
-        for spec in bandit_missed + quick_extra:
-            profiles.append(
-                f"### Bandit `{spec}` over its budget"
-                + ("" if spec in bandit_missed else " (--quick: profiled either way)")
-                + "\n\n"
-                + bandit_profile(spec, samples=500 if quick else 5000)
-            )
-        profiles += pipeline_profile
+
+def _page(
+    out: Path,
+    quick: bool,
+    sections: Sections,
+    bandit: str,
+    workers: str,
+    end_to_end: str,
+    profiles: list[str],
+) -> str:
+    """docs/benchmarks.md: its prose around the tables, and the footprint section as it is."""
+    return "\n".join(
+        [*_page_top(quick, sections), *_page_bottom(out, bandit, workers, end_to_end, profiles)]
+    )
+
+
+def _page_top(quick: bool, sections: Sections) -> list[str]:
+    """The page up to the codec: the machine, then every table printed on every run."""
     machine = f"{platform.machine()}, {THREADS} torch threads, Python {platform.python_version()}"
-    page = [
+    return [
         "# Benchmarks",
         "",
         "Command: `make bench` (`python bench/bench_perf.py --model models/digits.pt "
@@ -642,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## Edge half per split (batch 1)",
         "",
-        edge_md,
+        sections.edge,
         "",
         f"Target: ONNX Runtime at least {ONNX_TARGET:g}x faster than eager at every split; "
         "a miss is profiled at the end of the page.",
@@ -651,14 +728,14 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`python bench/bench_edge_tries.py` (the model's own size, batch 1, {THREADS} threads).",
         "",
-        tries_md,
+        sections.tries,
         "",
         "## Cloud half: eager PyTorch against ONNX Runtime",
         "",
         "`python bench/bench_cloud.py`: the worker's part of the network per split, exported "
         "with a dynamic batch axis.",
         "",
-        cloud_md,
+        sections.cloud,
         "",
         "## Bytes per offload and what each encoding costs",
         "",
@@ -672,12 +749,20 @@ def main(argv: list[str] | None = None) -> int:
         "was calibrated on) and lost at most 0.5 points, measured when the checkpoint was trained "
         "(`isplitee check-encodings MODEL` repeats it).",
         "",
-        bytes_md,
+        sections.bytes,
         "",
         "## Codec: encode + decode one activation",
         "",
-        codec_md,
+        sections.codec,
         "",
+    ]
+
+
+def _page_bottom(
+    out: Path, bandit: str, workers: str, end_to_end: str, profiles: list[str]
+) -> list[str]:
+    """The page from the bandit on: what --out runs besides the printed tables."""
+    return [
         bandit,
         "",
         "## Cloud worker: micro-batching and a second worker",
@@ -706,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         end_to_end,
         "",
-        kept_section(args.out, "footprint"),
+        kept_section(out, "footprint"),
         "",
         "## Profiles of the missed targets",
         "",
@@ -717,9 +802,6 @@ def main(argv: list[str] | None = None) -> int:
         "\n\n".join(profiles) if profiles else "No target above was missed in this run.",
         "",
     ]
-    args.out.write_text("\n".join(page))
-    print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

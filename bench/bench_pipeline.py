@@ -51,18 +51,17 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from load import start_workers, stop_workers
+from shared.checkpoint import load_checkpoint
+from shared.cost import PAPER_GAMMA, PAPER_OFFLOAD
+from shared.lab.broker import DEV_CONFIG, broker_from
+from shared.lab.clips import whole_model_predictions, write_digit_clip
+from shared.lab.procs import device_command
+from shared.lab.report import format_table
+from shared.mqtt import MqttLink
+from shared.protocol import NUM_BLOCKS
 
-from bench.load import start_workers, stop_workers  # noqa: E402
-from shared.checkpoint import load_checkpoint  # noqa: E402
-from shared.cost import PAPER_GAMMA, PAPER_OFFLOAD  # noqa: E402
-from shared.lab.broker import DEV_CONFIG, broker_from  # noqa: E402
-from shared.lab.clips import whole_model_predictions, write_digit_clip  # noqa: E402
-from shared.lab.procs import device_command  # noqa: E402
-from shared.lab.report import format_table  # noqa: E402
-from shared.mqtt import MqttLink  # noqa: E402
-from shared.protocol import NUM_BLOCKS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 STARTUP_BUDGET_S = 60.0
 """Most seconds a step's new nodes may take to publish their first result (8 on 2 cores)."""

@@ -31,15 +31,14 @@ import msgpack
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import SETTLE_S, bench_message, digits, median_ms, session
+from shared.checkpoint import Checkpoint, load_checkpoint
+from shared.lab.report import format_table
+from shared.model import MultiExitMobileNetV2
+from shared.onnx_halves import EdgeHalf, export
+from shared.protocol import ACTIVATION_KEYS, MODEL_HASH_CHARS
 
-from bench.common import SETTLE_S, bench_message, digits, median_ms, session  # noqa: E402
-from shared.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
-from shared.lab.report import format_table  # noqa: E402
-from shared.model import MultiExitMobileNetV2  # noqa: E402
-from shared.onnx_halves import EdgeHalf, export  # noqa: E402
-from shared.protocol import ACTIVATION_KEYS, MODEL_HASH_CHARS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 THREADS = 2
 INT8_TARGET = 0.27
@@ -345,7 +344,7 @@ def message_costs_us(ckpt: Checkpoint, block: int = 3, encoding: str = "fp16") -
 
 def bandit_profile(spec: str, samples: int = 5000, top: int = 8) -> str:
     """cProfile's top functions (by own time) of ``spec``'s decide + observe loop."""
-    from bench.bench_bandit import BLOCKS, _stream, _time_policy
+    from bench_bandit import BLOCKS, _stream, _time_policy
     from shared.cost import RewardModel, paper_cost
 
     rm = RewardModel(paper_cost(BLOCKS))

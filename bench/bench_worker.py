@@ -21,14 +21,13 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from load import ActivationTemplate, start_workers, stop_workers
+from shared.lab.broker import DEV_CONFIG, broker_from
+from shared.lab.report import format_table
+from shared.mqtt import MqttLink
+from shared.protocol import Topics
 
-from bench.load import ActivationTemplate, start_workers, stop_workers  # noqa: E402
-from shared.lab.broker import DEV_CONFIG, broker_from  # noqa: E402
-from shared.lab.report import format_table  # noqa: E402
-from shared.mqtt import MqttLink  # noqa: E402
-from shared.protocol import Topics  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class ClosedLoopNode(threading.Thread):
@@ -107,7 +106,7 @@ def batching_ceiling(model: Path, repeats: int = 9) -> dict[int, tuple[float, fl
     not depend on the weights): what micro-batching can save per activation."""
     import torch
 
-    from bench.common import median_ms, session
+    from common import median_ms, session
     from shared.checkpoint import build_model, load_checkpoint
     from shared.onnx_halves import CloudHalf, export
 

@@ -29,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from shared.lab.broker import DEV_CONFIG, broker_from, free_port
+from shared.lab.procs import worker_command
+from shared.lab.report import format_table
+from shared.mqtt import MqttLink
+from shared.protocol import Topics, decode_reply, encode_activation
 
-from shared.lab.broker import DEV_CONFIG, broker_from, free_port  # noqa: E402
-from shared.lab.procs import worker_command  # noqa: E402
-from shared.lab.report import format_table  # noqa: E402
-from shared.mqtt import MqttLink  # noqa: E402
-from shared.protocol import Topics, decode_reply, encode_activation  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_mb(pid: int) -> float:

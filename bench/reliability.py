@@ -18,10 +18,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from load import run as run_load
 
-from bench.load import run as run_load  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TESTS = ["tests/test_reliability.py", "tests/test_fuzz.py", "tests/test_broker_security.py"]
 

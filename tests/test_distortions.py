@@ -163,7 +163,7 @@ def test_low_light_is_darker_with_shot_noise_on_the_8_bit_grid(factor: float) ->
 
 
 def test_new_kinds_work_in_schedules() -> None:
-    from shared.lab.simulate_cli import parse_schedule
+    from shared.lab.scenario import parse_schedule
 
     got = parse_schedule("schedule:clean:100,jpeg:10:200,low_light:0.2:300", 0)
     assert [(str(d), n) for d, n in got] == [

@@ -90,15 +90,8 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-LEFT_TO_SECTION_5 = [["shared.lab.cli", "shared.lab.demo"]]
-"""The one circle left, on purpose: the demo trains and exports by calling the lab CLI's
-``main``, which registers the demo's subcommand. Issue 21 section 5 makes training a function
-both call; until then it is listed here, and the test below fails once it is gone so that this
-list is emptied with it."""
-
-
 def test_the_project_has_no_import_circle() -> None:
-    assert circles(import_graph()) == LEFT_TO_SECTION_5
+    assert circles(import_graph()) == []
 
 
 def test_the_check_sees_a_circle_through_an_import_inside_a_function(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from shared.cost import RewardModel, paper_cost
 from shared.lab.cli import main
 from shared.lab.distortions import Distortion
+from shared.lab.scenario import parse_schedule
 from shared.lab.simulate import (
     Segment,
     default_policy_names,
@@ -17,7 +18,6 @@ from shared.lab.simulate import (
     settle_times,
     simulate,
 )
-from shared.lab.simulate_cli import parse_schedule
 
 from .test_bandit import BLOCKS, synthetic_stream
 
@@ -234,7 +234,7 @@ def test_simulate_cli_refuses_bad_or_idle_flags_before_building_a_table(
 def test_measured_costs_price_each_split_in_what_a_node_on_auto_sends(tiny_checkpoint) -> None:
     """The simulator's default encoding is the node's: the checkpoint's per-split choice."""
     from shared.checkpoint import Checkpoint, load_checkpoint
-    from shared.lab.simulate_cli import cost_model
+    from shared.lab.scenario import cost_model
 
     loaded = load_checkpoint(tiny_checkpoint)
     mixed = ("int4", "int8", "fp16", "fp32", "int4", "int8")

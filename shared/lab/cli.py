@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.artefact import CHECK_IMAGES, SUFFIX
 from shared.lab.demo import add_demo
 from shared.lab.simulate_cli import add_simulate
+from shared.meta import DEFAULT_EXIT_BLOCKS
+
+if TYPE_CHECKING:
+    from shared.lab.recipe import TrainRecipe
 
 __all__ = ["main"]
 
@@ -48,7 +52,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="digits", help="digits | cifar10[:ROOT] | imagefolder:PATH")
     p.add_argument("--input-size", type=int, default=32, help="square input side (default 32)")
     p.add_argument("--width", type=float, default=1.0, help="MobileNetV2 width multiplier")
-    p.add_argument("--exit-blocks", type=_blocks, default=(3, 6, 9, 12, 15, 18))
+    p.add_argument("--exit-blocks", type=_blocks, default=DEFAULT_EXIT_BLOCKS)
     p.add_argument("--pretrained", choices=("none", "imagenet"), default="none")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
@@ -98,37 +102,10 @@ def _refuse_artefact_out(out: Path) -> None:
         )
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    _refuse_artefact_out(args.out)
-    import torch
-    from torch.utils.data import Subset
+def _recipe(args: argparse.Namespace) -> TrainRecipe:
+    """The ``train`` flags as a recipe; the backbone's rate defaults by its starting weights."""
+    from shared.lab.recipe import TrainConfig, TrainRecipe
 
-    from shared.checkpoint import ModelMeta, save_checkpoint
-    from shared.lab.datasets import load_dataset
-    from shared.lab.report import format_table
-    from shared.lab.training import (
-        TrainConfig,
-        calibration_distortions,
-        calibration_logits,
-        evaluate_arms,
-        fit_temperatures,
-        predict_arms,
-        seed_everything,
-        train_model,
-    )
-    from shared.lab.wire_check import check_encodings
-    from shared.model import MultiExitMobileNetV2, load_imagenet_backbone
-    from shared.profile import profile_model
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    splits = load_dataset(args.dataset, args.input_size, args.seed)
-    seed_everything(args.seed)  # the initial weights are part of what the seed decides
-    model = MultiExitMobileNetV2(
-        num_classes=len(splits.class_names), width_mult=args.width, exit_blocks=args.exit_blocks
-    )
-    if args.pretrained == "imagenet":
-        load_imagenet_backbone(model)
     lr_backbone = args.lr_backbone or (1.5e-4 if args.pretrained == "imagenet" else 2e-3)
     config = TrainConfig(
         epochs=args.epochs,
@@ -141,101 +118,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    train_set = splits.train
-    if args.limit:
-        train_set = Subset(train_set, range(min(args.limit, len(train_set))))
-    print(
-        f"training on {args.dataset}: {len(train_set)} train / {len(splits.val)} val / "
-        f"{len(splits.test)} test images at {args.input_size}px, {args.epochs} epochs"
-    )
-    started = time.perf_counter()
-    train_model(model, train_set, config)
-    elapsed = time.perf_counter() - started
-    norm = {"mean": config.mean, "std": config.std}
-    val_set = splits.val
-    if args.limit:
-        val_set = Subset(val_set, range(min(args.limit, len(val_set))))
-    conditions = calibration_distortions(args.calibrate_on)
-    val_logits, val_labels = calibration_logits(
-        model, val_set, distortions=conditions, seed=args.seed, **norm
-    )
-    temperatures = fit_temperatures(val_logits, val_labels)
-    wire = check_encodings(model, val_set, distortions=conditions, **norm)
-    meta = ModelMeta(
-        width_mult=args.width,
-        num_classes=len(splits.class_names),
+    return TrainRecipe(
+        dataset=args.dataset,
         input_size=args.input_size,
-        exit_blocks=model.exit_blocks,
-        class_names=splits.class_names,
-        mean=config.mean,
-        std=config.std,
-        temperatures=temperatures,
-        wire_encodings=tuple(c.chosen for c in wire),
-        dataset=splits.spec,
-        split_seed=args.seed,
-        notes={
-            "pretrained": args.pretrained,
-            "epochs": str(args.epochs),
-            "augment": f"{args.augment:g}",
-            "calibrated_on": args.calibrate_on,
-        },
+        width=args.width,
+        exit_blocks=args.exit_blocks,
+        pretrained=args.pretrained,
+        calibrate_on=args.calibrate_on,
+        limit=args.limit,
+        train=config,
     )
-    digest = save_checkpoint(args.out, model, meta)
-    logits, labels = predict_arms(model, splits.test, **norm)
-    raw = evaluate_arms(logits, labels, model.arm_blocks, [1.0] * len(model.arm_blocks))
-    cal = evaluate_arms(logits, labels, model.arm_blocks, temperatures)
-    prof = profile_model(model, args.input_size)
-    rows = [
-        [
-            "final" if i == len(raw) - 1 else str(r.block),
-            f"{r.accuracy * 100:.1f}",
-            f"{r.mean_confidence:.3f}",
-            f"{c.mean_confidence:.3f}",
-            f"{temperatures[i]:.2f}",
-            f"{prof.macs_to_exit(r.block) / 1e6:.2f}",
-        ]
-        for i, (r, c) in enumerate(zip(raw, cal, strict=True))
-    ]
-    print(
-        f"\ntrained in {elapsed:.0f} s on {torch.get_num_threads()} CPU thread(s); per-exit "
-        f"results on the held-out test split ({len(labels)} images):"
-    )
-    print(
-        format_table(
-            ["block", "acc %", "mean conf", "calibrated conf", "temperature", "MFLOPs"], rows
-        )
-    )
-    print(
-        "\nsmallest encoding each exit's held-out images tolerated (what nodes on encoding "
-        "'auto' send): " + ", ".join(f"{c.block}: {c.chosen}" for c in wire)
-    )
-    print(f"\nwrote {args.out} (hash {digest[:12]})")
-    if not args.no_export:
-        from shared.checkpoint import load_checkpoint
-        from shared.transforms import normalize
 
-        test = [splits.test[i][0] for i in range(min(CHECK_IMAGES, len(splits.test)))]
-        images = normalize(torch.stack(test), config.mean, config.std)
-        _export(load_checkpoint(args.out), args.out.with_suffix(SUFFIX), images)
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _refuse_artefact_out(args.out)
+    import torch
+
+    from shared.lab.training import train_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_checkpoint(_recipe(args), args.out, export=not args.no_export)
     return 0
-
-
-def _export(ckpt, out: Path, images=None) -> None:
-    from shared.artefact import ArtefactError
-    from shared.lab.export import export_artefact
-
-    if out.resolve() == Path(ckpt.path).resolve():
-        raise ArtefactError(
-            f"{out}: is the checkpoint itself; the artefact would overwrite it: give --out "
-            f"another path (the default is {Path(ckpt.path).with_suffix(SUFFIX).name})"
-        )
-    checks = export_artefact(ckpt, out, images=images)
-    worst = max(checks, key=lambda c: c.max_difference)
-    print(
-        f"wrote {out} (the {len(checks)} halves of every split checked against PyTorch, "
-        f"largest difference {worst.max_difference:.1e} in the {worst.name}, no prediction "
-        "changed): what a device runs without torch"
-    )
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -260,12 +164,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from shared.checkpoint import load_checkpoint
-    from shared.lab.export import held_out
+    from shared.lab.export import held_out, write_deploy_artefact
 
     if args.images < 1:
         raise ValueError(f"--images should be at least 1, got {args.images}")
     ckpt = load_checkpoint(args.model)
-    _export(ckpt, args.out or args.model.with_suffix(SUFFIX), held_out(ckpt, args.images))
+    out = args.out or args.model.with_suffix(SUFFIX)
+    write_deploy_artefact(ckpt, out, held_out(ckpt, args.images))
     return 0
 
 
@@ -343,6 +248,7 @@ def _cmd_check_encodings(args: argparse.Namespace) -> int:
         _refuse_artefact_out(args.out)
     from shared.checkpoint import load_checkpoint, save_checkpoint
     from shared.lab.datasets import load_dataset
+    from shared.lab.export import write_deploy_artefact
     from shared.lab.report import format_table
     from shared.lab.training import calibration_distortions
     from shared.lab.wire_check import check_encodings
@@ -380,7 +286,7 @@ def _cmd_check_encodings(args: argparse.Namespace) -> int:
         new = meta.model_copy(update={"wire_encodings": tuple(c.chosen for c in checks)})
         digest = save_checkpoint(args.out, ckpt.model, new)
         print(f"wrote {args.out} (hash {digest[:12]}; was {ckpt.short_hash})")
-        _export(load_checkpoint(args.out), args.out.with_suffix(SUFFIX))
+        write_deploy_artefact(load_checkpoint(args.out), args.out.with_suffix(SUFFIX))
     return 0
 
 

@@ -26,13 +26,16 @@ import numpy as np
 
 from shared.cost import PAPER_GAMMA, PAPER_OFFLOAD
 from shared.lab.procs import device_command, worker_command
+from shared.lab.recipe import TrainConfig, TrainRecipe
 from shared.protocol import NUM_BLOCKS
 
 __all__ = ["DEFAULT_CAMERAS", "DIGITS_RECIPE", "add_demo", "run_demo"]
 
-DIGITS_RECIPE = (
-    *("--dataset", "digits", "--input-size", "32", "--epochs", "30", "--seed", "0"),
-    *("--augment", "0.5", "--calibrate-on", "distorted"),
+DIGITS_RECIPE = TrainRecipe(
+    dataset="digits",
+    input_size=32,
+    calibrate_on="distorted",
+    train=TrainConfig(epochs=30, seed=0, augment=0.5),
 )
 """How the bundled digits checkpoint is trained (``make model`` runs this too): distortion
 augmentation and calibration on distorted images keep its early exits honest under noise."""
@@ -125,12 +128,15 @@ def ensure_model(path: Path) -> None:
     """Train the digits checkpoint with :data:`DIGITS_RECIPE` unless ``path`` exists."""
     if path.exists():
         return
-    from shared.lab.cli import main as lab_main
+    from shared.errors import IsplitEEError
+    from shared.lab.training import train_checkpoint
 
     print(f"isplitee demo: no checkpoint at {path}; training it (a few minutes, once)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if lab_main(["train", *DIGITS_RECIPE, "--out", str(path)]) != 0:
-        raise SystemExit(f"isplitee demo: training {path} failed")
+    try:
+        train_checkpoint(DIGITS_RECIPE, path)
+    except (IsplitEEError, ValueError) as exc:
+        raise SystemExit(f"isplitee demo: training {path} failed: {exc}") from exc
 
 
 def ensure_artefact(path: Path) -> Path:
@@ -140,11 +146,16 @@ def ensure_artefact(path: Path) -> Path:
 
     artefact = path.with_suffix(SUFFIX)
     if not artefact.exists():
-        from shared.lab.cli import main as lab_main
+        from shared.checkpoint import load_checkpoint
+        from shared.errors import IsplitEEError
+        from shared.lab.export import held_out, write_deploy_artefact
 
         print(f"isplitee demo: exporting {artefact} from {path} (once)")
-        if lab_main(["export", str(path)]) != 0:
-            raise SystemExit(f"isplitee demo: exporting {path} failed")
+        try:
+            ckpt = load_checkpoint(path)
+            write_deploy_artefact(ckpt, artefact, held_out(ckpt))
+        except (IsplitEEError, ValueError) as exc:
+            raise SystemExit(f"isplitee demo: exporting {path} failed: {exc}") from exc
     return artefact
 
 

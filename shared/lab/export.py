@@ -21,6 +21,7 @@ import torch
 
 from shared.artefact import (
     CHECK_IMAGES,
+    SUFFIX,
     ArtefactError,
     Chain,
     graph_names,
@@ -32,7 +33,7 @@ from shared.onnx_halves import OPSET, TOLERANCE, export_bytes
 from shared.runtime import session
 from shared.transforms import normalize
 
-__all__ = ["ExportError", "GraphCheck", "export_artefact", "held_out"]
+__all__ = ["ExportError", "GraphCheck", "export_artefact", "held_out", "write_deploy_artefact"]
 
 
 class ExportError(ArtefactError):
@@ -204,3 +205,28 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[dist] = importlib.metadata.version(dist)
     return found
+
+
+def write_deploy_artefact(
+    ckpt: Checkpoint,
+    out: Path,
+    images: torch.Tensor | None = None,
+    *,
+    log: Callable[[str], None] = print,
+) -> list[GraphCheck]:
+    """Export ``ckpt`` to ``out`` and say what was checked: what ``isplitee train``, ``export``
+    and ``check-encodings`` and the demo all write, so a user reads the same line from each.
+    Refuses an ``out`` that is the checkpoint itself (the export would overwrite it)."""
+    if out.resolve() == Path(ckpt.path).resolve():
+        raise ArtefactError(
+            f"{out}: is the checkpoint itself; the artefact would overwrite it: give --out "
+            f"another path (the default is {Path(ckpt.path).with_suffix(SUFFIX).name})"
+        )
+    checks = export_artefact(ckpt, out, images=images)
+    worst = max(checks, key=lambda c: c.max_difference)
+    log(
+        f"wrote {out} (the {len(checks)} halves of every split checked against PyTorch, "
+        f"largest difference {worst.max_difference:.1e} in the {worst.name}, no prediction "
+        "changed): what a device runs without torch"
+    )
+    return checks

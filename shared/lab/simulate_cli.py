@@ -11,53 +11,26 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared import cost as costs
+from shared.lab.scenario import cost_model, parse_schedule
 from shared.lab.simulate import default_policy_names
 from shared.policy import AuditedSplitEE, DiscountedUCB, ISplitEE, specs_taking
 from shared.protocol import NUM_BLOCKS
-from shared.wire import AUTO, WIRE_CHOICES, wire_encodings
+from shared.wire import WIRE_CHOICES
 
 if TYPE_CHECKING:
     from shared.checkpoint import Checkpoint
     from shared.cost import CostModel
     from shared.lab.confidence import ConfidenceTable
     from shared.lab.distortions import Distortion
+    from shared.lab.simulate import SimulationResult, Stream
 
-__all__ = ["DEFAULT_SAMPLES", "add_simulate", "cost_model", "parse_schedule", "run_simulate"]
+__all__ = ["DEFAULT_SAMPLES", "add_simulate", "run_simulate"]
 
 DEFAULT_SAMPLES = 2000
 MEASURED_FLAGS = ("edge_gmacs", "edge_timing", "link_mbps", "rtt_ms", "encoding")
-
-
-def parse_schedule(spec: str, samples: int) -> list[tuple[Distortion, int]]:
-    from shared.lab.distortions import Distortion  # torch: only for a simulation
-
-    """``--distortion`` as (distortion, samples) segments.
-
-    A plain distortion is one segment of ``samples``; ``schedule:clean:2000,gaussian_noise:2:2000``
-    switches at the given sample counts (each item: distortion, then its count).
-    """
-    if not spec.startswith("schedule:"):
-        return [(Distortion.parse(spec), samples)]
-    segments = []
-    for item in spec[len("schedule:") :].split(","):
-        head, _, count = item.strip().rpartition(":")
-        try:
-            n = int(count)
-            distortion = Distortion.parse(head)
-        except ValueError as exc:
-            raise ValueError(
-                f"schedule item {item!r} should be DISTORTION:COUNT, e.g. clean:2000 or "
-                f"gaussian_noise:2:2000 ({exc})"
-            ) from None
-        if n < 1:
-            raise ValueError(f"schedule item {item!r}: sample count should be at least 1")
-        segments.append((distortion, n))
-    if not segments:
-        raise ValueError("schedule: needs at least one item, e.g. schedule:clean:2000")
-    return segments
 
 
 def add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -67,6 +40,15 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
         description="Compute (or reuse) every exit's confidence on the held-out test images under "
         "a distortion, then run each policy on that stream and print the paper-style table.",
     )
+    _add_stream_flags(p)
+    _add_policy_flags(p)
+    _add_measured_flags(p)
+    _add_run_flags(p)
+    p.set_defaults(func=run_simulate)
+
+
+def _add_stream_flags(p: argparse.ArgumentParser) -> None:
+    """What the policies are run on: the checkpoint, its images and their distortion."""
     p.add_argument("--model", type=Path, required=True, help="checkpoint from 'isplitee train'")
     p.add_argument("--dataset", help="override the checkpoint's dataset spec (e.g. a moved root)")
     p.add_argument(
@@ -81,6 +63,10 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
         help=f"stream length of a plain distortion (default {DEFAULT_SAMPLES}); a schedule gives "
         "its own counts",
     )
+
+
+def _add_policy_flags(p: argparse.ArgumentParser) -> None:
+    """Which policies run, the reward they earn and their own settings."""
     p.add_argument("--policies", help="comma list; default: all policies and every fixed split")
     p.add_argument("--cost", choices=("paper", "measured"), default="paper")
     p.add_argument(
@@ -127,6 +113,10 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
         type=float,
         help=f"discount of the discounted variants (default {DiscountedUCB.DEFAULT_DISCOUNT:g})",
     )
+
+
+def _add_measured_flags(p: argparse.ArgumentParser) -> None:
+    """The measured cost model's device, link and encoding (``--cost measured`` only)."""
     p.add_argument(
         "--edge-gmacs", type=float, help=f"measured: device GMAC/s ({costs.DEFAULT_EDGE_GMACS:g})"
     )
@@ -148,6 +138,10 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
         help="measured: activation encoding (auto: per split, what the checkpoint says a node "
         "on its default sends)",
     )
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """How the confidences are read, how many runs, and where results and tables go."""
     p.add_argument(
         "--calibration",
         choices=("none", "temperature"),
@@ -168,39 +162,6 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, help="confidence tables (default ~/.cache/isplitee)")
     p.add_argument("--no-cache", action="store_true", help="recompute, do not store tables")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run_simulate)
-
-
-def cost_model(
-    ckpt: Checkpoint,
-    name: str,
-    *,
-    gamma: float = costs.PAPER_GAMMA,
-    offload: float = costs.PAPER_OFFLOAD,
-    time_edge: bool = False,
-    **measured: Any,
-) -> CostModel:
-    """The ``paper`` or ``measured`` cost model for a checkpoint.
-
-    ``measured`` takes the keyword arguments of :func:`shared.cost.measured_cost` (device rate,
-    link rate, round trip, encoding); their defaults are that function's, except the encoding:
-    by default each split is priced in what a node on ``encoding = "auto"`` sends.
-    ``time_edge`` times the model on this machine instead of counting MACs.
-    """
-    from shared.cost import measured_cost, paper_cost
-    from shared.profile import measure_exit_latency, profile_model
-
-    blocks = ckpt.meta.arm_blocks
-    if name == "paper":
-        return paper_cost(blocks, gamma=gamma, offload=offload)
-    if name != "measured":
-        raise ValueError(f"cost model should be 'paper' or 'measured', got {name!r}")
-    profile = profile_model(ckpt.model, ckpt.meta.input_size)
-    if measured.get("encoding", AUTO) == AUTO:  # priced as a node on its default sends
-        measured["encoding"] = wire_encodings(AUTO, ckpt.meta.exit_blocks, ckpt.meta.wire_encodings)
-    if time_edge:
-        measured["edge_seconds"] = measure_exit_latency(ckpt.model, ckpt.meta.input_size)
-    return measured_cost(profile, blocks, gamma=gamma, **measured)
 
 
 def _report_table(table: ConfidenceTable) -> None:
@@ -301,16 +262,8 @@ def check_args(args: argparse.Namespace) -> list[tuple[Distortion, int]]:
     return parts
 
 
-def run_simulate(args: argparse.Namespace) -> int:
-    from shared.checkpoint import load_checkpoint
-    from shared.cost import RewardModel
-    from shared.lab.confidence import build_stream
-    from shared.lab.simulate import make_policy_factory, simulate
-
-    parts = check_args(args)
-    ckpt = load_checkpoint(args.model)
-    blocks = ckpt.meta.arm_blocks
-    names = policy_names(args.policies, blocks)
+def _cost(args: argparse.Namespace, ckpt: Checkpoint) -> CostModel:
+    """The cost model the flags name; the measured flags apply to the measured one only."""
     measured = {
         "time_edge": args.edge_timing == "measure",
         "edge_gmacs_per_s": args.edge_gmacs,
@@ -320,30 +273,20 @@ def run_simulate(args: argparse.Namespace) -> int:
     }
     measured = {k: v for k, v in measured.items() if v is not None}
     offload = costs.PAPER_OFFLOAD if args.offload is None else args.offload
-    cost = cost_model(
+    return cost_model(
         ckpt,
         args.cost,
         gamma=args.gamma,
         offload=offload,
         **(measured if args.cost == "measured" else {}),
     )
-    rewards = RewardModel(cost, alpha=args.alpha, mu=args.mu)
-    factories = {  # a bad policy name or setting fails here, before the slow part
-        n: make_policy_factory(
-            n,
-            rewards,
-            c=args.c,
-            c_nonstationary=args.c_nonstationary,
-            discount=args.discount,
-            target=args.target,
-            min_audit_rate=args.min_audit_rate,
-        )
-        for n in names
-    }
-    c = ISplitEE.DEFAULT_C if args.c is None else args.c
-    c_ns = DiscountedUCB.DEFAULT_C if args.c_nonstationary is None else args.c_nonstationary
-    discount = DiscountedUCB.DEFAULT_DISCOUNT if args.discount is None else args.discount
-    streams = [
+
+
+def _streams(args: argparse.Namespace, ckpt: Checkpoint, parts: list) -> list[Stream]:
+    """One stream per run, each a fresh draw; the first run's table is reported."""
+    from shared.lab.confidence import build_stream
+
+    return [
         build_stream(
             ckpt,
             parts,
@@ -357,59 +300,110 @@ def run_simulate(args: argparse.Namespace) -> int:
         )
         for r in range(args.runs)
     ]
-    if args.runs > 1:
-        print(
-            f"... and {args.runs - 1} more run(s), each on a fresh draw (seeds {args.seed + 1}..)"
-        )
-    result = simulate(streams, rewards, factories)
 
+
+def _params(args: argparse.Namespace) -> dict[str, float]:
+    """Every policy setting as run, defaults filled in (the JSON's ``params``)."""
+    return {
+        "alpha": args.alpha,
+        "mu": args.mu,
+        "c": ISplitEE.DEFAULT_C if args.c is None else args.c,
+        "c_nonstationary": DiscountedUCB.DEFAULT_C
+        if args.c_nonstationary is None
+        else args.c_nonstationary,
+        "discount": DiscountedUCB.DEFAULT_DISCOUNT if args.discount is None else args.discount,
+        "target": AuditedSplitEE.DEFAULT_TARGET if args.target is None else args.target,
+        "min_audit_rate": AuditedSplitEE.DEFAULT_MIN_AUDIT_RATE
+        if args.min_audit_rate is None
+        else args.min_audit_rate,
+    }
+
+
+def _print_result(
+    args: argparse.Namespace, result: SimulationResult, blocks: tuple[int, ...], schedule: bool
+) -> tuple[object, object]:
+    """The summary line and table, and for a schedule the settling and after-change tables
+    (returned for the JSON)."""
     from shared.lab.report import simulation_table
 
     print()
     print(
         f"{result.n_samples} samples, {result.runs} run(s), cost model {result.cost_model}, "
-        f"alpha {args.alpha:g}, mu {args.mu:g}, c {c:g}, calibration {args.calibration}; "
-        f"oracle split: block {blocks[result.oracle_arm]}"
+        f"alpha {args.alpha:g}, mu {args.mu:g}, c {_params(args)['c']:g}, calibration "
+        f"{args.calibration}; oracle split: block {blocks[result.oracle_arm]}"
     )
     print(simulation_table(result))
-    settle = after_change = None
-    if len(streams[0].segments) > 1:
-        from shared.lab.report import change_table, settle_table
+    if not schedule:
+        return None, None
+    from shared.lab.report import change_table, settle_table
 
-        text, settle = settle_table(result)
-        print()
-        print(text)
-        text, after_change = change_table(result)
-        print(f"\naccuracy % over the first {result.window} samples of each segment")
-        print(text)
+    text, settle = settle_table(result)
+    print()
+    print(text)
+    text, after_change = change_table(result)
+    print(f"\naccuracy % over the first {result.window} samples of each segment")
+    print(text)
+    return settle, after_change
+
+
+def _write_json(
+    args: argparse.Namespace,
+    ckpt: Checkpoint,
+    result: SimulationResult,
+    settle: object,
+    after_change: object,
+) -> None:
+    payload = {
+        "n_samples": result.n_samples,
+        "runs": result.runs,
+        "cost_model": result.cost_model,
+        "model_hash": ckpt.hash,
+        "distortion": args.distortion,
+        "calibration": args.calibration,
+        "params": _params(args),
+        "oracle_block": ckpt.meta.arm_blocks[result.oracle_arm],
+        "policies": {n: s.as_json() for n, s in result.policies.items()},
+    }
+    if settle is not None:
+        payload["settle"] = settle
+        payload["after_change"] = after_change
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """``isplitee simulate``: every flag checked before the slow part, then the runs."""
+    from shared.checkpoint import load_checkpoint
+    from shared.cost import RewardModel
+    from shared.lab.simulate import make_policy_factory, simulate
+
+    parts = check_args(args)
+    ckpt = load_checkpoint(args.model)
+    blocks = ckpt.meta.arm_blocks
+    names = policy_names(args.policies, blocks)
+    rewards = RewardModel(_cost(args, ckpt), alpha=args.alpha, mu=args.mu)
+    factories = {  # a bad policy name or setting fails here, before the slow part
+        n: make_policy_factory(
+            n,
+            rewards,
+            c=args.c,
+            c_nonstationary=args.c_nonstationary,
+            discount=args.discount,
+            target=args.target,
+            min_audit_rate=args.min_audit_rate,
+        )
+        for n in names
+    }
+    streams = _streams(args, ckpt, parts)
+    if args.runs > 1:
+        print(
+            f"... and {args.runs - 1} more run(s), each on a fresh draw (seeds {args.seed + 1}..)"
+        )
+    result = simulate(streams, rewards, factories)
+    settle, after_change = _print_result(args, result, blocks, len(streams[0].segments) > 1)
     if args.json:
-        payload = {
-            "n_samples": result.n_samples,
-            "runs": result.runs,
-            "cost_model": result.cost_model,
-            "model_hash": ckpt.hash,
-            "distortion": args.distortion,
-            "calibration": args.calibration,
-            "params": {
-                "alpha": args.alpha,
-                "mu": args.mu,
-                "c": c,
-                "c_nonstationary": c_ns,
-                "discount": discount,
-                "target": AuditedSplitEE.DEFAULT_TARGET if args.target is None else args.target,
-                "min_audit_rate": AuditedSplitEE.DEFAULT_MIN_AUDIT_RATE
-                if args.min_audit_rate is None
-                else args.min_audit_rate,
-            },
-            "oracle_block": blocks[result.oracle_arm],
-            "policies": {n: s.as_json() for n, s in result.policies.items()},
-        }
-        if settle is not None:
-            payload["settle"] = settle
-            payload["after_change"] = after_change
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        _write_json(args, ckpt, result, settle, after_change)
     if args.plots:
         from shared.lab.plots import write_plots
 

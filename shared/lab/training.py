@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from shared.artefact import CHECK_IMAGES, SUFFIX
+from shared.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from shared.lab.datasets import Splits, load_dataset
 from shared.lab.distortions import BLUR_LEVELS, NOISE_LEVELS, Distortion
-from shared.lab.report import progress_bar
-from shared.model import MultiExitMobileNetV2
-from shared.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from shared.lab.export import write_deploy_artefact
+from shared.lab.recipe import TrainConfig, TrainRecipe
+from shared.lab.report import format_table, progress_bar
+from shared.lab.wire_check import EncodingCheck, check_encodings
+from shared.model import MultiExitMobileNetV2, load_imagenet_backbone
+from shared.profile import profile_model
+from shared.transforms import normalize
 
 __all__ = [
     "ArmStats",
@@ -33,35 +42,9 @@ __all__ = [
     "fit_temperatures",
     "predict_arms",
     "seed_everything",
+    "train_checkpoint",
     "train_model",
 ]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 64
-    lr_backbone: float = 2e-3
-    """The paper fine-tunes ImageNet weights at 1.5e-4; from scratch a larger rate is needed."""
-    lr_exits: float = 1e-2
-    weight_decay: float = 5e-4
-    exit_weights: tuple[float, ...] | None = None
-    """Loss weight per arm (shallowest first); None gives every arm weight 1."""
-    augment: float = 0.0
-    """Share of training images given a random paper distortion (noise or blur level)."""
-    seed: int = 0
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    progress: bool = True
-    log: Callable[[str], None] = field(default=print, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs should be at least 1, got {self.epochs!r}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size should be at least 2, got {self.batch_size!r}")
-        if not 0.0 <= self.augment <= 1.0:
-            raise ValueError(f"augment should be a share in [0, 1], got {self.augment!r}")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -243,3 +226,126 @@ def evaluate_arms(
         acc = float((pred == labels).float().mean())
         stats.append(ArmStats(block, acc, float(conf.mean())))
     return stats
+
+
+def _first(dataset: Dataset, limit: int | None) -> Dataset:
+    return Subset(dataset, range(min(limit, len(dataset)))) if limit else dataset
+
+
+def _new_model(recipe: TrainRecipe, num_classes: int) -> MultiExitMobileNetV2:
+    seed_everything(recipe.train.seed)  # the initial weights are part of what the seed decides
+    model = MultiExitMobileNetV2(
+        num_classes=num_classes, width_mult=recipe.width, exit_blocks=recipe.exit_blocks
+    )
+    if recipe.pretrained == "imagenet":
+        load_imagenet_backbone(model)
+    return model
+
+
+def _meta(
+    recipe: TrainRecipe,
+    model: MultiExitMobileNetV2,
+    splits: Splits,
+    temperatures: tuple[float, ...],
+    wire: list[EncodingCheck],
+) -> ModelMeta:
+    """What the checkpoint says about itself: how to run it, and how it was made."""
+    config = recipe.train
+    return ModelMeta(
+        width_mult=recipe.width,
+        num_classes=len(splits.class_names),
+        input_size=recipe.input_size,
+        exit_blocks=model.exit_blocks,
+        class_names=splits.class_names,
+        mean=config.mean,
+        std=config.std,
+        temperatures=temperatures,
+        wire_encodings=tuple(c.chosen for c in wire),
+        dataset=splits.spec,
+        split_seed=config.seed,
+        notes={
+            "pretrained": recipe.pretrained,
+            "epochs": str(config.epochs),
+            "augment": f"{config.augment:g}",
+            "calibrated_on": recipe.calibrate_on,
+        },
+    )
+
+
+def _exit_table(
+    recipe: TrainRecipe,
+    model: MultiExitMobileNetV2,
+    test: Dataset,
+    temperatures: tuple[float, ...],
+) -> tuple[str, int]:
+    """Per-exit accuracy and confidence, raw and calibrated, on the held-out test split, and
+    the number of images it was measured on."""
+    config = recipe.train
+    logits, labels = predict_arms(model, test, mean=config.mean, std=config.std)
+    raw = evaluate_arms(logits, labels, model.arm_blocks, [1.0] * len(model.arm_blocks))
+    cal = evaluate_arms(logits, labels, model.arm_blocks, temperatures)
+    prof = profile_model(model, recipe.input_size)
+    rows = [
+        [
+            "final" if i == len(raw) - 1 else str(r.block),
+            f"{r.accuracy * 100:.1f}",
+            f"{r.mean_confidence:.3f}",
+            f"{c.mean_confidence:.3f}",
+            f"{temperatures[i]:.2f}",
+            f"{prof.macs_to_exit(r.block) / 1e6:.2f}",
+        ]
+        for i, (r, c) in enumerate(zip(raw, cal, strict=True))
+    ]
+    heads = ["block", "acc %", "mean conf", "calibrated conf", "temperature", "MFLOPs"]
+    return format_table(heads, rows), len(labels)
+
+
+def train_checkpoint(
+    recipe: TrainRecipe,
+    out: Path,
+    *,
+    export: bool = True,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Train, calibrate and check ``recipe``'s model, write it to ``out`` (and its deploy
+    artefact beside it unless ``export`` is false) and return the checkpoint's hash.
+
+    Prints, through ``log``, the per-exit table on the test split and what each exit's wire
+    check chose: what a user reads to judge the model before deploying it.
+    """
+    config = recipe.train
+    norm = {"mean": config.mean, "std": config.std}
+    splits = load_dataset(recipe.dataset, recipe.input_size, config.seed)
+    model = _new_model(recipe, len(splits.class_names))
+    train_set = _first(splits.train, recipe.limit)
+    log(
+        f"training on {recipe.dataset}: {len(train_set)} train / {len(splits.val)} val / "
+        f"{len(splits.test)} test images at {recipe.input_size}px, {config.epochs} epochs"
+    )
+    started = time.perf_counter()
+    train_model(model, train_set, config)
+    elapsed = time.perf_counter() - started
+    val_set = _first(splits.val, recipe.limit)
+    conditions = calibration_distortions(recipe.calibrate_on)
+    val_logits, val_labels = calibration_logits(
+        model, val_set, distortions=conditions, seed=config.seed, **norm
+    )
+    temperatures = fit_temperatures(val_logits, val_labels)
+    wire = check_encodings(model, val_set, distortions=conditions, **norm)
+    digest = save_checkpoint(out, model, _meta(recipe, model, splits, temperatures, wire))
+    table, n_test = _exit_table(recipe, model, splits.test, temperatures)
+    log(
+        f"\ntrained in {elapsed:.0f} s on {torch.get_num_threads()} CPU thread(s); per-exit "
+        f"results on the held-out test split ({n_test} images):"
+    )
+    log(table)
+    log(
+        "\nsmallest encoding each exit's held-out images tolerated (what nodes on encoding "
+        "'auto' send): " + ", ".join(f"{c.block}: {c.chosen}" for c in wire)
+    )
+    log(f"\nwrote {out} (hash {digest[:12]})")
+    if export:
+        test = [splits.test[i][0] for i in range(min(CHECK_IMAGES, len(splits.test)))]
+        images = normalize(torch.stack(test), config.mean, config.std)
+        write_deploy_artefact(load_checkpoint(out), out.with_suffix(SUFFIX), images, log=log)
+    return digest
