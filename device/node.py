@@ -45,7 +45,7 @@ import numpy as np
 from device.costs import LiveCosts
 from device.onnx_edge import EdgeBackend
 from device.pending import Offload, PendingOffloads, PendingProbes
-from device.settings import Setting
+from device.settings import Setting, SettingError
 from shared.cost import Observation, RewardModel
 from shared.inference import confidence
 from shared.jpeg import DEFAULT_QUALITY, encode_frame
@@ -74,7 +74,7 @@ from shared.protocol import (
 )
 from shared.wire import AUTO, wire_encodings
 
-__all__ = ["Node", "NodeCounters", "PolicySnapshot", "Publisher", "node_arms"]
+__all__ = ["SETTERS", "Node", "NodeCounters", "PolicySnapshot", "Publisher", "node_arms"]
 
 log = logging.getLogger(__name__)
 
@@ -607,20 +607,11 @@ class Node:
     def apply(self, setting: Setting) -> dict[str, Any]:
         """Apply a validated runtime setting (see :mod:`device.settings`); returns the effective
         settings. Offloads in flight are settled with the policy that sent them."""
+        handler = SETTERS.get(setting.key)
+        if handler is None:
+            raise SettingError(f"unknown setting {setting.key!r}: use one of {', '.join(SETTERS)}")
         with self._lock:
-            key, value = setting.key, setting.value
-            if key == "encoding":
-                self._use_encoding(value)
-            elif key == "mu":
-                self.rewards = RewardModel(self.rewards.cost, self.rewards.alpha, value)
-                self.policy.set_rewards(self.rewards)
-            else:
-                if self.make_policy is None:
-                    raise RuntimeError("this node was built without a policy factory")
-                spec = value if key == "policy" else self.policy.spec
-                if key == "alpha":
-                    self.rewards = RewardModel(self.rewards.cost, value, self.rewards.mu)
-                self.policy = self.make_policy(spec, self.rewards)
+            handler(self, setting.value)
             return self._settings()
 
     def _use_encoding(self, setting: str) -> None:
@@ -628,6 +619,30 @@ class Node:
         meta = self.ckpt.meta
         self.encoding = setting
         self.wire = wire_encodings(setting, meta.exit_blocks, meta.wire_encodings)
+
+    def _set_mu(self, mu: float) -> None:
+        """Only the price of cost changes: the policy keeps what it learnt."""
+        self.rewards = RewardModel(self.rewards.cost, self.rewards.alpha, mu)
+        self.policy.set_rewards(self.rewards)
+
+    def _set_alpha(self, alpha: float) -> None:
+        """Which frames exit changes: what the policy learnt no longer applies."""
+        self._new_policy(self.policy.spec, RewardModel(self.rewards.cost, alpha, self.rewards.mu))
+
+    def _set_policy(self, spec: str) -> None:
+        """Another policy learns from scratch (offloads in flight settle with the old one)."""
+        self._new_policy(spec, self.rewards)
+
+    def _reset(self, _: object) -> None:
+        """The same policy, forgetting what it learnt."""
+        self._new_policy(self.policy.spec, self.rewards)
+
+    def _new_policy(self, spec: str, rewards: RewardModel) -> None:
+        """A fresh policy from the factory; the rewards change only if it could be built."""
+        if self.make_policy is None:
+            raise RuntimeError("this node was built without a policy factory")
+        self.policy = self.make_policy(spec, rewards)
+        self.rewards = rewards
 
     def refuse(self) -> None:
         """Count a refused runtime setting (its reason goes out once, in the next stats)."""
@@ -690,3 +705,14 @@ class Node:
                 },
                 "model_hash": self.ckpt.hash,
             }
+
+
+SETTERS: dict[str, Callable[[Node, Any], None]] = {
+    "alpha": Node._set_alpha,
+    "mu": Node._set_mu,
+    "policy": Node._set_policy,
+    "encoding": Node._use_encoding,
+    "reset": Node._reset,
+}
+"""Runtime setting -> what applies it (lock held), built once: one entry per key of
+:data:`device.settings.SETTABLE`, so a new setting is a handler and a line here."""

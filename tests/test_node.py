@@ -1,7 +1,8 @@
 """The node driven without a broker or a trained model: a fake edge half, publishes recorded.
 
 What is checked here is how the node's threads meet: a reply is matched and settled while the
-next frame's edge half runs (the reply thread never waits for inference)."""
+next frame's edge half runs (the reply thread never waits for inference), and runtime settings
+go through one table that covers every settable key."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
-from device.node import Node
+from device.node import SETTERS, Node
+from device.settings import SETTABLE, Setting, SettingError
 from shared.cost import RewardModel, paper_cost
 from shared.meta import ModelMeta
 from shared.mqtt import Message
-from shared.policy import build_policy
+from shared.policy import Policy, build_policy
 from shared.protocol import Reply, Topics, decode_result, encode_reply
 
 META = ModelMeta(num_classes=2, input_size=16, class_names=("no", "yes"), exit_blocks=(3,))
@@ -117,3 +120,25 @@ def test_an_unanswered_offload_goes_again_once_then_falls_back_on_its_exit() -> 
     assert node.expire(start + 5.0) == 1
     assert [(r.frame_id, r.source, r.split_block) for r in out.results()] == [(0, "fallback", 3)]
     assert node.pending == 0 and node.counters.errors["timeout"] == 1
+
+
+def test_every_settable_key_has_one_handler() -> None:
+    assert set(SETTERS) == set(SETTABLE)
+
+
+def test_settings_are_applied_through_the_table() -> None:
+    node, _, _ = _node(spec="isplitee", alpha=0.8)
+    first: Policy = node.policy
+    assert node.apply(Setting("mu", 2.0))["mu"] == 2.0 and node.policy is first  # kept
+    assert node.apply(Setting("encoding", "int8"))["wire"] == {"3": "int8"}
+    assert node.apply(Setting("alpha", 0.5))["alpha"] == 0.5 and node.policy is not first
+    assert node.policy.to_state()["alpha"] == 0.5
+    second = node.policy
+    assert node.apply(Setting("reset", True))["policy"] == "isplitee"
+    assert node.policy is not second
+    assert node.apply(Setting("policy", "fixed:3"))["policy"] == "fixed:3"
+    snapshot = node.policy_snapshot()
+    assert snapshot.spec == "fixed:3" and snapshot.settings == node.settings()
+    assert snapshot.state["policy"] == node.policy.to_state()["policy"]
+    with pytest.raises(SettingError, match="unknown setting 'gain'"):
+        node.apply(Setting("gain", 1.0))
