@@ -258,16 +258,16 @@ class DeviceApp:
     def save_state(self) -> None:
         if self.config.state is None:
             return
-        with self.node._lock:
-            save_state(
-                self.config.state,
-                self.node.policy,
-                model_hash=self.ckpt.hash,
-                blocks=self.arms,
-                spec=self.node.policy.spec,
-                settings=self.node.settings(),
-                configured=self.configured,
-            )
+        snapshot = self.node.policy_snapshot()
+        save_state(
+            self.config.state,
+            snapshot.state,
+            model_hash=self.ckpt.hash,
+            blocks=self.arms,
+            spec=snapshot.spec,
+            settings=snapshot.settings,
+            configured=self.configured,
+        )
 
     # -- running -------------------------------------------------------------------------------
     def _probe_next(self) -> None:

@@ -23,7 +23,10 @@ Each result, once published, is also handed to ``on_result`` (the node's state, 
 snapshots are derived from results there, ``device/reporter.py``): the result topic itself
 is the same with or without it.
 
-All public methods take one lock: frames arrive on the main thread, replies on another.
+Frames arrive on the main thread, replies on another. What was sent and awaits a reply is kept
+by :mod:`device.pending` behind its own lock, so a reply is matched while a frame's edge half
+runs; the node's own lock guards the policy, the costs, the settings and the counters, and is
+held only to read or update them, never across edge inference or a publish.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ import numpy as np
 
 from device.costs import LiveCosts
 from device.onnx_edge import EdgeBackend
-from device.settings import Setting
+from device.pending import Offload, PendingOffloads, PendingProbes
+from device.settings import Setting, SettingError
 from shared.cost import Observation, RewardModel
 from shared.inference import confidence
 from shared.jpeg import DEFAULT_QUALITY, encode_frame
@@ -56,6 +60,7 @@ from shared.protocol import (
     ProtocolError,
     Reply,
     Result,
+    Source,
     Topics,
     decode_reply,
     encode_activation,
@@ -69,7 +74,7 @@ from shared.protocol import (
 )
 from shared.wire import AUTO, wire_encodings
 
-__all__ = ["Node", "NodeCounters", "Publisher", "node_arms"]
+__all__ = ["SETTERS", "Node", "NodeCounters", "PolicySnapshot", "Publisher", "node_arms"]
 
 log = logging.getLogger(__name__)
 
@@ -93,24 +98,40 @@ def node_arms(arm_blocks: tuple[int, ...], *, frame_offload: bool) -> tuple[int,
     return (FRAME_BLOCK, *arm_blocks) if frame_offload else tuple(arm_blocks)
 
 
-@dataclass
-class _Pending:
-    policy: Policy  # the one that decided: a runtime setting may have replaced it since
-    decision: Decision
+@dataclass(frozen=True)
+class _Turn:
+    """One frame's decision and what it was made under: a runtime setting may replace the
+    policy, the rewards or the encoding while the edge half runs, and the frame is settled
+    with the ones that decided it."""
+
     frame_id: int
     captured_at: float
-    sent: float
+    policy: Policy
+    decision: Decision
+    rewards: RewardModel
+    wire: dict[int, str]
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What settles an offload (its :class:`device.pending.Offload` context)."""
+
+    turn: _Turn
     confidences: tuple[float, ...]
     classes: tuple[int, ...]
-    payload: bytes
     audit: bool = False
-    attempts: int = 1
     sent_arm: int = 0  # the arm whose message went: the decision's, or the frame arm
     resized: np.ndarray | None = None  # the frame arm's frame, for a fallback answer
 
-    @property
-    def exit_class(self) -> int:
-        return self.classes[-1]
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """The policy's state, its spec and the settings it learns under, read at one instant (a
+    runtime setting may replace the policy at any time): what a state file is written from."""
+
+    state: dict[str, Any]
+    spec: str
+    settings: dict[str, Any]
 
 
 @dataclass
@@ -132,6 +153,10 @@ class NodeCounters:
     @property
     def results(self) -> int:
         return self.edge + self.cloud + self.fallback
+
+    def count(self, source: Source) -> None:
+        """One more result from ``source``: the counter of that name."""
+        setattr(self, source, getattr(self, source) + 1)
 
 
 class Node:
@@ -165,9 +190,7 @@ class Node:
         self.out = publisher
         self.device_id = device_id
         self._use_encoding(encoding)
-        self.reply_timeout_s = reply_timeout_s
         self.max_pending = max_pending
-        self.reoffloads = reoffloads
         meta = checkpoint.meta
         self.blocks = node_arms(meta.arm_blocks, frame_offload=frame_offload)
         self.frame_arm = 0 if frame_offload else None
@@ -184,109 +207,143 @@ class Node:
         self._topic_reply = topics.reply(device_id)
         # replies meant for an earlier run of this node never match
         self._run_id = os.urandom(RUN_ID_BYTES)
-        self._pending: dict[int, _Pending] = {}
-        self._probes: dict[int, tuple[int, float]] = {}  # seq -> (arm, sent)
-        self._probe_seq = 0
+        self._offloads: PendingOffloads[_Sent] = PendingOffloads(
+            timeout_s=reply_timeout_s, resends=reoffloads
+        )
+        self._probes = PendingProbes()
         self._topic_probe = topics.probe(device_id)
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()  # policy, rewards, costs, encoding, counters
+        self._edge_lock = threading.Lock()  # one edge run at a time: its timing is the device's
         self._log_throttle = LogThrottle()  # every offload refused: one line per kind per 10 s
+
+    @property
+    def reply_timeout_s(self) -> float:
+        return self._offloads.timeout_s
+
+    @property
+    def reoffloads(self) -> int:
+        return self._offloads.resends
 
     # -- frames --------------------------------------------------------------------------------
     def process(self, frame_id: int, image: np.ndarray, captured_at: float) -> None:
         """Decide, run the edge half, and answer or offload one frame."""
         resized = self.preprocess.resize(image)
+        turn = self._decide(frame_id, captured_at)
+        arm, block = turn.decision.arm, self.blocks[turn.decision.arm]
+        if arm == self.frame_arm:  # no block on the device: the frame goes as it is
+            self._offload_frame(turn, resized, [0.0], [0], keep=True)
+            return
+        x = self.preprocess.normalise(resized)
+        (activation, exit_logits), seconds = self._run_edge(x, block)
+        # the frame arm's place, if any: an exit that is never confident
+        confs, classes = [0.0] * self._first, [0] * self._first
+        for i, logits in enumerate(exit_logits):
+            c, k = confidence(logits, self.temperatures[i])
+            confs.append(float(c[0]))
+            classes.append(int(k[0]))
+        last = arm == len(self.blocks) - 1
+        # An audit offloads a frame its exit could have answered: the cloud's reply tells
+        # the policy whether the exits agree with the final classifier (shared.policy.referee).
+        audit = turn.decision.audit and not last
         with self._lock:
-            decision = self.policy.decide()
-            arm, block = decision.arm, self.blocks[decision.arm]
-            self.current_block = block
-            self.counters.frames += 1
-            if arm == self.frame_arm:  # no block on the device: the frame goes as it is
-                self._offload_frame(decision, frame_id, captured_at, resized, [0.0], [0], True)
-                return
-            x = self.preprocess.normalise(resized)
-            started = time.perf_counter()
-            activation, exit_logits = self.edge(x, block)
             if self.costs is not None:
-                self.costs.observe_edge(arm, time.perf_counter() - started)
-            # the frame arm's place, if any: an exit that is never confident
-            confs, classes = [0.0] * self._first, [0] * self._first
-            for i, logits in enumerate(exit_logits):
-                c, k = confidence(logits, self.temperatures[i])
-                confs.append(float(c[0]))
-                classes.append(int(k[0]))
-            last = arm == len(self.blocks) - 1
-            # An audit offloads a frame its exit could have answered: the cloud's reply tells
-            # the policy whether the exits agree with the final classifier (shared.policy.referee).
-            audit = decision.audit and not last
-            if (last or decision.answers(confs[arm], self.rewards.alpha)) and not audit:
-                final = confs[arm] if last else None
-                self.policy.observe(
-                    decision,
+                self.costs.observe_edge(arm, seconds)
+            answers = (last or turn.decision.answers(confs[arm], turn.rewards.alpha)) and not audit
+            if answers:
+                turn.policy.observe(
+                    turn.decision,
                     Observation(
                         tuple(confs),
-                        final,
+                        confs[arm] if last else None,
                         classes=tuple(classes),
                         final_class=classes[-1] if last else None,
                     ),
                 )
-                self._publish_result(
-                    frame_id, classes[arm], confs[arm], block, block, "edge", captured_at
-                )
-                self.counters.edge += 1
-                return
-            if self.costs is not None and self.costs.frame_cheaper(arm):
-                self._offload_frame(decision, frame_id, captured_at, resized, confs, classes)
-                return
-            try:
-                payload = encode_activation(
-                    device_id=self.device_id,
-                    frame_id=frame_id,
-                    captured_at=captured_at,
-                    split_block=block,
-                    model_hash=self.ckpt.hash,
-                    exit_confidence=confs[arm],
-                    exit_class=classes[arm],
-                    tensor=activation[0],
-                    encoding=self.wire[block],
-                    audit=audit,
-                )
-            except ValueError as exc:  # NaN or infinite activations: no worker could use them
-                self.policy.cancel(decision)
+            frame_cheaper = self.costs is not None and self.costs.frame_cheaper(arm)
+        if answers:
+            self._publish_result(turn, classes[arm], confs[arm], block, block, "edge")
+        elif frame_cheaper:
+            self._offload_frame(turn, resized, confs, classes)
+        else:
+            self._offload_activation(turn, activation, confs, classes, audit)
+
+    def _decide(self, frame_id: int, captured_at: float) -> _Turn:
+        with self._lock:
+            decision = self.policy.decide()
+            self.current_block = self.blocks[decision.arm]
+            self.counters.frames += 1
+            return _Turn(frame_id, captured_at, self.policy, decision, self.rewards, self.wire)
+
+    def _run_edge(self, x: np.ndarray, block: int) -> tuple[tuple[np.ndarray, list], float]:
+        """The edge half up to ``block`` and the seconds it took. The node's lock is not held:
+        replies are matched and settled meanwhile."""
+        with self._edge_lock:
+            started = time.perf_counter()
+            out = self.edge(x, block)
+            return out, time.perf_counter() - started
+
+    def _offload_activation(
+        self,
+        turn: _Turn,
+        activation: np.ndarray,
+        confs: list[float],
+        classes: list[int],
+        audit: bool,
+    ) -> None:
+        arm = turn.decision.arm
+        block = self.blocks[arm]
+        try:
+            payload = encode_activation(
+                device_id=self.device_id,
+                frame_id=turn.frame_id,
+                captured_at=turn.captured_at,
+                split_block=block,
+                model_hash=self.ckpt.hash,
+                exit_confidence=confs[arm],
+                exit_class=classes[arm],
+                tensor=activation[0],
+                encoding=turn.wire[block],
+                audit=audit,
+            )
+        except ValueError as exc:  # NaN or infinite activations: no worker could use them
+            with self._lock:
+                turn.policy.cancel(turn.decision)
                 self.counters.errors["encode"] += 1
-                more = self._log_throttle.admit("encode")
-                if more is not None:
-                    log.warning("frame %d: not offloaded (%s)%s", frame_id, exc, more)
-                self._publish_result(
-                    frame_id, classes[arm], confs[arm], block, block, "fallback", captured_at
-                )
-                self.counters.fallback += 1
-                return
-            self._offload(decision, frame_id, captured_at, confs, classes, payload, audit, arm)
+            more = self._log_throttle.admit("encode")
+            if more is not None:
+                log.warning("frame %d: not offloaded (%s)%s", turn.frame_id, exc, more)
+            self._publish_result(turn, classes[arm], confs[arm], block, block, "fallback")
+            return
+        self._offload(turn, payload, _Sent(turn, tuple(confs), tuple(classes), audit, arm), audit)
 
     def _offload_frame(
         self,
-        decision: Decision,
-        frame_id: int,
-        captured_at: float,
+        turn: _Turn,
         resized: np.ndarray,
         confs: list[float],
         classes: list[int],
         keep: bool = False,
     ) -> None:
-        """Send the frame's JPEG (lock held): the decision's arm is the frame arm (``keep``
-        the frame for a fallback answer), or an unsure exit for which the frame is cheaper."""
+        """Send the frame's JPEG: the decision's arm is the frame arm (``keep`` the frame for a
+        fallback answer), or an unsure exit for which the frame is cheaper."""
+        decision = turn.decision
         arm = decision.arm
         started = time.perf_counter()
         image = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
         jpeg = encode_frame(image, self.jpeg_quality)
-        if self.costs is not None:
-            self.costs.observe_edge(self.frame_arm, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
         size = len(jpeg)
-        self.frame_bytes = size if self.frame_bytes is None else 0.8 * self.frame_bytes + 0.2 * size
+        with self._lock:
+            if self.costs is not None:
+                self.costs.observe_edge(self.frame_arm, seconds)
+            self.frame_bytes = (
+                size if self.frame_bytes is None else 0.8 * self.frame_bytes + 0.2 * size
+            )
+            self.counters.frame_offloads += 1
         payload = encode_frame_activation(
             device_id=self.device_id,
-            frame_id=frame_id,
-            captured_at=captured_at,
+            frame_id=turn.frame_id,
+            captured_at=turn.captured_at,
             model_hash=self.ckpt.hash,
             jpeg=jpeg,
             shape=image.shape,
@@ -294,50 +351,25 @@ class Node:
             exit_class=classes[arm],
             audit=decision.audit,
         )
-        self.counters.frame_offloads += 1
-        self._offload(
-            decision,
-            frame_id,
-            captured_at,
-            confs,
-            classes,
-            payload,
-            decision.audit,
-            self.frame_arm,
-            resized if keep else None,
-        )
-
-    def _offload(
-        self,
-        decision: Decision,
-        frame_id: int,
-        captured_at: float,
-        confs: list[float],
-        classes: list[int],
-        payload: bytes,
-        audit: bool,
-        sent_arm: int,
-        resized: np.ndarray | None = None,
-    ) -> None:
-        """Send one offload and keep it pending (lock held). To the policy the frame arm's
-        offload is an audit: it reveals C_L whatever any exit says."""
-        self._pending[frame_id] = _Pending(
-            self.policy,
-            decision,
-            frame_id,
-            captured_at,
-            time.monotonic(),
+        # To the policy the frame arm's offload is an audit: it reveals C_L whatever any exit says.
+        sent = _Sent(
+            turn,
             tuple(confs),
             tuple(classes),
-            payload,
-            audit=audit or decision.arm == self.frame_arm,
-            sent_arm=sent_arm,
-            resized=resized,
+            audit=decision.audit or arm == self.frame_arm,
+            sent_arm=self.frame_arm,
+            resized=resized if keep else None,
         )
-        self.counters.audits += audit
-        self.counters.offloads += 1
-        self.counters.bytes_sent += len(payload)
-        self._send(frame_id, payload)
+        self._offload(turn, payload, sent, decision.audit)
+
+    def _offload(self, turn: _Turn, payload: bytes, sent: _Sent, audit: bool) -> None:
+        """Keep one offload pending, then send it (so no reply can outrun it)."""
+        self._offloads.add(turn.frame_id, payload, sent)
+        with self._lock:
+            self.counters.audits += audit
+            self.counters.offloads += 1
+            self.counters.bytes_sent += len(payload)
+        self._send(turn.frame_id, payload)
 
     def _send(self, frame_id: int, payload: bytes) -> None:
         self.out.publish(
@@ -355,12 +387,7 @@ class Node:
         the link recovered, and a node that starts with a pessimistic prior would never
         offload at all: probes keep the offload cost of every split measured.
         """
-        with self._lock:
-            self._probe_seq += 1
-            seq = self._probe_seq
-            self._probes[seq] = (arm, time.monotonic())
-            if len(self._probes) > 64:  # lost probes: forget the oldest
-                del self._probes[min(self._probes)]
+        seq = self._probes.add(arm)
         self.out.publish(
             self._topic_probe,
             bytes(payload_bytes),
@@ -372,11 +399,11 @@ class Node:
         seq = probe_seq(msg.correlation, self._run_id)
         if seq is None:
             return
+        found = self._probes.match(seq)
+        if found is None or self.costs is None:
+            return
+        arm, sent = found
         with self._lock:
-            found = self._probes.pop(seq, None)
-            if found is None or self.costs is None:
-                return
-            arm, sent = found
             self.costs.observe_offload(arm, received - sent, received)
             self._reprice()
 
@@ -393,68 +420,70 @@ class Node:
                 self.counters.foreign_replies += 1
             return
         try:
-            reply = decode_reply(msg.payload)
+            reply, error = decode_reply(msg.payload), None
         except ProtocolError as exc:
             reply, error = None, exc
-        with self._lock:
-            pending = self._pending.pop(frame_id, None)
-            if pending is None:
-                self.counters.late_replies += 1
-                self._answered()
-                return
-            if reply is None or not reply.ok:
-                self._answered()
+        with self._offloads.settle(frame_id) as offload:
+            if offload is None:  # late, or a QoS 1 duplicate: its frame has its result
+                with self._lock:
+                    self.counters.late_replies += 1
+                    self._answered()
+            elif reply is None or not reply.ok:
                 kind = error.kind if reply is None else reply.error.kind  # type: ignore[union-attr]
                 text = str(error) if reply is None else reply.error.message  # type: ignore[union-attr]
-                self.counters.errors[kind] += 1
-                if kind == "decode" and pending.sent_arm == self.frame_arm:
-                    self._frame_refused(text)
-                more = self._log_throttle.admit(kind)
-                if more is not None:
-                    log.warning(
-                        "frame %d: the cloud could not answer (%s: %s)%s",
-                        frame_id,
-                        kind,
-                        text,
-                        more,
-                    )
-                self._fall_back(pending)
-                return
-            if pending.sent_arm == self.frame_arm:
+                self._on_refused(offload, kind, text)
+            else:
+                self._on_answer(offload, reply, received)
+
+    def _on_refused(self, offload: Offload[_Sent], kind: str, text: str) -> None:
+        """The cloud could not answer: the frame falls back on its exit."""
+        with self._lock:
+            self._answered()
+            self.counters.errors[kind] += 1
+            if kind == "decode" and offload.context.sent_arm == self.frame_arm:
+                self._frame_refused(text)
+        more = self._log_throttle.admit(kind)
+        if more is not None:
+            log.warning(
+                "frame %d: the cloud could not answer (%s: %s)%s",
+                offload.frame_id,
+                kind,
+                text,
+                more,
+            )
+        self._fall_back(offload)
+
+    def _on_answer(self, offload: Offload[_Sent], reply: Reply, received: float) -> None:
+        """The cloud's answer: published, and taught to the policy that decided."""
+        sent = offload.context
+        with self._lock:
+            if sent.sent_arm == self.frame_arm:
                 self._frames_refused = 0  # in a row
-            if self.costs is not None and pending.attempts == 1:  # a re-sent one: whose reply?
-                rtt = received - pending.sent - reply.cloud_ms / 1e3
-                self.costs.observe_offload(pending.sent_arm, rtt, received)
+            if self.costs is not None and offload.attempts == 1:  # a re-sent one: whose reply?
+                rtt = received - offload.sent - reply.cloud_ms / 1e3
+                self.costs.observe_offload(sent.sent_arm, rtt, received)
                 self._reprice()
             else:
                 self._answered()
-            pending.policy.observe(pending.decision, self._revealed(pending, reply))
-            self._publish_result(
-                frame_id,
-                int(reply.label),
-                float(reply.confidence),
-                self.blocks[-1],
-                self.blocks[pending.sent_arm],
-                "cloud",
-                pending.captured_at,
-            )
-            self.counters.cloud += 1
-            self._lock.notify_all()
+            sent.turn.policy.observe(sent.turn.decision, self._revealed(sent, reply))
+        split = self.blocks[sent.sent_arm]
+        label, conf = int(reply.label), float(reply.confidence)
+        self._publish_result(sent.turn, label, conf, self.blocks[-1], split, "cloud")
 
-    def _revealed(self, pending: _Pending, reply: Reply) -> Observation:
+    def _revealed(self, sent: _Sent, reply: Reply) -> Observation:
         """What a reply taught: C_L, and after an offload made whatever the exit said (an
         audit, a frame) every exit after the split, as the cloud computed them; so a node on
         the frame arm learns its exits, and whether to trust them, without running them."""
-        confs, classes = pending.confidences, pending.classes
-        after = self.blocks[pending.decision.arm + 1 : -1]
+        confs, classes = sent.confidences, sent.classes
+        after = self.blocks[sent.turn.decision.arm + 1 : -1]
         said = {x.block: x for x in reply.exits}
-        if pending.audit and all(b in said for b in after):
+        if sent.audit and all(b in said for b in after):
             confs = (*confs, *(said[b].confidence for b in after), float(reply.confidence))
             classes = (*classes, *(said[b].label for b in after), int(reply.label))
         return Observation(
             confs,
             reply.confidence,
-            audit=pending.audit,
+            audit=sent.audit,
             classes=classes,
             final_class=int(reply.label),
         )
@@ -464,60 +493,45 @@ class Node:
         re-offloads left (a worker may have died holding it; the frame id makes the retry
         idempotent, and a second reply is dropped as late), then fall back. ``final``: fall
         back on everything pending now (the node is stopping). Returns how many fell back."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            late = [
-                p for p in self._pending.values() if final or now - p.sent >= self.reply_timeout_s
-            ]
-            fell = 0
-            if late and not final and self.costs is not None and not self.costs.outage:
-                # No reply in time: until one comes, an offload costs the whole wait.
-                self.costs.observe_timeout((self.reoffloads + 1) * self.reply_timeout_s)
-                self._reprice()
-            for p in late:
-                if not final and p.attempts <= self.reoffloads:
-                    p.attempts += 1
-                    p.sent = now
-                    self.counters.reoffloads += 1
-                    self._send(p.frame_id, p.payload)
-                    continue
-                del self._pending[p.frame_id]
-                self.counters.errors["timeout"] += 1
-                self._fall_back(p)
-                fell += 1
-            return fell
+        due = self._offloads.due(now, final=final)
+        if due and not final:
+            with self._lock:
+                if self.costs is not None and not self.costs.outage:
+                    # No reply in time: until one comes, an offload costs the whole wait.
+                    self.costs.observe_timeout((self.reoffloads + 1) * self.reply_timeout_s)
+                    self._reprice()
+                self.counters.reoffloads += len(due.resend)
+        for offload in due.resend:
+            self._send(offload.frame_id, offload.payload)
+        try:
+            for offload in due.expired:
+                with self._lock:
+                    self.counters.errors["timeout"] += 1
+                self._fall_back(offload)
+        finally:
+            self._offloads.done(len(due.expired))
+        return len(due.expired)
 
     def next_deadline(self) -> float | None:
-        with self._lock:
-            if not self._pending:
-                return None
-            return min(p.sent for p in self._pending.values()) + self.reply_timeout_s
+        return self._offloads.next_deadline()
 
     @property
     def probes_pending(self) -> int:
-        with self._lock:
-            return len(self._probes)
+        return len(self._probes)
 
     @property
     def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)
+        return len(self._offloads)
 
     def wait_below(self, limit: int, timeout: float) -> bool:
         """Block until fewer than ``limit`` offloads are pending (replies, timeouts free them)."""
-        with self._lock:
-            return self._lock.wait_for(lambda: len(self._pending) < limit, timeout)
+        return self._offloads.wait_below(limit, timeout)
 
-    # -- helpers (lock held) ---------------------------------------------------------------------
-    def _use_encoding(self, setting: str) -> None:
-        """The ``encoding`` setting and what it sends from each split block (``wire``)."""
-        meta = self.ckpt.meta
-        self.encoding = setting
-        self.wire = wire_encodings(setting, meta.exit_blocks, meta.wire_encodings)
-
+    # -- helpers -------------------------------------------------------------------------------
     def _frame_refused(self, text: str) -> None:
-        """A worker could not read a frame offload. Three in a row: the workers predate frame
-        offload (or refuse it), so the node stops sending frames until it restarts."""
+        """A worker could not read a frame offload (lock held). Three in a row: the workers
+        predate frame offload (or refuse it), so the node stops sending frames until it
+        restarts."""
         self._frames_refused += 1
         if self._frames_refused == 3 and self.costs is not None:
             self.costs.refuse_frames()
@@ -529,77 +543,106 @@ class Node:
                 text,
             )
 
-    def _fall_back(self, p: _Pending) -> None:
-        p.policy.cancel(p.decision)
-        block = self.blocks[p.decision.arm]
-        label, conf = p.exit_class, p.confidences[-1]
-        if p.resized is not None:  # the frame arm computed no exit: the first one answers now
+    def _fall_back(self, offload: Offload[_Sent]) -> None:
+        """The frame's own answer for an offload that got none: its split exit's, or (the
+        frame arm computed no exit) the first exit's, run now."""
+        sent = offload.context
+        turn = sent.turn
+        with self._lock:
+            turn.policy.cancel(turn.decision)
+        block = self.blocks[turn.decision.arm]
+        label, conf = sent.classes[-1], sent.confidences[-1]
+        if sent.resized is not None:
             block = self.blocks[self._first]
-            _, logits = self.edge(self.preprocess.normalise(p.resized), block)
+            (_, logits), _ = self._run_edge(self.preprocess.normalise(sent.resized), block)
             c, k = confidence(logits[0], self.temperatures[0])
             label, conf = int(k[0]), float(c[0])
-        split = self.blocks[p.sent_arm]
-        self._publish_result(p.frame_id, label, conf, block, split, "fallback", p.captured_at)
-        self.counters.fallback += 1
-        self._lock.notify_all()
+        split = self.blocks[sent.sent_arm]
+        self._publish_result(turn, label, conf, block, split, "fallback")
 
     def _answered(self) -> None:
-        """A reply that could not be timed still shows the link delivers: an outage is over."""
+        """A reply that could not be timed still shows the link delivers: an outage is over
+        (lock held)."""
         if self.costs is not None and self.costs.outage:
             self.costs.observe_answer()
             self._reprice()
 
     def _reprice(self) -> None:
+        """The measured costs changed: the policy prices with them from now on (lock held)."""
         self.rewards = RewardModel(self.costs.cost_model(), self.rewards.alpha, self.rewards.mu)
         self.policy.set_rewards(self.rewards)
 
     def _publish_result(
         self,
-        frame_id: int,
+        turn: _Turn,
         label: int,
         conf: float,
         exit_block: int,
         split_block: int,
-        source: str,
-        captured_at: float,
+        source: Source,
     ) -> None:
+        """Publish a frame's one result, hand it to ``on_result``, then count it: once the
+        count shows, the result has gone out."""
         names = self.ckpt.meta.class_names
         result = Result(
             device_id=self.device_id,
-            frame_id=frame_id,
+            frame_id=turn.frame_id,
             label=label,
             class_name=names[label] if 0 <= label < len(names) else str(label),
             confidence=round(conf, 6),
             exit_block=exit_block,
             split_block=split_block,
-            source=source,  # type: ignore[arg-type]
-            captured_at=iso_utc(captured_at),
-            latency_ms=round((time.time() - captured_at) * 1e3, 3),
+            source=source,
+            captured_at=iso_utc(turn.captured_at),
+            latency_ms=round((time.time() - turn.captured_at) * 1e3, 3),
             model_hash=self.ckpt.hash,
         )
         self.out.publish(self._topic_result, encode_result(result))
         if self.on_result is not None:
-            self.on_result(result, captured_at)
+            self.on_result(result, turn.captured_at)
+        with self._lock:
+            self.counters.count(source)
 
     # -- runtime settings ------------------------------------------------------------------------
     def apply(self, setting: Setting) -> dict[str, Any]:
         """Apply a validated runtime setting (see :mod:`device.settings`); returns the effective
         settings. Offloads in flight are settled with the policy that sent them."""
+        handler = SETTERS.get(setting.key)
+        if handler is None:
+            raise SettingError(f"unknown setting {setting.key!r}: use one of {', '.join(SETTERS)}")
         with self._lock:
-            key, value = setting.key, setting.value
-            if key == "encoding":
-                self._use_encoding(value)
-            elif key == "mu":
-                self.rewards = RewardModel(self.rewards.cost, self.rewards.alpha, value)
-                self.policy.set_rewards(self.rewards)
-            else:
-                if self.make_policy is None:
-                    raise RuntimeError("this node was built without a policy factory")
-                spec = value if key == "policy" else self.policy.spec
-                if key == "alpha":
-                    self.rewards = RewardModel(self.rewards.cost, value, self.rewards.mu)
-                self.policy = self.make_policy(spec, self.rewards)
-            return self.settings()
+            handler(self, setting.value)
+            return self._settings()
+
+    def _use_encoding(self, setting: str) -> None:
+        """The ``encoding`` setting and what it sends from each split block (``wire``)."""
+        meta = self.ckpt.meta
+        self.encoding = setting
+        self.wire = wire_encodings(setting, meta.exit_blocks, meta.wire_encodings)
+
+    def _set_mu(self, mu: float) -> None:
+        """Only the price of cost changes: the policy keeps what it learnt."""
+        self.rewards = RewardModel(self.rewards.cost, self.rewards.alpha, mu)
+        self.policy.set_rewards(self.rewards)
+
+    def _set_alpha(self, alpha: float) -> None:
+        """Which frames exit changes: what the policy learnt no longer applies."""
+        self._new_policy(self.policy.spec, RewardModel(self.rewards.cost, alpha, self.rewards.mu))
+
+    def _set_policy(self, spec: str) -> None:
+        """Another policy learns from scratch (offloads in flight settle with the old one)."""
+        self._new_policy(spec, self.rewards)
+
+    def _reset(self, _: object) -> None:
+        """The same policy, forgetting what it learnt."""
+        self._new_policy(self.policy.spec, self.rewards)
+
+    def _new_policy(self, spec: str, rewards: RewardModel) -> None:
+        """A fresh policy from the factory; the rewards change only if it could be built."""
+        if self.make_policy is None:
+            raise RuntimeError("this node was built without a policy factory")
+        self.policy = self.make_policy(spec, rewards)
+        self.rewards = rewards
 
     def refuse(self) -> None:
         """Count a refused runtime setting (its reason goes out once, in the next stats)."""
@@ -608,22 +651,32 @@ class Node:
 
     def settings(self) -> dict[str, Any]:
         with self._lock:
-            return {
-                "alpha": self.rewards.alpha,
-                "mu": self.rewards.mu,
-                "policy": self.policy.spec,
-                "encoding": self.encoding,
-                "wire": {str(b): e for b, e in self.wire.items()},
-                "cost": "paper" if self.costs is None else "measured",
-                "frame_offload": self.frame_arm is not None,
-                "jpeg_quality": self.jpeg_quality,
-                "reply_timeout_s": self.reply_timeout_s,
-                "max_pending": self.max_pending,
-                "model_hash": self.ckpt.hash,
-            }
+            return self._settings()
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "alpha": self.rewards.alpha,
+            "mu": self.rewards.mu,
+            "policy": self.policy.spec,
+            "encoding": self.encoding,
+            "wire": {str(b): e for b, e in self.wire.items()},
+            "cost": "paper" if self.costs is None else "measured",
+            "frame_offload": self.frame_arm is not None,
+            "jpeg_quality": self.jpeg_quality,
+            "reply_timeout_s": self.reply_timeout_s,
+            "max_pending": self.max_pending,
+            "model_hash": self.ckpt.hash,
+        }
 
     # -- reporting -------------------------------------------------------------------------------
+    def policy_snapshot(self) -> PolicySnapshot:
+        """The policy's state with its spec and settings, consistent with each other; the
+        caller writes it wherever it likes without holding up frames or replies."""
+        with self._lock:
+            return PolicySnapshot(self.policy.to_state(), self.policy.spec, self._settings())
+
     def stats(self) -> dict:
+        pending = len(self._offloads)
         with self._lock:
             c = self.counters
             n = max(c.frames, 1)
@@ -639,7 +692,7 @@ class Node:
                 "frame_offloads": c.frame_offloads,
                 "fallback_rate": round(c.fallback / settled, 4),
                 "bytes_sent": c.bytes_sent,
-                "pending": len(self._pending),
+                "pending": pending,
                 "late_replies": c.late_replies,
                 "reoffloads": c.reoffloads,
                 "audit_rate": round(c.audits / n, 4),
@@ -652,3 +705,14 @@ class Node:
                 },
                 "model_hash": self.ckpt.hash,
             }
+
+
+SETTERS: dict[str, Callable[[Node, Any], None]] = {
+    "alpha": Node._set_alpha,
+    "mu": Node._set_mu,
+    "policy": Node._set_policy,
+    "encoding": Node._use_encoding,
+    "reset": Node._reset,
+}
+"""Runtime setting -> what applies it (lock held), built once: one entry per key of
+:data:`device.settings.SETTABLE`, so a new setting is a handler and a line here."""

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ RESUMED = ("alpha", "mu", "policy", "encoding")
 
 def save_state(
     path: Path,
-    policy: Policy,
+    policy_state: Mapping[str, Any],
     *,
     model_hash: str,
     blocks: tuple[int, ...],
@@ -50,15 +51,16 @@ def save_state(
     settings: dict[str, Any] | None = None,
     configured: dict[str, Any] | None = None,
 ):
-    """Write the policy's state for this model (pending decisions die with the process), with
-    the ``settings`` in effect and the ``configured`` values they started from."""
+    """Write a policy's state (:meth:`~shared.policy.Policy.to_state`) for this model (pending
+    decisions die with the process), with the ``settings`` in effect and the ``configured``
+    values they started from."""
     body: dict[str, Any] = {
         "format": STATE_FORMAT,
         "model_hash": model_hash,
         "blocks": list(blocks),
         "policy_spec": spec,
         "saved_at": time.time(),
-        "policy": {**policy.to_state(), "pending": []},
+        "policy": {**policy_state, "pending": []},
     }
     if settings is not None and configured is not None:
         body["settings"] = {k: settings[k] for k in RESUMED}
