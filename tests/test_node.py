@@ -19,24 +19,12 @@ from shared.cost import RewardModel, paper_cost
 from shared.meta import ModelMeta
 from shared.mqtt import Message
 from shared.policy import Policy, build_policy
-from shared.protocol import Reply, Topics, decode_result, encode_reply
+from shared.protocol import Reply, Topics, encode_reply
+
+from .node_helpers import Recorder
 
 META = ModelMeta(num_classes=2, input_size=16, class_names=("no", "yes"), exit_blocks=(3,))
 UNSURE = np.array([[0.0, 0.0]], np.float32)  # confidence 0.5: below alpha 1, offloaded
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes | None]] = []
-
-    def publish(self, topic: str, payload: bytes, **kw: object) -> None:
-        self.sent.append((topic, payload, kw.get("correlation")))  # type: ignore[arg-type]
-
-    def results(self) -> list:
-        return [decode_result(p) for t, p, _ in self.sent if t.endswith("/result")]
-
-    def offloads(self) -> list[bytes | None]:
-        return [c for t, _, c in self.sent if t.endswith("/activation")]
 
 
 class GatedEdge:

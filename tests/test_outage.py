@@ -19,13 +19,7 @@ from shared.mqtt import Message
 from shared.policy import build_policy
 from shared.protocol import Reply, Topics, encode_reply
 
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None]] = []
-
-    def publish(self, topic: str, payload: bytes | None = None, **kw: object) -> None:
-        self.sent.append((topic, kw.get("correlation")))  # type: ignore[arg-type]
+from .node_helpers import Recorder
 
 
 def _node(model_path, tmp_path, spec: str, alpha: float) -> tuple[Node, LiveCosts, Recorder]:
@@ -68,7 +62,7 @@ def test_no_reply_in_time_turns_the_node_to_its_own_answers_until_one_comes(
 ) -> None:
     node, costs, out = _node(tiny_artefact, tmp_path, "fixed:3", alpha=1.0)  # never confident
     node.process(0, _frames(1)[0], time.time())
-    ((topic, corr),) = out.sent
+    ((topic, _, corr),) = out.sent
     assert topic.endswith("/activation") and not costs.outage
     assert node.expire(time.monotonic() + 1.0) == 1  # no reply: it fell back
     assert costs.outage
@@ -88,7 +82,7 @@ def _run(node: Node, out: Recorder, ids: range, *, answer: bool) -> int:
     for i in ids:
         before = len(out.sent)
         node.process(i, _frames(1)[0], time.time())
-        for topic, corr in out.sent[before:]:
+        for topic, _, corr in out.sent[before:]:
             if topic.endswith("/activation"):
                 sent += 1
                 if answer:
@@ -109,7 +103,7 @@ def test_the_learning_policy_answers_on_the_node_through_an_outage_and_offloads_
     node.expire(time.monotonic() + 1.0)
     assert costs.outage
     assert _run(node, out, range(i, i + 20), answer=False) == 0  # all answered on the node
-    unanswered = [c for t, c in out.sent if t.endswith("/activation")][-1]
+    unanswered = out.offloads()[-1]
     late = Reply(frame_id=i - 1, worker_id="w", label=1, confidence=0.9)  # delivered at last
     node.on_reply(Message("r", encode_reply(late), correlation=unanswered))
     assert not costs.outage

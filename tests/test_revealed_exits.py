@@ -22,13 +22,7 @@ from shared.mqtt import Message
 from shared.policy import build_policy
 from shared.protocol import Reply, Topics, decode_activation, encode_reply
 
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes | None]] = []
-
-    def publish(self, topic: str, payload: bytes, **kw: object) -> None:
-        self.sent.append((topic, payload, kw.get("correlation")))  # type: ignore[arg-type]
+from .node_helpers import Recorder
 
 
 class CountingEdge:
