@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: interleaved median timing, the held-out digits, and ONNX
-Runtime sessions set up as the node sets up its own.
+"""What the benchmark scripts share: interleaved median timing, the held-out digits, ONNX
+Runtime sessions set up as the node sets up its own, and pages' prose filled from templates.
 
 Timings are medians over repeats interleaved across the variants being compared, so a burst of
 load elsewhere on this shared machine hits every variant alike; ratios are within one run. Each
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import statistics
+import string
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from shared.checkpoint import Checkpoint
 from shared.runtime import session as onnx_session
 
-__all__ = ["SETTLE_S", "bench_message", "digits", "median_ms", "session"]
+__all__ = ["SETTLE_S", "bench_message", "digits", "fill_template", "median_ms", "session"]
 
 SETTLE_S = 0.05
 """Pause before each timed block: longer than the runtimes' worker threads spin after a call."""
@@ -101,3 +102,14 @@ def bench_message(ckpt: Checkpoint, act, block: int, encoding: str, frame_id: in
         tensor=act,
         encoding=encoding,
     )
+
+
+def fill_template(folder: Path, name: str, /, **values: object) -> str:
+    """Template ``folder/name`` with every placeholder filled (a missing one raises
+    ``KeyError``).
+
+    A part goes into a line of the text around it, which supplies the newline, so the part's
+    own last newline (the end of its file) is dropped; a page (``page.md``) keeps it.
+    """
+    text = string.Template((folder / name).read_text()).substitute(values)
+    return text if name == "page.md" else text.removesuffix("\n")

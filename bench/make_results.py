@@ -9,10 +9,10 @@ checked in code and a missed one is printed as MISSED with its figure.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import math
 import shutil
-import string
 import subprocess
 import sys
 import tempfile
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import fill_template
 from shared import cost as costs
 from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.cost import RewardModel
@@ -512,6 +513,8 @@ paper's reward range per sample)."""
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "results"
 """The page's prose: ``page.md`` and the parts it repeats, filled by :func:`fill`."""
+fill = functools.partial(fill_template, TEMPLATES)
+"""Template ``name`` of :data:`TEMPLATES`, every placeholder filled from the keywords."""
 
 TARGET_HEADERS = ["target", "result"]
 THRESHOLD_HEADERS = [
@@ -548,16 +551,6 @@ SETTLE_SCHEDULES = (
     ("measured", "clean:2000,gaussian_noise:3:2000,gaussian_blur:1:2000"),
 )
 MODEL_LABELS = {"paper": "paper recipe (clean images only)", "robust": "augmented"}
-
-
-def fill(name: str, **values: object) -> str:
-    """Template ``name`` with every placeholder filled (a missing one raises ``KeyError``).
-
-    A part goes into a line of the text around it, which supplies the newline, so the part's
-    own last newline (the end of its file) is dropped; the page keeps it.
-    """
-    text = string.Template((TEMPLATES / name).read_text()).substitute(values)
-    return text if name == "page.md" else text.removesuffix("\n")
 
 
 def _blocks(parts: list[str]) -> str:

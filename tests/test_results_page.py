@@ -26,14 +26,18 @@ PLACEHOLDER = re.compile(r"\$(\w+|\{\w+\})")
 
 @pytest.fixture(scope="module")
 def make_results():
+    sys.path.insert(0, str(ROOT / "bench"))  # as when run: its siblings (common) importable
     spec = importlib.util.spec_from_file_location(
         "make_results", ROOT / "bench" / "make_results.py"
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules["make_results"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["make_results"]
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules["make_results"]
+        sys.path.remove(str(ROOT / "bench"))
 
 
 def test_every_template_fills_completely_and_refuses_a_missing_figure(make_results) -> None:
