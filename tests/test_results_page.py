@@ -6,10 +6,8 @@ The real run simulates for a long time; here every figure is faked so only the p
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import string
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,24 +18,15 @@ import pytest
 
 from shared.cost import paper_cost
 
+from .bench_helpers import PLACEHOLDER, bench_module
+
 ROOT = Path(__file__).resolve().parent.parent
-PLACEHOLDER = re.compile(r"\$(\w+|\{\w+\})")
 
 
 @pytest.fixture(scope="module")
 def make_results():
-    sys.path.insert(0, str(ROOT / "bench"))  # as when run: its siblings (common) importable
-    spec = importlib.util.spec_from_file_location(
-        "make_results", ROOT / "bench" / "make_results.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_results"] = module  # dataclasses look their module up by name
-    try:
-        spec.loader.exec_module(module)
+    with bench_module("make_results") as module:
         yield module
-    finally:
-        del sys.modules["make_results"]
-        sys.path.remove(str(ROOT / "bench"))
 
 
 def test_every_template_fills_completely_and_refuses_a_missing_figure(make_results) -> None:
