@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-from common import SETTLE_S, bench_message, median_ms
+from common import SETTLE_S, bench_message, fill_template, median_ms
 from device.torch_edge import TorchEdge, onnx_edge
 from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.lab.pages import kept_section
@@ -687,6 +687,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+TEMPLATES = Path(__file__).resolve().parent / "templates" / "perf"
+"""The page's prose: ``page.md``, filled by :func:`_page`."""
+
+
 def _page(
     out: Path,
     quick: bool,
@@ -696,112 +700,30 @@ def _page(
     end_to_end: str,
     profiles: list[str],
 ) -> str:
-    """docs/benchmarks.md: its prose around the tables, and the footprint section as it is."""
-    return "\n".join(
-        [*_page_top(quick, sections), *_page_bottom(out, bandit, workers, end_to_end, profiles)]
-    )
-
-
-def _page_top(quick: bool, sections: Sections) -> list[str]:
-    """The page up to the codec: the machine, then every table printed on every run."""
+    """docs/benchmarks.md: its prose (bench/templates/perf/page.md) around the tables, and the
+    footprint section as it is."""
     machine = f"{platform.machine()}, {THREADS} torch threads, Python {platform.python_version()}"
-    return [
-        "# Benchmarks",
-        "",
-        "Command: `make bench` (`python bench/bench_perf.py --model models/digits.pt "
-        f"--out docs/benchmarks.md`), on {machine}. Timings are medians over interleaved "
-        f"repeats, each timed block {SETTLE_S * 1e3:.0f} ms after the previous one (PyTorch's "
-        "and ONNX Runtime's worker threads spin after a call and slow whatever runs next: "
-        "bench/bench_profile.py measures it); ratios are against eager PyTorch in the same run. "
-        "This machine has 2 cores "
-        "shared with other jobs: absolute times move from run to run, ratios much less."
-        + (" **--quick run: figures not for reading.**" if quick else ""),
-        "",
-        "## Edge half per split (batch 1)",
-        "",
-        sections.edge,
-        "",
-        f"Target: ONNX Runtime at least {ONNX_TARGET:g}x faster than eager at every split; "
-        "a miss is profiled at the end of the page.",
-        "",
-        "## Edge half: torch.compile and int8 quantisation",
-        "",
-        f"`python bench/bench_edge_tries.py` (the model's own size, batch 1, {THREADS} threads).",
-        "",
-        sections.tries,
-        "",
-        "## Cloud half: eager PyTorch against ONNX Runtime",
-        "",
-        "`python bench/bench_cloud.py`: the worker's part of the network per split, exported "
-        "with a dynamic batch axis.",
-        "",
-        sections.cloud,
-        "",
-        "## Bytes per offload and what each encoding costs",
-        "",
-        "Mean message bytes per frame over the held-out digits (450 images), against the JPEG "
-        "and PNG of the camera frame (64 px); accuracy change of the final prediction against "
-        f"the fp32 split, in points. Target: an int8 message at most {INT8_TARGET:g} of the "
-        "fp32 one. int4 is per-tensor affine 4-bit codes, two a byte (docs/protocol.md). "
-        '`auto sends`: what a node on its default `encoding = "auto"` sends from each split '
-        "with this checkpoint, the smallest encoding that kept at least 99 % of the final "
-        "predictions of the held-out validation images (under the conditions the checkpoint "
-        "was calibrated on) and lost at most 0.5 points, measured when the checkpoint was trained "
-        "(`isplitee check-encodings MODEL` repeats it).",
-        "",
-        sections.bytes,
-        "",
-        "## Codec: encode + decode one activation",
-        "",
-        sections.codec,
-        "",
-    ]
-
-
-def _page_bottom(
-    out: Path, bandit: str, workers: str, end_to_end: str, profiles: list[str]
-) -> list[str]:
-    """The page from the bandit on: what --out runs besides the printed tables."""
-    return [
-        bandit,
-        "",
-        "## Cloud worker: micro-batching and a second worker",
-        "",
-        "`python bench/bench_worker.py`: activations per second answered by real workers, "
-        "simulated nodes keeping activations in flight (block 3, fp16).",
-        "",
-        workers,
-        "",
-        "## End to end on loopback: 1, 4 and 8 nodes, 1 worker",
-        "",
-        "`python bench/bench_pipeline.py`: real `isplitee-device` processes (one thread each, "
-        'ONNX Runtime edge half, the audited policy, `encoding = "auto"`) at a camera\'s '
-        "pace against one "
-        "`isplitee-cloud` process (one thread) on a private Mosquitto; the fleet grows 1 → 4 → "
-        "8 on the same broker and worker, and each step is measured over a window that starts "
-        "once every node has published a result (8 processes importing torch on 2 cores take "
-        "a while). The nodes use the paper's cost model (`--cost paper`): with costs measured "
-        "on this x86 machine the whole 32 px network is cheaper on a node than a round trip, "
-        "so a node hardly ever offloads (the last line below) and there would be little "
-        "pipeline to measure (a Pi is several times slower at the edge half). Edge compute: "
-        "the node's own preprocess and ONNX Runtime edge half, timed per split in the "
-        "benchmark process at a camera's pace during the same window, applied to each frame's "
-        "split. Overhead: per cloud-answered frame, latency − its split's edge compute − the "
-        "worker's mean compute per batch over the window; p50.",
-        "",
-        end_to_end,
-        "",
-        kept_section(out, "footprint"),
-        "",
-        "## Profiles of the missed targets",
-        "",
-        "Generated by bench/bench_profile.py for each target above reported as missed (and, "
-        f"when no edge split misses, for the one closest to its target if within "
-        f"{NEAR_MISS - 1:.0%} of it).",
-        "",
-        "\n\n".join(profiles) if profiles else "No target above was missed in this run.",
-        "",
-    ]
+    return fill_template(
+        TEMPLATES,
+        "page.md",
+        machine=machine,
+        settle_ms=f"{SETTLE_S * 1e3:.0f}",
+        quick_note=" **--quick run: figures not for reading.**" if quick else "",
+        edge=sections.edge,
+        onnx_target=f"{ONNX_TARGET:g}",
+        threads=THREADS,
+        tries=sections.tries,
+        cloud=sections.cloud,
+        int8_target=f"{INT8_TARGET:g}",
+        bytes=sections.bytes,
+        codec=sections.codec,
+        bandit=bandit,
+        workers=workers,
+        end_to_end=end_to_end,
+        footprint=kept_section(out, "footprint"),
+        near_miss=f"{NEAR_MISS - 1:.0%}",
+        profiles="\n\n".join(profiles) if profiles else "No target above was missed in this run.",
+    )
 
 
 if __name__ == "__main__":
