@@ -432,22 +432,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _page(args, runs: list[Run], work_rows, work_verdict: str, venvs, pi_mb) -> str:
+RUN_HEADERS = [
+    "model file",
+    "input px",
+    "node MB",
+    "node peak MB",
+    "worker MB",
+    "worker peak MB",
+    "first result s",
+    "results",
+]
+
+
+def _run_rows(runs: list[Run]) -> list[list[str]]:
+    """One table row per run: memory, first result and results of its node and worker."""
+    return [
+        [
+            r.kind,
+            str(r.size),
+            f"{r.node_steady:.0f}",
+            f"{r.node_peak:.0f}",
+            f"{r.worker_steady:.0f}",
+            f"{r.worker_peak:.0f}",
+            f"{r.first_result_s:.2f}",
+            f"{r.results}/{r.frames}",
+        ]
+        for r in runs
+    ]
+
+
+def _side_by_side(runs: list[Run]) -> list[str]:
+    """Per input size, the artefact's memory and first result as multiples of torch's."""
     by = {(r.kind, r.size): r for r in runs}
-    rows = []
-    for r in runs:
-        rows.append(
-            [
-                r.kind,
-                str(r.size),
-                f"{r.node_steady:.0f}",
-                f"{r.node_peak:.0f}",
-                f"{r.worker_steady:.0f}",
-                f"{r.worker_peak:.0f}",
-                f"{r.first_result_s:.2f}",
-                f"{r.results}/{r.frames}",
-            ]
-        )
     ratios = []
     for size in sorted({r.size for r in runs}):
         t, a = by[("torch", size)], by[("artefact", size)]
@@ -456,8 +472,13 @@ def _page(args, runs: list[Run], work_rows, work_verdict: str, venvs, pi_mb) -> 
             f"node's memory and the worker {a.worker_steady / t.worker_steady:.2f}x; first "
             f"result {a.first_result_s / t.first_result_s:.2f}x the time"
         )
-    big = by[("artefact", 224)]
-    targets = [
+    return ratios
+
+
+def _run_targets(runs: list[Run]) -> list[str]:
+    """The memory and first-result targets, judged on the artefact runs."""
+    big = {(r.kind, r.size): r for r in runs}[("artefact", 224)]
+    return [
         f"node steady RSS at 224 px ≤ {NODE_RSS_TARGET_MB} MB (aim ≤ {NODE_RSS_AIM_MB}): "
         + _judge(big.node_steady, NODE_RSS_TARGET_MB)
         + (" MB, aim met" if big.node_steady <= NODE_RSS_AIM_MB else " MB, aim missed"),
@@ -472,26 +493,35 @@ def _page(args, runs: list[Run], work_rows, work_verdict: str, venvs, pi_mb) -> 
             if r.kind == "artefact"
         ),
     ]
-    disk = []
+
+
+def _venv_disk(venvs) -> tuple[list[str], list[str]]:
+    """The fresh virtualenvs' sizes as list items, and the ``[device]`` one's target."""
+    disk, targets = [], []
     for extra, mb, top in venvs:
         if mb is None:
             disk.append(f"- `[{extra}]`: {top}")
-        else:
-            judged = (
-                f" (target ≤ {DEVICE_DISK_TARGET_MB} MB: "
-                f"{'met' if mb <= DEVICE_DISK_TARGET_MB else '**missed**'})"
-                if extra == "device"
-                else ""
+            continue
+        judged = (
+            f" (target ≤ {DEVICE_DISK_TARGET_MB} MB: "
+            f"{'met' if mb <= DEVICE_DISK_TARGET_MB else '**missed**'})"
+            if extra == "device"
+            else ""
+        )
+        disk.append(
+            f"- a fresh virtualenv with only `[{extra}]`: **{mb:.0f} MB**{judged}; largest: {top}"
+        )
+        if extra == "device":
+            targets.append(
+                f"`[device]` virtualenv on this x86_64 machine ≤ {DEVICE_DISK_TARGET_MB} MB: "
+                f"{mb:.0f} MB ({'met' if mb <= DEVICE_DISK_TARGET_MB else '**missed**'})"
             )
-            disk.append(
-                f"- a fresh virtualenv with only `[{extra}]`: **{mb:.0f} MB**{judged}; "
-                f"largest: {top}"
-            )
-            if extra == "device":
-                targets.append(
-                    f"`[device]` virtualenv on this x86_64 machine ≤ {DEVICE_DISK_TARGET_MB} MB: "
-                    f"{mb:.0f} MB ({'met' if mb <= DEVICE_DISK_TARGET_MB else '**missed**'})"
-                )
+    return disk, targets
+
+
+def _disk(venvs, pi_mb, quick: bool) -> tuple[list[str], list[str]]:
+    """The disk section's list items (virtualenvs, then a Pi's install), and its targets."""
+    disk, targets = _venv_disk(venvs)
     if pi_mb[0] is not None:
         mb = pi_mb[0]
         verdict = "met" if mb <= DEVICE_DISK_TARGET_MB else "**missed**"
@@ -505,10 +535,17 @@ def _page(args, runs: list[Run], work_rows, work_verdict: str, venvs, pi_mb) -> 
         targets.append(
             f"`[device]` as installed on a Pi ≤ {DEVICE_DISK_TARGET_MB} MB: {mb:.0f} MB ({verdict})"
         )
-    elif not args.quick:
+    elif not quick:
         disk.append(f"- on a Pi: {pi_mb[1]}")
     if venvs:
         disk.append(f"- {_torch_in_dev_venv()}")
+    return disk, targets
+
+
+def _page(args, runs: list[Run], work_rows, work_verdict: str, venvs, pi_mb) -> str:
+    """The footprint section: memory and start-up per run, the targets, disk and per frame."""
+    disk, disk_targets = _disk(venvs, pi_mb, args.quick)
+    targets = _run_targets(runs) + disk_targets
     wheels, wheel_verdict = pi_wheels() if not args.quick else ([], "(not run with --quick)")
     lines = [
         "## Footprint: the node and the worker without torch",
@@ -524,21 +561,9 @@ def _page(args, runs: list[Run], work_rows, work_verdict: str, venvs, pi_mb) -> 
         "Memory in MB (steady: median after the first result; peak: the kernel's high-water "
         "mark); first result: seconds from starting the node, after one unmeasured start.",
         "",
-        format_table(
-            [
-                "model file",
-                "input px",
-                "node MB",
-                "node peak MB",
-                "worker MB",
-                "worker peak MB",
-                "first result s",
-                "results",
-            ],
-            rows,
-        ),
+        format_table(RUN_HEADERS, _run_rows(runs)),
         "",
-        "Side by side: " + "; ".join(ratios) + ".",
+        "Side by side: " + "; ".join(_side_by_side(runs)) + ".",
         "",
         "Targets: " + "; ".join(targets) + ".",
         "",
