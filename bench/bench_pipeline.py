@@ -256,6 +256,124 @@ def _tail(path: Path, n: int = 3000) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
 
+@dataclass
+class Fleet:
+    """The camera nodes of a run: real ``isplitee-device`` processes, each logging to a file in
+    ``workdir``, grown step by step and stopped together."""
+
+    url: str
+    model: Path
+    clip: Path
+    workdir: Path
+    fps: float
+    cost: str
+    nodes: list[subprocess.Popen] = field(default_factory=list)
+    logs: list = field(default_factory=list)
+
+    def grow(self, count: int) -> None:
+        """Start nodes until there are ``count``."""
+        for i in range(len(self.nodes), count):
+            self.logs.append(open(self.workdir / f"node{i}.log", "wb"))  # noqa: SIM115 - in stop
+            cmd = device_command(
+                self.url,
+                self.model,
+                self.clip,
+                f"bench-cam{i}",
+                "--fps",
+                f"{self.fps:g}",
+                "--cost",
+                self.cost,
+                "--log-level",
+                "WARNING",
+            )
+            self.nodes.append(subprocess.Popen(cmd, stdout=self.logs[-1], stderr=self.logs[-1]))
+
+    def any_stopped(self) -> bool:
+        return any(p.poll() is not None for p in self.nodes)
+
+    def wait_started(self, first: dict[str, float], count: int, startup_s: float) -> None:
+        """Until ``count`` nodes have published a result (``first``: device -> its first one's
+        time); a node that stops or a start-up over ``startup_s`` ends the run with the logs."""
+        deadline = time.monotonic() + startup_s
+        while len(first) < count:
+            if time.monotonic() > deadline or self.any_stopped():
+                tails = "\n".join(_tail(self.workdir / f"node{i}.log") for i in range(count))
+                raise SystemExit(f"{count} nodes did not all start:\n{tails}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for p in self.nodes:
+            p.terminate()  # a clean stop: each node settles what it has in flight
+        for p in self.nodes:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in self.logs:
+            f.close()
+
+
+Window = tuple[int, Snapshot, Snapshot, dict[int, float]]
+"""One step's measurement: nodes, the snapshots around it, and edge ms per split."""
+
+
+def _window(
+    fleet: Fleet,
+    count: int,
+    collector: Collector,
+    shadow: Shadow,
+    roles: dict[str, list[int]],
+    worker_port: int,
+    seconds: float,
+    startup_s: float,
+) -> Window:
+    """Grow the fleet to ``count`` nodes, wait out their start-up, then measure ``seconds``."""
+    fleet.grow(count)
+    fleet.wait_started(collector.first, count, startup_s)
+    roles["nodes"] = [p.pid for p in fleet.nodes]
+    begin = Snapshot.take(roles, worker_port)
+    edge_ms = shadow.run(begin.wall + seconds)
+    end = Snapshot.take(roles, worker_port)
+    if fleet.any_stopped():
+        raise SystemExit("a node stopped during the window (clip too short?)")
+    return count, begin, end, edge_ms
+
+
+def _step(results: list[dict], window: Window, fps: float) -> dict:
+    """A step's figures from the results captured in its window."""
+    count, a, b, edge_ms = window
+    rs = [r for r in results if a.wall <= _captured(r) < b.wall]
+    step = summarise_step(rs, count, b.wall - a.wall, fps)
+    step.update(_window_usage(a, b))
+    step["edge_ms_by_split"] = {str(k): v for k, v in edge_ms.items()}
+    step["edge_compute_ms_mean"] = (
+        statistics.fmean(edge_ms[r["split_block"]] for r in rs) if rs else float("nan")
+    )
+    # Per cloud-answered frame: what is left of its latency once its own split's edge
+    # compute and the worker's compute are taken out.
+    left = [
+        r["latency_ms"] - edge_ms[r["split_block"]] - step["worker_compute_ms_mean"]
+        for r in rs
+        if r["source"] == "cloud"
+    ]
+    step["overhead_ms_p50"] = percentile(left, 50)
+    step["overhead_ms_p95"] = percentile(left, 95)
+    return step
+
+
+def _bare_figures(bare: list[float], paced: list[float], fps: float) -> dict:
+    """The bare request/reply round trips, back to back and at a camera's pace."""
+    return {
+        "bare_request_reply_ms": {"p50": percentile(bare, 50), "p95": percentile(bare, 95)},
+        "bare_request_reply_paced_ms": {
+            "p50": percentile(paced, 50),
+            "p95": percentile(paced, 95),
+            "every_ms": 1e3 / fps,
+        },
+    }
+
+
 def run(
     model: Path,
     steps: list[int],
@@ -274,11 +392,10 @@ def run(
     frames = int(fps * len(steps) * (seconds + startup_s)) + 1
     video = write_digit_clip(workdir / "bench.avi", frames, seed=1)
     broker = broker_from(DEV_CONFIG, workdir).start()
-    nodes: list[subprocess.Popen] = []
-    logs: list = []
+    fleet = Fleet(broker.url, model, video.path, workdir, fps, cost)
     wprocs: list[subprocess.Popen] = []
     collector = None
-    windows: list[tuple[int, Snapshot, Snapshot, dict[int, float]]] = []
+    windows: list[Window] = []
     try:
         bare = bare_request_reply(broker.url, 300)
         paced = bare_request_reply(broker.url, max(20, min(150, int(seconds * fps))), 1.0 / fps)
@@ -296,46 +413,12 @@ def run(
         roles = {"broker": [broker.proc.pid], "worker": [p.pid for p in wprocs]}
         roles["bench"] = [os.getpid()]
         for count in steps:
-            for i in range(len(nodes), count):
-                logs.append(open(workdir / f"node{i}.log", "wb"))  # noqa: SIM115 - closed below
-                cmd = device_command(
-                    broker.url,
-                    model,
-                    video.path,
-                    f"bench-cam{i}",
-                    "--fps",
-                    f"{fps:g}",
-                    "--cost",
-                    cost,
-                    "--log-level",
-                    "WARNING",
-                )
-                nodes.append(subprocess.Popen(cmd, stdout=logs[-1], stderr=logs[-1]))
-            deadline = time.monotonic() + startup_s
-            while len(collector.first) < count:
-                if time.monotonic() > deadline or any(p.poll() is not None for p in nodes):
-                    tails = "\n".join(_tail(workdir / f"node{i}.log") for i in range(count))
-                    raise SystemExit(f"{count} nodes did not all start:\n{tails}")
-                time.sleep(0.1)
-            roles["nodes"] = [p.pid for p in nodes]
-            begin = Snapshot.take(roles, ports[0])
-            edge_ms = shadow.run(begin.wall + seconds)
-            end = Snapshot.take(roles, ports[0])
-            if any(p.poll() is not None for p in nodes):
-                raise SystemExit("a node stopped during the window (clip too short?)")
-            windows.append((count, begin, end, edge_ms))
+            windows.append(
+                _window(fleet, count, collector, shadow, roles, ports[0], seconds, startup_s)
+            )
         time.sleep(0.5)  # the last window's frames get their results
     finally:
-        for p in nodes:
-            p.terminate()  # a clean stop: each node settles what it has in flight
-        for p in nodes:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for f in logs:
-            f.close()
+        fleet.stop()
         if collector is not None:
             collector.stop()
         stop_workers(wprocs)
@@ -345,32 +428,9 @@ def run(
         "workers": workers,
         "cost": cost,
         "seconds": seconds,
-        "bare_request_reply_ms": {"p50": percentile(bare, 50), "p95": percentile(bare, 95)},
-        "bare_request_reply_paced_ms": {
-            "p50": percentile(paced, 50),
-            "p95": percentile(paced, 95),
-            "every_ms": 1e3 / fps,
-        },
-        "steps": [],
+        **_bare_figures(bare, paced, fps),
+        "steps": [_step(collector.results, w, fps) for w in windows],
     }
-    for count, a, b, edge_ms in windows:
-        rs = [r for r in collector.results if a.wall <= _captured(r) < b.wall]
-        step = summarise_step(rs, count, b.wall - a.wall, fps)
-        step.update(_window_usage(a, b))
-        step["edge_ms_by_split"] = {str(k): v for k, v in edge_ms.items()}
-        step["edge_compute_ms_mean"] = (
-            statistics.fmean(edge_ms[r["split_block"]] for r in rs) if rs else float("nan")
-        )
-        # Per cloud-answered frame: what is left of its latency once its own split's edge
-        # compute and the worker's compute are taken out.
-        left = [
-            r["latency_ms"] - edge_ms[r["split_block"]] - step["worker_compute_ms_mean"]
-            for r in rs
-            if r["source"] == "cloud"
-        ]
-        step["overhead_ms_p50"] = percentile(left, 50)
-        step["overhead_ms_p95"] = percentile(left, 95)
-        out["steps"].append(step)
     count, a, b, _ = windows[0]
     first = [r for r in collector.results if a.wall <= _captured(r) < b.wall]
     out["detail"] = summarise_quality(first, video.labels, ckpt, video.frames)
