@@ -301,6 +301,48 @@ def prepare_scene(
     return clip, whole
 
 
+Marks = tuple[tuple[int, int] | None, tuple[int, int] | None]
+"""(node CPU ticks, bytes up) at the first and the last result read (None before any)."""
+
+
+def _collect(
+    node: subprocess.Popen, reader: MqttLink, shaper: LinkShaper, legs: Sequence[Leg]
+) -> tuple[dict[int, tuple[float, dict, str]], Marks]:
+    """Every result until the node stops, by frame id: (captured, s from the first result;
+    the result with its latency as a subscriber sees it; the link then), moving the link
+    along ``legs`` from the first result on; and the node's CPU and bytes at the first and
+    the last result."""
+    got: dict[int, tuple[float, dict, str]] = {}
+    first = last = None
+    start: float | None = None
+    start_wall = 0.0
+    leg = 0
+    while node.poll() is None or not reader.inbox.empty():
+        now = time.monotonic()
+        if start is not None:  # the link's schedule runs from the first result
+            while leg + 1 < len(legs) and now - start >= legs[leg + 1].at_s:
+                leg += 1
+                shaper.set(legs[leg].profile)
+        try:
+            msg = reader.inbox.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        r = json.loads(msg.payload)
+        # capture to delivery here, as a subscriber sees it (a result the
+        # node published during an outage arrives when the link is back)
+        captured = datetime.fromisoformat(r["captured_at"]).timestamp()
+        r["latency_ms"] = (time.time() - captured) * 1e3
+        if start is None:
+            start, start_wall = time.monotonic(), time.time()
+        # the trace places a result at its frame's capture, on that leg
+        at = captured - start_wall
+        got[r["frame_id"]] = (at, r, leg_at(legs, at).link)
+        mark = (_pid_ticks(node.pid), shaper.up.bytes)
+        first = first or mark
+        last = mark if mark[0] >= 0 else last
+    return got, (first, last)
+
+
 def run_one(
     strategy: Strategy,
     board: Board,
@@ -314,7 +356,7 @@ def run_one(
 ) -> Row:
     """One node (budgeted, behind the shaped link) and one worker on a private broker; the
     link follows ``legs``. ``fps`` None: frames as fast as the node takes them."""
-    clip, whole = prepared
+    clip = prepared[0]
     frames = len(clip.labels)
     tag = f"{os.getpid()}-{strategy.name.replace(':', '-')}"
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -326,7 +368,6 @@ def run_one(
         )
         reader = MqttLink(broker.url, f"tb-reader-{tag}", subscriptions=["isplitee/tb/result"])
         reader.start(10)
-        got: dict[int, tuple[float, dict, str]] = {}
         try:
             with (
                 LinkShaper(broker.port, legs[0].profile) as shaper,
@@ -343,34 +384,8 @@ def run_one(
                     env=env,
                 )
                 budget.add(node.pid)
-                first = last = None
-                start: float | None = None
-                start_wall = 0.0
-                leg = 0
                 try:
-                    while node.poll() is None or not reader.inbox.empty():
-                        now = time.monotonic()
-                        if start is not None:  # the link's schedule runs from the first result
-                            while leg + 1 < len(legs) and now - start >= legs[leg + 1].at_s:
-                                leg += 1
-                                shaper.set(legs[leg].profile)
-                        try:
-                            msg = reader.inbox.get(timeout=0.05)
-                        except queue.Empty:
-                            continue
-                        r = json.loads(msg.payload)
-                        # capture to delivery here, as a subscriber sees it (a result the
-                        # node published during an outage arrives when the link is back)
-                        captured = datetime.fromisoformat(r["captured_at"]).timestamp()
-                        r["latency_ms"] = (time.time() - captured) * 1e3
-                        if start is None:
-                            start, start_wall = time.monotonic(), time.time()
-                        # the trace places a result at its frame's capture, on that leg
-                        at = captured - start_wall
-                        got[r["frame_id"]] = (at, r, leg_at(legs, at).link)
-                        mark = (_pid_ticks(node.pid), shaper.up.bytes)
-                        first = first or mark
-                        last = mark if mark[0] >= 0 else last
+                    got, marks = _collect(node, reader, shaper, legs)
                 finally:
                     if node.poll() is None:  # stopped from outside: the node goes too
                         node.kill()
@@ -382,6 +397,25 @@ def run_one(
             worker.terminate()
             worker.wait(30)
             broker.stop()
+    link = legs[0].link if len(legs) == 1 else "day"
+    return _row(strategy.name, board.key, link, scene, share, prepared, got, marks)
+
+
+def _row(
+    strategy: str,
+    board: str,
+    link: str,
+    scene: str,
+    share: float,
+    prepared: tuple[DigitClip, np.ndarray],
+    got: dict[int, tuple[float, dict, str]],
+    marks: Marks,
+) -> Row:
+    """One run's figures from the results it got: latency, the board's CPU per frame (the
+    node's CPU here over its budget share), bytes up per frame, accuracy and agreement with
+    the final classifier, results per second, and the trace."""
+    clip, whole = prepared
+    first, last = marks
     ids = sorted(got)
     results = [got[i][1] for i in ids]
     latencies = [r["latency_ms"] for r in results]
@@ -390,12 +424,12 @@ def run_one(
     labels = np.array([r["label"] for r in results])
     seen = [got[i][0] for i in ids]
     return Row(
-        strategy.name,
-        board.key,
-        legs[0].link if len(legs) == 1 else "day",
+        strategy,
+        board,
+        link,
         scene,
         len(results),
-        frames,
+        len(clip.labels),
         float(np.mean(latencies)),
         float(np.percentile(latencies, 50)),
         float(np.percentile(latencies, 95)),
