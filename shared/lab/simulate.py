@@ -247,6 +247,56 @@ class SimulationResult:
     """Samples after each segment's start that ``segment_accuracy`` covers."""
 
 
+def _summarise(
+    ts: Sequence[Trace],
+    oracle_curves: Sequence[np.ndarray],
+    oracle_mean: float,
+    full_cost: float,
+    segments: Sequence[Segment],
+    window: int,
+) -> PolicySummary:
+    """One policy's runs (a trace per stream) summarised: means over the runs, regret against
+    each run's best fixed split (``oracle_curves``: its cumulative reward)."""
+    accs = np.array([t.correct.mean() for t in ts])
+    cost = float(np.mean([t.costs.mean() for t in ts]))
+    offload = float(np.mean([t.offloaded.mean() for t in ts]))
+    audit = float(np.mean([t.audited.mean() for t in ts]))
+    mean_reward = float(np.mean([t.rewards.mean() for t in ts]))
+    curve = np.mean(
+        [oc - np.cumsum(t.rewards) for oc, t in zip(oracle_curves, ts, strict=True)], axis=0
+    )
+    return PolicySummary(
+        accuracy=float(accs.mean()),
+        accuracy_std=float(accs.std()),
+        cost=cost,
+        cost_reduction=1.0 - cost / full_cost,
+        edge_exit_rate=1.0 - offload,
+        offload_rate=offload,
+        audit_rate=audit,
+        regret=float(curve[-1]),
+        mean_reward=mean_reward,
+        reward_gap=(oracle_mean - mean_reward) / abs(oracle_mean) if oracle_mean else math.inf,
+        regret_curve=curve,
+        segment_accuracy=[
+            float(np.mean([t.correct[g.start : min(g.stop, g.start + window)].mean() for t in ts]))
+            for g in segments
+        ],
+        arms_first_run=ts[0].arms,
+    )
+
+
+def _segment_best_arms(
+    matrices: Sequence[np.ndarray], segments: Sequence[Segment], tolerance: float
+) -> list[list[int]]:
+    """Per segment, the arms whose mean reward over the runs is within ``tolerance`` of the
+    segment's best."""
+    best_arms = []
+    for seg in segments:
+        seg_means = np.mean([m[seg.start : seg.stop].mean(axis=0) for m in matrices], axis=0)
+        best_arms.append([int(a) for a in np.flatnonzero(seg_means >= seg_means.max() - tolerance)])
+    return best_arms
+
+
 def simulate(
     streams: Stream | Sequence[Stream],
     rewards: RewardModel,
@@ -283,42 +333,11 @@ def simulate(
             traces[name].append(run_policy(policy, s))
     full_cost = rewards.cost.full_cost
     oracle_mean = float(np.mean([c[-1] / len(c) for c in oracle_curves]))
-    summaries = {}
-    for name, ts in traces.items():
-        accs = np.array([t.correct.mean() for t in ts])
-        cost = float(np.mean([t.costs.mean() for t in ts]))
-        offload = float(np.mean([t.offloaded.mean() for t in ts]))
-        audit = float(np.mean([t.audited.mean() for t in ts]))
-        mean_reward = float(np.mean([t.rewards.mean() for t in ts]))
-        curve = np.mean(
-            [oc - np.cumsum(t.rewards) for oc, t in zip(oracle_curves, ts, strict=True)], axis=0
-        )
-        summaries[name] = PolicySummary(
-            accuracy=float(accs.mean()),
-            accuracy_std=float(accs.std()),
-            cost=cost,
-            cost_reduction=1.0 - cost / full_cost,
-            edge_exit_rate=1.0 - offload,
-            offload_rate=offload,
-            audit_rate=audit,
-            regret=float(curve[-1]),
-            mean_reward=mean_reward,
-            reward_gap=(oracle_mean - mean_reward) / abs(oracle_mean) if oracle_mean else math.inf,
-            regret_curve=curve,
-            segment_accuracy=[
-                float(
-                    np.mean([t.correct[g.start : min(g.stop, g.start + window)].mean() for t in ts])
-                )
-                for g in streams[0].segments
-            ],
-            arms_first_run=ts[0].arms,
-        )
-    best_arms = []
-    for seg in streams[0].segments:
-        seg_means = np.mean([m[seg.start : seg.stop].mean(axis=0) for m in matrices], axis=0)
-        best_arms.append(
-            [int(a) for a in np.flatnonzero(seg_means >= seg_means.max() - settle_tolerance)]
-        )
+    summaries = {
+        name: _summarise(ts, oracle_curves, oracle_mean, full_cost, streams[0].segments, window)
+        for name, ts in traces.items()
+    }
+    best_arms = _segment_best_arms(matrices, streams[0].segments, settle_tolerance)
     return SimulationResult(
         n_samples=len(streams[0]),
         runs=len(streams),
