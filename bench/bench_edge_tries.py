@@ -289,6 +289,87 @@ def _cell(r: dict, base: float, ort: float) -> str:
     )
 
 
+def _with_compiled(f: dict, c: dict | None, reason: str | None) -> dict | None:
+    """Record the compile child's figures for a split in ``f`` (``torch.compile``: its time,
+    or why it failed); its line if it measured the split, else None."""
+    if c is None or "failed" in c:
+        f["torch.compile"] = {"failed": (c or {}).get("failed") or reason or "failed: no result"}
+        return None
+    # Its own process: ratios against the eager and ORT fp32 timed beside it there.
+    f["torch.compile"] = {
+        "ms": c["compiled"],
+        "max_diff": c["max_diff"],
+        "acc_change": c["acc_change"],
+    }
+    return c
+
+
+def _split_row(block: int, f: dict, c: dict | None) -> list[str]:
+    """A split's row: eager time, ONNX Runtime fp32 against it, then a cell per variant."""
+    eager, ort = f["eager"]["ms"], f["ORT fp32"]["ms"]
+    cells = [
+        _cell(
+            f[v],
+            c["eager"] if c and v == "torch.compile" else eager,
+            c["ORT fp32"] if c and v == "torch.compile" else ort,
+        )
+        for v in VARIANTS
+    ]
+    return [
+        str(block),
+        f"{eager:.3f}",
+        f"{eager / ort:.2f}x, {f['ORT fp32']['max_diff']:.1e}",
+        *cells,
+    ]
+
+
+def _winners(block: int, f: dict, c: dict | None) -> list[str]:
+    """The variants faster than ONNX Runtime fp32 at this split and within the tolerance."""
+    ort = f["ORT fp32"]["ms"]
+    out = []
+    for v in VARIANTS:
+        r = f[v]
+        if "failed" in r:
+            continue
+        faster = (c["ORT fp32"] if v == "torch.compile" else ort) > r["ms"]
+        if faster and r["max_diff"] <= TOLERANCE:
+            out.append(f"{v} at block {block}")
+    return out
+
+
+def _notes(
+    quick: bool,
+    n_images: int,
+    first: list[float],
+    reason: str | None,
+    any_compiled: bool,
+    verdicts: list[str],
+) -> list[str]:
+    """What the cells mean and how torch.compile ran, then the verdict."""
+    backend_note = (
+        "torch.compile here is Dynamo's `eager` backend (--quick)"
+        if quick
+        else "torch.compile is Inductor, default mode"
+    )
+    return [
+        "Cells: speed vs eager / vs ONNX Runtime fp32 (the node's default), max difference "
+        f"from eager over the {n_images} held-out digits (activation and exits' logits), accuracy "
+        "change of the final prediction with the fp32 cloud half (points). "
+        f"{backend_note}; its ratios are against eager and ORT fp32 timed in its own process"
+        + (f"; first call (compile): median {np.median(first):.1f} s per split" if first else "")
+        + (f"; {reason}" if reason and any_compiled else "")
+        + ".",
+        (
+            "Faster than ORT fp32 and within 1e-4: "
+            + ", ".join(verdicts)
+            + " (not made the node's default here: see the report)."
+            if verdicts
+            else "None of these is both faster than ONNX Runtime fp32 and within 1e-4 of "
+            "eager: the node's default stays ONNX Runtime fp32."
+        ),
+    ]
+
+
 def tries_table(
     model: Path, quick: bool = False, repeats: int = 15, compile_timeout: float = 900.0
 ) -> tuple[str, dict]:
@@ -302,74 +383,17 @@ def tries_table(
     with tempfile.TemporaryDirectory() as tmp:
         figures = measure(ckpt, blocks, repeats, Path(tmp), limit)
     compiled, reason = compile_results(model, blocks, repeats, backend, compile_timeout, limit)
-    n_images = figures[blocks[0]]["images"]
     rows, verdicts, first = [], [], []
     for block in blocks:
         f = figures[block]
-        eager, ort = f["eager"]["ms"], f["ORT fp32"]["ms"]
-        c = compiled.get(block)
-        if c is None or "failed" in c:
-            f["torch.compile"] = {
-                "failed": (c or {}).get("failed") or reason or "failed: no result"
-            }
-            c = None
-        else:
-            # Its own process: ratios against the eager and ORT fp32 timed beside it there.
-            f["torch.compile"] = {
-                "ms": c["compiled"],
-                "max_diff": c["max_diff"],
-                "acc_change": c["acc_change"],
-            }
+        c = _with_compiled(f, compiled.get(block), reason)
+        if c is not None:
             first.append(c["first_call_s"])
-        cells = [
-            _cell(
-                f[v],
-                c["eager"] if c and v == "torch.compile" else eager,
-                c["ORT fp32"] if c and v == "torch.compile" else ort,
-            )
-            for v in VARIANTS
-        ]
-        rows.append(
-            [
-                str(block),
-                f"{eager:.3f}",
-                f"{eager / ort:.2f}x, {f['ORT fp32']['max_diff']:.1e}",
-                *cells,
-            ]
-        )
-        for v in VARIANTS:
-            r = f[v]
-            if "failed" in r:
-                continue
-            faster = (c["ORT fp32"] if v == "torch.compile" else ort) > r["ms"]
-            if faster and r["max_diff"] <= TOLERANCE:
-                verdicts.append(f"{v} at block {block}")
-    table = format_table(
-        ["split block", "eager ms", "ORT fp32 (node default)", *VARIANTS],
-        rows,
-    )
-    backend_note = (
-        "torch.compile here is Dynamo's `eager` backend (--quick)"
-        if quick
-        else "torch.compile is Inductor, default mode"
-    )
-    notes = [
-        "Cells: speed vs eager / vs ONNX Runtime fp32 (the node's default), max difference "
-        f"from eager over the {n_images} held-out digits (activation and exits' logits), accuracy "
-        "change of the final prediction with the fp32 cloud half (points). "
-        f"{backend_note}; its ratios are against eager and ORT fp32 timed in its own process"
-        + (f"; first call (compile): median {np.median(first):.1f} s per split" if first else "")
-        + (f"; {reason}" if reason and compiled else "")
-        + ".",
-        (
-            "Faster than ORT fp32 and within 1e-4: "
-            + ", ".join(verdicts)
-            + " (not made the node's default here: see the report)."
-            if verdicts
-            else "None of these is both faster than ONNX Runtime fp32 and within 1e-4 of "
-            "eager: the node's default stays ONNX Runtime fp32."
-        ),
-    ]
+        rows.append(_split_row(block, f, c))
+        verdicts += _winners(block, f, c)
+    table = format_table(["split block", "eager ms", "ORT fp32 (node default)", *VARIANTS], rows)
+    n_images = figures[blocks[0]]["images"]
+    notes = _notes(quick, n_images, first, reason, bool(compiled), verdicts)
     return table + "\n\n" + "\n\n".join(notes), {"blocks": figures, "winners": verdicts}
 
 
