@@ -218,67 +218,81 @@ def _fields(body: dict, prefix: str = "") -> list[tuple[str, int]]:
     return out
 
 
+BREAKDOWN_HEADERS = [
+    "split block",
+    "elements",
+    "int8 B = header + tensor",
+    "fp32 B = header + tensor",
+    "int8 / fp32",
+    f"<= {INT8_TARGET}",
+    "int8 header for <= 0.27 (fp32 as is) B",
+    "header for <= 0.27 if both shrink alike B",
+]
+
+
+def _split_bytes(ckpt: Checkpoint, x: torch.Tensor, block: int) -> dict:
+    """One split's int8 and fp32 messages of the activation of ``x``: their bytes, headers,
+    elements, the int8 header each target reading needs, and the int8 message field by field."""
+    with torch.inference_mode():
+        act = ckpt.model.edge(x, block).activation[0].numpy()
+    sizes = {}
+    for enc in ("int8", "fp32"):
+        payload = bench_message(ckpt, act, block, enc)
+        fields = _fields(msgpack.unpackb(payload, raw=False))
+        if sum(n for _, n in fields) != len(payload):
+            raise AssertionError(f"field bytes do not add up to the {enc} message")
+        data = dict(fields)["data (bytes)"]
+        sizes[enc] = (len(payload), data, len(payload) - data, fields)
+    (i8, i8_data, i8_head, fields), (f32, _, f32_head, _) = sizes["int8"], sizes["fp32"]
+    return {
+        "int8": i8,
+        "fp32": f32,
+        "int8_header": i8_head,
+        "fp32_header": f32_head,
+        "elements": int(act.size),
+        # int8 header for <= 0.27 x this fp32
+        "int8_header_needed": int(np.floor(INT8_TARGET * f32)) - i8_data,
+        "common_header_needed": int(np.floor((INT8_TARGET * 4 - 1) * act.size / (1 - INT8_TARGET))),
+        "fields": fields,
+    }
+
+
+def _breakdown_row(block: int, f: dict) -> list[str]:
+    """A split's row of the table, from its :func:`_split_bytes` figures."""
+    i8, f32, i8_head, f32_head = f["int8"], f["fp32"], f["int8_header"], f["fp32_header"]
+    return [
+        str(block),
+        str(f["elements"]),
+        f"{i8} = {i8_head} + {i8 - i8_head}",
+        f"{f32} = {f32_head} + {f32 - f32_head}",
+        f"{i8 / f32:.3f}",
+        f"{'met' if i8 / f32 <= INT8_TARGET else 'missed'}",
+        f"{f['int8_header_needed']}",
+        f"{f['common_header_needed']}",
+    ]
+
+
+def _bytes_per_field(fields: list[tuple[str, int]]) -> dict[str, list[int]]:
+    """Field -> [its key's bytes, its value's bytes] (the tensor's own bytes left out)."""
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for name, n in fields:
+        if name.endswith(" (key)"):
+            per[name.removesuffix(" (key)")][0] += n
+        elif name != "data (bytes)":
+            per[name.removesuffix(" (bin header)")][1] += n
+    return per
+
+
 def bytes_breakdown(ckpt: Checkpoint, blocks: list[int] | None = None) -> tuple[str, dict]:
     """Markdown: per split, the int8 and fp32 messages' header and tensor bytes and the int8
     header that would make int8 <= 0.27 x fp32; the field-by-field bytes of the first split."""
     blocks = blocks or list(ckpt.meta.arm_blocks[:-1])
     x, _ = digits(ckpt, "test", limit=1)
-    rows, figures = [], {}
-    for block in blocks:
-        with torch.inference_mode():
-            act = ckpt.model.edge(x, block).activation[0].numpy()
-        sizes = {}
-        for enc in ("int8", "fp32"):
-            payload = bench_message(ckpt, act, block, enc)
-            fields = _fields(msgpack.unpackb(payload, raw=False))
-            if sum(n for _, n in fields) != len(payload):
-                raise AssertionError(f"field bytes do not add up to the {enc} message")
-            data = dict(fields)["data (bytes)"]
-            sizes[enc] = (len(payload), data, len(payload) - data, fields)
-        (i8, i8_data, i8_head, fields), (f32, _, f32_head, _) = sizes["int8"], sizes["fp32"]
-        need = int(np.floor(INT8_TARGET * f32)) - i8_data  # int8 header for <= 0.27 x this fp32
-        same = int(np.floor((INT8_TARGET * 4 - 1) * act.size / (1 - INT8_TARGET)))
-        figures[block] = {
-            "int8": i8,
-            "fp32": f32,
-            "int8_header": i8_head,
-            "fp32_header": f32_head,
-            "elements": int(act.size),
-            "int8_header_needed": need,
-            "common_header_needed": same,
-            "fields": fields,
-        }
-        rows.append(
-            [
-                str(block),
-                str(act.size),
-                f"{i8} = {i8_head} + {i8_data}",
-                f"{f32} = {f32_head} + {f32 - f32_head}",
-                f"{i8 / f32:.3f}",
-                f"{'met' if i8 / f32 <= INT8_TARGET else 'missed'}",
-                f"{need}",
-                f"{same}",
-            ]
-        )
+    figures = {block: _split_bytes(ckpt, x, block) for block in blocks}
     table = format_table(
-        [
-            "split block",
-            "elements",
-            "int8 B = header + tensor",
-            "fp32 B = header + tensor",
-            "int8 / fp32",
-            f"<= {INT8_TARGET}",
-            "int8 header for <= 0.27 (fp32 as is) B",
-            "header for <= 0.27 if both shrink alike B",
-        ],
-        rows,
+        BREAKDOWN_HEADERS, [_breakdown_row(block, figures[block]) for block in blocks]
     )
-    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # field -> [key B, value B]
-    for name, n in figures[blocks[0]]["fields"]:
-        if name.endswith(" (key)"):
-            per[name.removesuffix(" (key)")][0] += n
-        elif name != "data (bytes)":
-            per[name.removesuffix(" (bin header)")][1] += n
+    per = _bytes_per_field(figures[blocks[0]]["fields"])
     ordered = sorted(per.items(), key=lambda kv: -sum(kv[1]))
     keys = sum(v[0] for v in per.values())
     fields_md = format_table(
