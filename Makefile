@@ -39,11 +39,13 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# -n auto: one pytest-xdist worker per core; loadscope keeps a module's tests (and the model or
+# broker its fixtures start) on one worker.
 test: install lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadscope
 
 test-slow: install
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -n auto --dist loadscope -m slow
 
 # The bundled digits model: trained with distortion augmentation (our remedy for over-confident
 # early exits; the recipe is shared.lab.demo.DIGITS_RECIPE); the paper-recipe model (clean images

@@ -47,12 +47,19 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (if barely trained) digits checkpoint, made through the CLI like a user would."""
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A real (if barely trained) digits checkpoint, made through the CLI like a user would:
+    once per run, shared by pytest-xdist's workers (the first trains it, the others wait)."""
+    from filelock import FileLock
+
     from shared.lab.cli import main
 
-    out = tmp_path_factory.mktemp("models") / "tiny.pt"
-    assert main([*TINY_TRAIN_ARGS, "--out", str(out)]) == 0
+    base = tmp_path_factory.getbasetemp()
+    root = base if worker_id == "master" else base.parent  # one tree for the whole run
+    out = root / "models" / "tiny.pt"
+    with FileLock(str(root / "models.lock")):
+        if not out.is_file():
+            assert main([*TINY_TRAIN_ARGS, "--out", str(out)]) == 0
     return out
 
 
