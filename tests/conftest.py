@@ -47,15 +47,18 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (if barely trained) digits checkpoint, made through the CLI like a user would:
     once per run, shared by pytest-xdist's workers (the first trains it, the others wait)."""
+    import os
+
     from filelock import FileLock
 
     from shared.lab.cli import main
 
     base = tmp_path_factory.getbasetemp()
-    root = base if worker_id == "master" else base.parent  # one tree for the whole run
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # unset: a plain pytest run
+    root = base.parent if worker else base  # one tree for the whole run
     out = root / "models" / "tiny.pt"
     with FileLock(str(root / "models.lock")):
         if not out.is_file():
