@@ -57,6 +57,16 @@ def _time_policy(
     return (time.perf_counter() - t0) / len(conf) * 1e6
 
 
+POLICIES = {
+    "fixed (bookkeeping only)": "fixed:12",
+    "random": "random",
+    "isplitee": "isplitee",
+    "isplitee-nonstationary": "isplitee-nonstationary",
+    "isplitee-paper": "isplitee-paper",
+}
+"""Row name of the table -> the policy spec timed under it."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20000)
@@ -65,13 +75,7 @@ def main() -> int:
     args = parser.parse_args()
     rm = RewardModel(paper_cost(BLOCKS))
     conf, cls = _stream(args.samples)
-    policies = {
-        "fixed (bookkeeping only)": "fixed:12",
-        "random": "random",
-        "isplitee": "isplitee",
-        "isplitee-nonstationary": "isplitee-nonstationary",
-        "isplitee-paper": "isplitee-paper",
-    }
+    policies = POLICIES
     times: dict[str, list[float]] = {name: [] for name in policies}
     for _ in range(args.repeats):
         for name, spec in policies.items():

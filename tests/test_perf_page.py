@@ -53,3 +53,16 @@ def test_the_page_fills_with_every_figure_and_the_committed_sections(bench_perf,
 def test_a_run_with_no_miss_says_so(bench_perf) -> None:
     page, _ = _render(bench_perf, False, [])
     assert page.endswith("No target above was missed in this run.\n")
+
+
+def test_a_row_over_budget_is_profiled_by_its_policy_spec(bench_perf) -> None:
+    """The bandit table names rows for people; the profiler needs the spec each row timed (a
+    loaded machine once pushed the fixed baseline over budget and the page died on its name)."""
+    table = (
+        "| policy | median us | best us | x fixed | budget us |\n"
+        "|---|---|---|---|---|\n"
+        "| fixed (bookkeeping only) | 25.1 | 24.0 | 1.00 | MISSED (20) |\n"
+        "| random | 5.0 | 4.0 | 0.20 | met (20) |\n"
+        "| isplitee | 31.0 | 30.0 | 1.20 | MISSED (20) |\n"
+    )
+    assert bench_perf.missed_specs(table) == ["fixed:12", "isplitee"]
