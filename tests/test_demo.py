@@ -31,7 +31,14 @@ def _demo(model: Path, workdir: Path, *extra: str, env: dict | None = None) -> s
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        # Ctrl-C as in a terminal, even when the suite itself runs as a background job
+        # (which starts with SIGINT ignored, and Python keeps an ignored SIGINT ignored).
+        preexec_fn=_terminal_signals,
     )
+
+
+def _terminal_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _left_running(workdir: Path) -> str:
