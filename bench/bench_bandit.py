@@ -75,10 +75,9 @@ def main() -> int:
     args = parser.parse_args()
     rm = RewardModel(paper_cost(BLOCKS))
     conf, cls = _stream(args.samples)
-    policies = POLICIES
-    times: dict[str, list[float]] = {name: [] for name in policies}
+    times: dict[str, list[float]] = {name: [] for name in POLICIES}
     for _ in range(args.repeats):
-        for name, spec in policies.items():
+        for name, spec in POLICIES.items():
             times[name].append(_time_policy(spec, conf, cls, rm))
     base = statistics.median(times["fixed (bookkeeping only)"])
     rows = []
