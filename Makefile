@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "isplitee needs Python >= 3.11; set PYTHON=python3.11 (or newer)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(PY) -m pip install --quiet --no-compile --upgrade pip
+	$(PY) -m pip install --quiet --no-compile -e '.[$(EXTRAS)]'
+	@# pip byte-compiles the 11,000 modules of the dependencies one at a time; compileall does
+	@# it on every core. Some packages ship Python 2 test files: pip skips them silently, so
+	@# does this.
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	@touch $@
 
 install: $(STAMP) mosquitto

@@ -24,17 +24,20 @@ unbudgeted, as a server would.
 every frame (``frame``, what remote detectors do: ``fixed:0``), each fixed split alone
 (``fixed:B``, early exit at B with the default alpha, activations in ``encoding = auto``, no
 frame offload) and the default node (audited I-SplitEE on measured costs, frame offload on),
-each a real ``isplitee-device`` process replaying the same held-out digits at a camera's pace;
-an independent subscriber collects every result.
+each a real ``isplitee-device`` process replaying the same held-out digits at a camera's pace,
+every strategy of a regime at once (each with its own broker, worker, link and budget, so the
+load of this shared machine falls on all alike); an independent subscriber collects every
+result.
 
 Per strategy and regime: result latency mean / p50 / p95 (capture to delivery at that
 subscriber), the node's CPU ms per frame (its /proc ticks between its first and last result),
 uplink bytes per frame (what crossed the shaped link towards the broker, MQTT included), the
-highest frame rate it holds (the same strategy fed frames as fast as it takes them: a file
-source drops none), the split blocks its results came from, accuracy against the labels and
-agreement with the final classifier, and frames without a result (must be 0); ratios against
-the best strategy of the regime, measured side by side in one run. ``--day``: every strategy at
-once through ten minutes of a changing link and scene (DAY_LEGS, DAY_SCENES), with a plot.
+highest frame rate it holds (the same strategy fed frames as fast as it takes them, one
+strategy at a time: a file source drops none), the split blocks its results came from,
+accuracy against the labels and agreement with the final classifier, and frames without a
+result (must be 0); ratios against the best strategy of the regime, measured side by side in
+one run. ``--day``: every strategy at once through ten minutes of a changing link and scene
+(DAY_LEGS, DAY_SCENES), with a plot.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ from shared.lab.broker import DEV_CONFIG, broker_from
 from shared.lab.clips import DigitClip, write_digit_clip
 from shared.lab.cpu_budget import CpuBudget, unavailable
 from shared.lab.pages import replace_section
-from shared.lab.procs import device_command, worker_command
+from shared.lab.procs import device_command, start_held_device, worker_command
 from shared.lab.report import format_table
 from shared.lab.shaper import LinkProfile, LinkShaper
 from shared.mqtt import MqttLink
@@ -376,14 +379,12 @@ def run_one(
                 time.sleep(1.0)  # the worker subscribes before the node's first offload
                 pace = [] if fps is None else ["--fps", str(fps)]
                 args = [*pace, "--max-frames", str(frames), *strategy.flags]
-                node = subprocess.Popen(
+                node = start_held_device(
                     device_command(shaper.url, model, clip.path, "tb", *args),
-                    stdout=subprocess.DEVNULL,
+                    budget.add,
                     stderr=subprocess.PIPE,
-                    text=True,
                     env=env,
                 )
-                budget.add(node.pid)
                 try:
                     got, marks = _collect(node, reader, shaper, legs)
                 finally:
@@ -399,6 +400,25 @@ def run_one(
             broker.stop()
     link = legs[0].link if len(legs) == 1 else "day"
     return _row(strategy.name, board.key, link, scene, share, prepared, got, marks)
+
+
+def side_by_side(
+    strats: Sequence[Strategy],
+    board: Board,
+    share: float,
+    legs: Sequence[Leg],
+    scene: str,
+    model: Path,
+    prepared: tuple[DigitClip, np.ndarray],
+) -> list[Row]:
+    """Every strategy at once on the same frames, each with its own broker, worker, link and
+    budget: a burst of load elsewhere on this shared machine falls on all of them alike, where
+    one after the other it would fall on whichever ran then."""
+    with ThreadPoolExecutor(len(strats)) as pool:
+        runs = [
+            pool.submit(run_one, st, board, share, legs, scene, model, prepared) for st in strats
+        ]
+        return [r.result() for r in runs]
 
 
 def _row(
@@ -530,12 +550,7 @@ def run_day(
     """Every strategy through the same day at once, each with its own broker, worker, link and
     budget (side by side, so the machine's load falls on all alike)."""
     prepared = prepare_scene("day", DAY_SCENES, model, frames, where)
-    with ThreadPoolExecutor(len(strats)) as pool:
-        runs = [
-            pool.submit(run_one, st, board, share, DAY_LEGS, "day", model, prepared)
-            for st in strats
-        ]
-        return [r.result() for r in runs]
+    return side_by_side(strats, board, share, DAY_LEGS, "day", model, prepared)
 
 
 def linked_mean_ms(row: Row) -> float:
@@ -644,11 +659,9 @@ def run_regimes(
                 for st in strats
             }
             for scene in scenes:
-                rows = []
-                for st in strats:
-                    row = run_one(st, board, share, legs, scene, model, prepared[scene])
+                rows = side_by_side(strats, board, share, legs, scene, model, prepared[scene])
+                for row in rows:
                     print({k: v for k, v in vars(row).items() if k != "trace"}, flush=True)
-                    rows.append(row)
                 title, text = f"### {board.key}, {link}, {scene}", verdict(rows)
                 verdicts.append(f"| {board.key} | {link} | {scene} | {text} |")
                 sections += [title, "", regime_table(rows, fps), "", text, ""]
@@ -742,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boards", default=",".join(b.key for b in BOARDS))
     p.add_argument("--links", default=",".join(LINKS))
     p.add_argument("--scenes", default=",".join(SCENES))
-    p.add_argument("--frames", type=int, default=40, help="frames per paced run")
+    p.add_argument("--frames", type=int, default=80, help="frames per paced run")
     p.add_argument("--rate-frames", type=int, default=24, help="frames per max-fps run")
     p.add_argument("--day", action="store_true", help="and the day (10 minutes, all at once)")
     p.add_argument("--day-only", action="store_true", help="the day alone, no regimes")
@@ -787,9 +800,10 @@ def main(argv: list[str] | None = None) -> int:
                 calibrated, links, scenes, strats, model, frames, rate_frames, where
             )
             head = (
-                f"Command: `{command}` on this machine, one run per regime, strategies side by "
-                f"side; {frames} frames per run at {FPS:g} fps, and {rate_frames} frames as "
-                "fast as each strategy takes them for `max fps`."
+                f"Command: `{command}` on this machine, one run per regime, its strategies at "
+                f"once (each with its own broker, worker, shaped link and CPU budget); {frames} "
+                f"frames per run at {FPS:g} fps, and, one strategy at a time, {rate_frames} "
+                "frames as fast as each takes them for `max fps`."
             )
             body = [head, "", "### The emulated boards", "", calibration_table(calibrated, full_ms)]
             body += ["", "### Targets per regime", "", "| board | link | scene | verdict |"]

@@ -200,12 +200,12 @@ def test_broker_killed_and_restarted_loses_no_frame(tiny_checkpoint, clip, tmp_p
     assert recovery_s < 10
 
 
-def test_a_killed_node_restarts_from_its_last_saved_state(broker, tiny_checkpoint, clip, tmp_path):
+def test_a_killed_node_restarts_from_its_last_saved_state(broker, tiny_artefact, clip, tmp_path):
     state = tmp_path / "camn.json"
     args = ["--policy", "isplitee", "--state", str(state), "--fps", "40", "--cost", "paper"]
-    env = _env(state_interval_s=0.2)
+    env = _env(state_interval_s=0.2, reply_timeout_s=0.2, reoffloads=0)
     proc = subprocess.Popen(
-        device_command(broker.url, str(tiny_checkpoint), str(clip.path), "camn", *args),
+        device_command(broker.url, str(tiny_artefact), str(clip.path), "camn", *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -222,7 +222,7 @@ def test_a_killed_node_restarts_from_its_last_saved_state(broker, tiny_checkpoin
     rounds = saved["policy"]["rounds"]
     assert rounds >= 40
     again = run_device_cli(
-        broker.url, tiny_checkpoint, clip.path, "camn", *args, "--max-frames", "10"
+        broker.url, tiny_artefact, clip.path, "camn", *args, "--max-frames", "10"
     )
     _out, err = again.communicate(timeout=120)
     assert again.returncode == 0, err[-2000:]
