@@ -72,6 +72,7 @@ from shared.lab.procs import device_command, start_held_device, worker_command
 from shared.lab.report import format_table
 from shared.lab.shaper import LinkProfile, LinkShaper
 from shared.mqtt import MqttLink
+from shared.protocol import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "testbed"
@@ -266,10 +267,17 @@ class Row:
     fps: float  # results per second between the first result and the last
     trace: list[tuple[float, int, float, str]]  # (captured, s from the first result; split;
     # latency ms; the link then)
+    prices: dict[int, float] = dataclasses.field(default_factory=dict)  # the node's own
+    # price of each arm when it stopped, in its units (the whole network 1.9): edge + offload
 
     @property
     def missing(self) -> int:
         return self.frames - self.results
+
+    @property
+    def main_split(self) -> int:
+        """The split block most of its results came from."""
+        return Counter(b for _t, b, _ms, _link in self.trace).most_common(1)[0][0]
 
     def splits(self, since: float = 0.0, until: float = math.inf) -> str:
         """Which split blocks its results came from (0: the frame), most used first."""
@@ -304,18 +312,31 @@ def prepare_scene(
     return clip, whole
 
 
+RESULT_TOPIC, STATS_TOPIC = Topics().result("tb"), Topics().stats("tb")
+
 Marks = tuple[tuple[int, int] | None, tuple[int, int] | None]
 """(node CPU ticks, bytes up) at the first and the last result read (None before any)."""
 
 
+def prices(stats: dict | None) -> dict[int, float]:
+    """Block -> what a node's stats say it prices that arm at: its edge cost, plus its offload
+    cost except at the last arm (the whole network answers on the node)."""
+    if not stats:
+        return {}
+    blocks = [arm["block"] for arm in stats["arms"]]
+    edge, offload = stats["costs"]["edge"], stats["costs"]["offload"]
+    return {b: edge[i] + (offload[i] if i < len(blocks) - 1 else 0.0) for i, b in enumerate(blocks)}
+
+
 def _collect(
     node: subprocess.Popen, reader: MqttLink, shaper: LinkShaper, legs: Sequence[Leg]
-) -> tuple[dict[int, tuple[float, dict, str]], Marks]:
+) -> tuple[dict[int, tuple[float, dict, str]], Marks, dict | None]:
     """Every result until the node stops, by frame id: (captured, s from the first result;
     the result with its latency as a subscriber sees it; the link then), moving the link
-    along ``legs`` from the first result on; and the node's CPU and bytes at the first and
-    the last result."""
+    along ``legs`` from the first result on; the node's CPU and bytes at the first and
+    the last result; and the last stats it published."""
     got: dict[int, tuple[float, dict, str]] = {}
+    stats = None
     first = last = None
     start: float | None = None
     start_wall = 0.0
@@ -331,6 +352,9 @@ def _collect(
         except queue.Empty:
             continue
         r = json.loads(msg.payload)
+        if msg.topic == STATS_TOPIC:
+            stats = r
+            continue
         # capture to delivery here, as a subscriber sees it (a result the
         # node published during an outage arrives when the link is back)
         captured = datetime.fromisoformat(r["captured_at"]).timestamp()
@@ -343,7 +367,7 @@ def _collect(
         mark = (_pid_ticks(node.pid), shaper.up.bytes)
         first = first or mark
         last = mark if mark[0] >= 0 else last
-    return got, (first, last)
+    return got, (first, last), stats
 
 
 def run_one(
@@ -369,7 +393,8 @@ def run_one(
         worker = subprocess.Popen(
             worker_command(broker.url, model, "tb-w"), stderr=subprocess.DEVNULL, env=env
         )
-        reader = MqttLink(broker.url, f"tb-reader-{tag}", subscriptions=["isplitee/tb/result"])
+        topics = [RESULT_TOPIC, STATS_TOPIC]
+        reader = MqttLink(broker.url, f"tb-reader-{tag}", subscriptions=topics)
         reader.start(10)
         try:
             with (
@@ -386,7 +411,7 @@ def run_one(
                     env=env,
                 )
                 try:
-                    got, marks = _collect(node, reader, shaper, legs)
+                    got, marks, stats = _collect(node, reader, shaper, legs)
                 finally:
                     if node.poll() is None:  # stopped from outside: the node goes too
                         node.kill()
@@ -399,7 +424,8 @@ def run_one(
             worker.wait(30)
             broker.stop()
     link = legs[0].link if len(legs) == 1 else "day"
-    return _row(strategy.name, board.key, link, scene, share, prepared, got, marks)
+    row = _row(strategy.name, board.key, link, scene, share, prepared, got, marks)
+    return dataclasses.replace(row, prices=prices(stats))
 
 
 def side_by_side(
@@ -523,11 +549,27 @@ def verdict(rows: list[Row], bound: float = 1.10, loss_pts: float = 1.0) -> str:
     default = next(r for r in rows if r.strategy == "default")
     ratio, loss = default.mean_ms / best.mean_ms, 100 * (1 - default.agreement)
     met = ratio <= bound and loss <= loss_pts and default.missing == 0
-    return (
+    text = (
         f"default {default.mean_ms:.0f} ms against the best, {best.strategy}, "
         f"{best.mean_ms:.0f} ms: x{ratio:.2f} (target <= {bound:.2f}), agreement "
         f"{100 * default.agreement:.1f} % (target >= {100 - loss_pts:.0f} %): "
         f"{'met' if met else 'missed'}"
+    )
+    return text if ratio <= bound else text + why_slower(default, best)
+
+
+def why_slower(default: Row, best: Row) -> str:
+    """What the default node's trace shows when it is slower than the best: the arm it
+    played, and what it priced that arm and the best strategy's arm at when it stopped."""
+    mine, theirs = default.main_split, best.main_split
+    if mine == theirs:
+        return f"; both answered from split {mine} ({default.splits()}): the same arm"
+    own, other = default.prices.get(mine), default.prices.get(theirs)
+    if own is None or other is None:
+        return f"; it played split {mine} ({default.splits()}), {best.strategy} split {theirs}"
+    return (
+        f"; it played split {mine} ({default.splits()}), priced at {own:.2f} (its whole "
+        f"network: 1.90) against {other:.2f} for split {theirs}, where {best.strategy} answered"
     )
 
 

@@ -410,7 +410,7 @@ class Node:
     # -- replies -------------------------------------------------------------------------------
     def on_reply(self, msg: Message) -> None:
         """Settle the frame a reply answers (called from the reply thread)."""
-        received = time.monotonic()
+        received = msg.received
         if msg.topic == self._topic_probe:
             self._on_probe(msg, received)
             return

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -135,6 +135,10 @@ class Message:
     response_topic: str | None = None
     correlation: bytes | None = None
     retain: bool = False
+    received: float = field(default_factory=time.monotonic, compare=False)
+    """``time.monotonic()`` when paho handed it over: a round trip ends here, not when a busy
+    process's reply thread got to it (on a node short of CPU that wait is its own load, and
+    timing it would price offloading by how busy the node is while it does not offload)."""
 
 
 class MqttLink:
