@@ -1,7 +1,7 @@
 """The testbed: a Pi-class node behind a real-world link, against the strategies a user would
 pick instead. Writes docs/testbed.md.
 
-    make bench-testbed                                  # every regime and the day (~75 min)
+    make bench-testbed                                  # every regime (~40 min) and the day (~12)
     python bench/bench_testbed.py --out docs/testbed.md --boards pi4 --links lan,lte
     python bench/bench_testbed.py --quick               # one short regime (the suite runs it)
     python bench/bench_testbed.py --out docs/testbed.md --day   # and the ten-minute day
