@@ -108,3 +108,18 @@ def test_the_learning_policy_answers_on_the_node_through_an_outage_and_offloads_
     node.on_reply(Message("r", encode_reply(late), correlation=unanswered))
     assert not costs.outage
     assert _run(node, out, range(i + 20, i + 40), answer=True) >= 5  # offloads again
+
+
+def test_a_round_trip_ends_when_the_reply_arrives_not_when_a_busy_node_gets_to_it(
+    tiny_artefact, tmp_path
+) -> None:
+    """A probe back after 20 ms, left 0.3 s in the inbox while the node was busy: the link is
+    priced at the 20 ms, not at the node's own wait."""
+    node, costs, out = _node(tiny_artefact, tmp_path, "isplitee", alpha=0.8)
+    arm = 1
+    node.probe(arm, 1_000)
+    topic, payload, corr = out.sent[-1]
+    echo = Message(topic, payload, correlation=corr, received=time.monotonic() + 0.02)
+    time.sleep(0.3)  # the reply thread gets to it only now
+    node.on_reply(echo)
+    assert 0.0 < costs.offload_seconds(arm) < 0.1
