@@ -560,16 +560,25 @@ def verdict(rows: list[Row], bound: float = 1.10, loss_pts: float = 1.0) -> str:
 
 def why_slower(default: Row, best: Row) -> str:
     """What the default node's trace shows when it is slower than the best: the arm it
-    played, and what it priced that arm and the best strategy's arm at when it stopped."""
+    played, what it priced that arm and the best strategy's arm at when it stopped, and how
+    busy its CPU was against the camera's pace."""
     mine, theirs = default.main_split, best.main_split
+    busy = (
+        f"; its node was {default.cpu_ms * FPS / 1e3:.0%} busy (the board's CPU per frame, "
+        f"{default.cpu_ms:.0f} ms, against a frame every {1e3 / FPS:.0f} ms), {best.strategy}'s "
+        f"{best.cpu_ms * FPS / 1e3:.0%}: a busy node's frames wait their turn, which its prices "
+        "(each arm's own time) do not count"
+    )
     if mine == theirs:
-        return f"; both answered from split {mine} ({default.splits()}): the same arm"
+        return f"; both answered from split {mine} ({default.splits()}): the same arm" + busy
     own, other = default.prices.get(mine), default.prices.get(theirs)
     if own is None or other is None:
-        return f"; it played split {mine} ({default.splits()}), {best.strategy} split {theirs}"
+        played = f"; it played split {mine} ({default.splits()}), {best.strategy} split {theirs}"
+        return played + busy
     return (
         f"; it played split {mine} ({default.splits()}), priced at {own:.2f} (its whole "
         f"network: 1.90) against {other:.2f} for split {theirs}, where {best.strategy} answered"
+        + busy
     )
 
 

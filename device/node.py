@@ -399,10 +399,11 @@ class Node:
         seq = probe_seq(msg.correlation, self._run_id)
         if seq is None:
             return
-        found = self._probes.match(seq)
+        found = self._probes.match(seq, received)
         if found is None or self.costs is None:
             return
         arm, sent = found
+        log.debug("probe at block %d: %.1f ms", self.blocks[arm], (received - sent) * 1e3)
         with self._lock:
             self.costs.observe_offload(arm, received - sent, received)
             self._reprice()
@@ -459,8 +460,9 @@ class Node:
         with self._lock:
             if sent.sent_arm == self.frame_arm:
                 self._frames_refused = 0  # in a row
-            if self.costs is not None and offload.attempts == 1:  # a re-sent one: whose reply?
+            if self.costs is not None and self._timed(offload, received):
                 rtt = received - offload.sent - reply.cloud_ms / 1e3
+                log.debug("offload at block %d: %.1f ms", self.blocks[sent.sent_arm], rtt * 1e3)
                 self.costs.observe_offload(sent.sent_arm, rtt, received)
                 self._reprice()
             else:
@@ -469,6 +471,15 @@ class Node:
         split = self.blocks[sent.sent_arm]
         label, conf = int(reply.label), float(reply.confidence)
         self._publish_result(sent.turn, label, conf, self.blocks[-1], split, "cloud")
+
+    def _timed(self, offload: Offload[_Sent], received: float) -> bool:
+        """Whether an offload's round trip prices its arm. Not when it was sent again (whose
+        reply is this?), nor when a probe shared the link with it: on a slow uplink it waited
+        behind the probe (a frame behind a 75 kB activation's probe: 400 ms instead of 120),
+        which says what probing costs, not what offloading from that arm does."""
+        if offload.attempts != 1:
+            return False
+        return not self._probes.in_flight(offload.sent, received, self.reply_timeout_s)
 
     def _revealed(self, sent: _Sent, reply: Reply) -> Observation:
         """What a reply taught: C_L, and after an offload made whatever the exit said (an

@@ -14,6 +14,7 @@ for fewer pending offloads (:meth:`PendingOffloads.wait_below`) never runs ahead
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -135,13 +136,15 @@ class PendingOffloads(Generic[T]):
 
 class PendingProbes:
     """Link probes sent and not yet back, keyed by sequence number; lost ones are forgotten,
-    oldest first, beyond ``keep``."""
+    oldest first, beyond ``keep``. Also when the last one came back: an offload that shared
+    the uplink with a probe waited behind it (:meth:`in_flight`)."""
 
     def __init__(self, *, keep: int = 64, clock: Clock = time.monotonic) -> None:
         self.keep = keep
         self._clock = clock
         self._sent: dict[int, tuple[int, float]] = {}  # seq -> (arm, sent)
         self._seq = 0
+        self._back = -math.inf  # when the latest probe came back
         self._lock = threading.Lock()
 
     def add(self, arm: int) -> int:
@@ -153,10 +156,23 @@ class PendingProbes:
                 del self._sent[min(self._sent)]
             return self._seq
 
-    def match(self, seq: int) -> tuple[int, float] | None:
-        """(arm, sent) of the probe ``seq`` came back for, once; None if it is unknown."""
+    def match(self, seq: int, received: float | None = None) -> tuple[int, float] | None:
+        """(arm, sent) of the probe ``seq`` came back for at ``received`` (None: now), once;
+        None if it is unknown."""
         with self._lock:
-            return self._sent.pop(seq, None)
+            found = self._sent.pop(seq, None)
+            if found is not None:
+                self._back = max(self._back, self._clock() if received is None else received)
+            return found
+
+    def in_flight(self, since: float, until: float, lost_after: float) -> bool:
+        """Whether a probe was on the link at some time between ``since`` and ``until``: one
+        came back after ``since``, or one sent before ``until`` is still out (unless it is
+        older than ``lost_after`` seconds: a lost probe holds nothing up)."""
+        with self._lock:
+            if self._back > since:
+                return True
+            return any(until - lost_after < sent < until for _arm, sent in self._sent.values())
 
     def __len__(self) -> int:
         with self._lock:

@@ -123,3 +123,25 @@ def test_a_round_trip_ends_when_the_reply_arrives_not_when_a_busy_node_gets_to_i
     time.sleep(0.3)  # the reply thread gets to it only now
     node.on_reply(echo)
     assert 0.0 < costs.offload_seconds(arm) < 0.1
+
+
+def test_an_offload_that_shared_the_link_with_a_probe_does_not_price_its_arm(
+    tiny_artefact, tmp_path
+) -> None:
+    """On a slow uplink a frame sent while a big probe is on the link waits behind it: that
+    round trip says what probing costs, not what offloading from the arm does, so it is left
+    out; the next one, alone on the link, is blended in."""
+    node, costs, out = _node(tiny_artefact, tmp_path, "fixed:3", alpha=1.0)  # always offloads
+    prior = costs.offload_seconds(0)
+    node.probe(1, 100_000)  # another arm's probe, still on the link
+    node.process(0, _frames(1)[0], time.time())
+    time.sleep(0.3)  # the frame waited behind the probe
+    reply = Reply(frame_id=0, worker_id="w", label=1, confidence=0.9)
+    node.on_reply(Message("r", encode_reply(reply), correlation=out.offloads()[-1]))
+    assert costs.offload_seconds(0) == prior
+    probe = next(s for s in out.sent if s[0].endswith("/probe"))
+    node.on_reply(Message(probe[0], probe[1], correlation=probe[2]))  # the probe is back
+    node.process(1, _frames(1)[0], time.time())
+    reply = Reply(frame_id=1, worker_id="w", label=1, confidence=0.9)
+    node.on_reply(Message("r", encode_reply(reply), correlation=out.offloads()[-1]))
+    assert costs.offload_seconds(0) < 0.1  # alone on the link, answered at once

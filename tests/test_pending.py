@@ -137,3 +137,16 @@ def test_lost_probes_are_forgotten_oldest_first() -> None:
     assert len(probes) == 3
     assert probes.match(seqs[0]) is None and probes.match(seqs[1]) is None
     assert probes.match(seqs[4]) == (4, 100.0)
+
+
+def test_a_probe_is_in_flight_from_its_send_until_it_comes_back_unless_lost() -> None:
+    clock = FakeClock()
+    probes = PendingProbes(clock=clock)
+    assert not probes.in_flight(99.0, 101.0, lost_after=5.0)
+    seq = probes.add(1)  # sent at 100
+    assert probes.in_flight(99.0, 101.0, lost_after=5.0)  # out while an offload was
+    assert not probes.in_flight(99.0, 99.5, lost_after=5.0)  # sent after that offload came back
+    assert not probes.in_flight(104.0, 106.0, lost_after=5.0)  # out 6 s: lost, holds nothing up
+    probes.match(seq, received=102.0)
+    assert probes.in_flight(101.0, 103.0, lost_after=5.0)  # came back after the offload went
+    assert not probes.in_flight(102.5, 103.0, lost_after=5.0)  # back before it went
