@@ -285,6 +285,18 @@ class Row:
         total = max(sum(used.values()), 1)
         return ", ".join(f"{b}: {100 * n / total:.0f} %" for b, n in used.most_common(3))
 
+    def timeline(self, most: int = 6) -> str:
+        """When it played which split: each run of results from one split block, by when its
+        first frame was captured, ``most`` runs at most."""
+        runs: list[tuple[int, float, int]] = []  # (split, from s, results)
+        for t, b, _ms, _link in sorted(self.trace):
+            if runs and runs[-1][0] == b:
+                runs[-1] = (b, runs[-1][1], runs[-1][2] + 1)
+            else:
+                runs.append((b, t, 1))
+        text = ", ".join(f"{b} from {t:.1f} s ({n})" for b, t, n in runs[:most])
+        return text + (f", and {len(runs) - most} changes more" if len(runs) > most else "")
+
 
 def _pid_ticks(pid: int) -> int:
     try:
@@ -576,9 +588,9 @@ def why_slower(default: Row, best: Row) -> str:
         played = f"; it played split {mine} ({default.splits()}), {best.strategy} split {theirs}"
         return played + busy
     return (
-        f"; it played split {mine} ({default.splits()}), priced at {own:.2f} (its whole "
-        f"network: 1.90) against {other:.2f} for split {theirs}, where {best.strategy} answered"
-        + busy
+        f"; it played split {mine} ({default.splits()}: {default.timeline()}), priced at "
+        f"{own:.2f} when it stopped (its whole network: 1.90) against {other:.2f} for split "
+        f"{theirs}, where {best.strategy} answered" + busy
     )
 
 
