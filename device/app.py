@@ -27,6 +27,7 @@ from device.discovery import discovery_messages, ha_status_topic, migration_mess
 from device.events import EventRules, LabelTracker
 from device.node import Node, node_arms
 from device.onnx_edge import EdgeBackend
+from device.probing import ProbePlan
 from device.reporter import Reporter, SnapshotSettings
 from device.settings import SettingError, parse_setting, validate_policy
 from device.state import RESUMED, load_state, resumed_settings, save_state
@@ -126,7 +127,12 @@ class DeviceApp:
         self.edge = make_backend(config.backend, self.ckpt, config.cache_dir_path(), config.threads)
         self._profile: ModelProfile | None = None  # per-block activation sizes, for probes
         self._frame_prior = 0  # bytes of a frame offload's JPEG, timed at start-up
-        self._probe_turn = 0
+        self._probes = ProbePlan(
+            self.probe_order,
+            config.probe_interval_s,
+            config.reply_timeout_s,
+            now=time.monotonic(),
+        )
         self.costs = self._live_costs() if config.cost == "measured" else None
         cost = self.costs.cost_model() if self.costs else paper_cost(blocks)
         rewards = RewardModel(cost, alpha=start["alpha"], mu=start["mu"])
@@ -284,36 +290,36 @@ class DeviceApp:
             payload = profile.block(block).payload_bytes(self.node.wire[block])
         return payload + HEADER_BYTES
 
-    def _probe_next(self) -> None:
-        """One probe, cycling over the arms that offload."""
-        if self._profile is None:
+    def probe_order(self) -> list[int]:
+        """The offloading arms, smallest probe first: the order of a sweep."""
+        return sorted(range(len(self.arms) - 1), key=self.probe_bytes)
+
+    def _probe(self) -> None:
+        """Send the probe the plan says is due, if any (reply thread)."""
+        if self.costs is None or self._profile is None:
             return
-        arm = self._probe_turn % (len(self.arms) - 1)
-        self._probe_turn += 1
-        self.node.probe(arm, self.probe_bytes(arm))
+        arm = self._probes.next(
+            time.monotonic(), pending=self.node.probes_pending, outage=self.costs.outage
+        )
+        if arm is not None:
+            self.node.probe(arm, self.probe_bytes(arm))
 
     def _measure_link(self, within_s: float = START_PROBES_S) -> None:
-        """Time each offloading arm's round trip before the first decision, one probe at a
-        time, smallest first. Sent at once they would queue behind each other on a slow
-        uplink: on a 3 Mbit/s link a frame's probe behind six activations' took 477 ms where
-        alone it takes 120, and the node priced sending frames out for half a minute. What
-        ``within_s`` leaves unmeasured keeps its prior until the probe cycle reaches it."""
+        """Time each offloading arm's round trip before the first decision: a sweep
+        (device/probing.py), which the reply thread sends one probe at a time. Sent at once
+        they would queue behind each other on a slow uplink: on a 3 Mbit/s link a frame's
+        probe behind six activations' took 477 ms where alone it takes 120. What ``within_s``
+        leaves unmeasured the sweep measures while the first frames go."""
         deadline = time.monotonic() + within_s
-        for arm in sorted(range(len(self.arms) - 1), key=self.probe_bytes):
-            self.node.probe(arm, self.probe_bytes(arm))
-            while self.node.probes_pending and time.monotonic() < deadline:
-                time.sleep(0.002)
-            if time.monotonic() >= deadline:
-                return
+        self._probes.sweep()
+        while self._probes.sweeping and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def _reply_loop(self) -> None:
         inbox = self.link.inbox
-        next_probe = time.monotonic() + self.config.probe_interval_s
         next_tick = 0.0
         while not self._replies_done.is_set():
-            if self.costs is not None and time.monotonic() >= next_probe:
-                self._probe_next()
-                next_probe = time.monotonic() + self.config.probe_interval_s
+            self._probe()
             if time.monotonic() >= next_tick:  # labels and events lapse while no frame comes
                 self.reporter.tick(time.time())
                 next_tick = time.monotonic() + 0.1

@@ -1,0 +1,86 @@
+"""Which link probe a node sends next, and when. Pure logic, no I/O: the reply loop asks.
+
+Probes keep every offloading arm's round trip measured (device/costs.py). Normally one goes
+every ``interval_s``, cycling over the arms, so each arm's estimate is at most a cycle old. Two
+moments need every arm measured at once: start-up, and the end of an outage (the link that
+came back may be another one: LTE before, Wi-Fi after, and a cycle over seven arms takes half
+a minute). Then the plan *sweeps*: every arm once, smallest offload first, one probe at a time,
+since probes sent together queue behind each other on a slow uplink and each would be timed
+at the queue's length.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+__all__ = ["ProbePlan"]
+
+
+class ProbePlan:
+    """The next probe's arm, or None for none now. Thread-safe: one thread sends what
+    :meth:`next` says; another may :meth:`sweep` and wait for :attr:`sweeping` to end.
+
+    Args:
+        order: the offloading arms, smallest offload first (asked at each sweep: the frame's
+            size follows the scene, and a runtime change of encoding changes the others').
+        interval_s: between two probes of the cycle.
+        patience_s: how long a sweep waits for a probe before it sends the next (a lost
+            probe must not stop it).
+        now: the caller's monotonic clock now.
+    """
+
+    def __init__(
+        self,
+        order: Callable[[], Sequence[int]],
+        interval_s: float,
+        patience_s: float,
+        *,
+        now: float,
+    ) -> None:
+        if not interval_s > 0 or not patience_s > 0:
+            raise ValueError("interval_s and patience_s should be positive")
+        self._order = order
+        self.interval_s = interval_s
+        self.patience_s = patience_s
+        self._next = now + interval_s
+        self._turn = 0
+        self._sweep: list[int] = []
+        self._waiting_since: float | None = None  # a sweep's probe out since
+        self._outage = False
+        self._lock = threading.Lock()
+
+    def sweep(self) -> None:
+        """Measure every arm once, from the next call of :meth:`next` on."""
+        with self._lock:
+            self._sweep = list(self._order())
+            self._waiting_since = None
+
+    @property
+    def sweeping(self) -> bool:
+        """Whether a sweep has arms left or its last probe is still out."""
+        with self._lock:
+            return bool(self._sweep) or self._waiting_since is not None
+
+    def next(self, now: float, *, pending: int, outage: bool) -> int | None:
+        """The arm to probe now, if any. ``pending``: probes sent and not back; ``outage``:
+        whether offloads are priced as in an outage (its end starts a sweep)."""
+        with self._lock:
+            if self._outage and not outage:
+                self._sweep, self._waiting_since = list(self._order()), None
+            self._outage = outage
+            if self._waiting_since is not None:
+                if pending and now - self._waiting_since < self.patience_s:
+                    return None  # one at a time
+                self._waiting_since = None
+            if self._sweep:
+                self._waiting_since = now
+                self._next = now + self.interval_s
+                return self._sweep.pop(0)
+            if now < self._next:
+                return None
+            self._next = now + self.interval_s
+            arms = len(self._order())
+            arm = self._turn % arms
+            self._turn += 1
+            return arm

@@ -1,0 +1,50 @@
+"""device/probing.py: which probe the node sends next (pure: a clock in the test's hands)."""
+
+from __future__ import annotations
+
+import pytest
+
+from device.probing import ProbePlan
+
+ORDER = [2, 0, 1]  # arms, smallest probe first
+
+
+def _plan() -> ProbePlan:
+    return ProbePlan(lambda: ORDER, interval_s=5.0, patience_s=2.0, now=100.0)
+
+
+def test_one_probe_per_interval_cycling_over_the_arms() -> None:
+    plan = _plan()
+    assert plan.next(104.9, pending=0, outage=False) is None
+    sent = [plan.next(100.0 + 5 * k, pending=0, outage=False) for k in range(1, 5)]
+    assert sent == [0, 1, 2, 0]
+    assert plan.next(121.0, pending=0, outage=False) is None  # the next is due at 125
+
+
+def test_a_sweep_sends_every_arm_smallest_first_one_at_a_time() -> None:
+    plan = _plan()
+    plan.sweep()
+    assert plan.sweeping
+    assert plan.next(100.0, pending=0, outage=False) == 2
+    assert plan.next(100.1, pending=1, outage=False) is None  # its probe is still out
+    assert plan.next(100.2, pending=0, outage=False) == 0  # back: the next one
+    assert plan.next(102.3, pending=1, outage=False) == 1  # lost after 2 s: go on anyway
+    assert plan.sweeping  # its last probe is out
+    assert plan.next(102.4, pending=0, outage=False) is None
+    assert not plan.sweeping
+    assert plan.next(107.0, pending=0, outage=False) is None  # the cycle resumes a period on
+    assert plan.next(107.4, pending=0, outage=False) == 0
+
+
+def test_the_end_of_an_outage_measures_every_arm_again() -> None:
+    """The link that came back may be another one (LTE before the outage, Wi-Fi after): each
+    arm's estimate is stale, and the cycle would take a period per arm to renew them."""
+    plan = _plan()
+    assert plan.next(101.0, pending=0, outage=True) is None  # probes go by the cycle meanwhile
+    assert plan.next(101.5, pending=3, outage=False) == 2  # over: a sweep, held ones aside
+    assert plan.sweeping
+
+
+def test_nonsense_intervals_are_refused() -> None:
+    with pytest.raises(ValueError):
+        ProbePlan(lambda: ORDER, interval_s=0.0, patience_s=1.0, now=0.0)
