@@ -27,8 +27,9 @@ An outage is not a slow link. While offloads get no reply in time, every offload
 waiting for it costs (the reply timeout and its re-offloads) and still leaves the node without
 the final answer, which the whole network on the node would give: so the policy answers on the
 node;
-the first answer to come back ends that, and the estimates from before the outage hold again. A
-round trip that took longer than the reply timeout (a probe or a reply held up by the outage and
+the first answer to come back ends that, and the estimates from before the outage hold until
+the node has timed every split again (a sweep of probes, device/probing.py: the link that came
+back may be another one). A round trip that took longer than the reply timeout (a probe or a reply held up by the outage and
 delivered when it ended) says the link is back, not what it costs: it is not blended in, or it
 would price offloading out for many probes after the link recovered.
 """
