@@ -298,8 +298,12 @@ class DeviceApp:
         """Send the probe the plan says is due, if any (reply thread)."""
         if self.costs is None or self._profile is None:
             return
+        costs = self.costs
         arm = self._probes.next(
-            time.monotonic(), pending=self.node.probes_pending, outage=self.costs.outage
+            time.monotonic(),
+            pending=self.node.probes_pending,
+            outage=costs.outage,
+            held=costs.held_round_trips,
         )
         if arm is not None:
             self.node.probe(arm, self.probe_bytes(arm))

@@ -26,12 +26,12 @@ replaces an estimate more the older it is (weight ``1 - exp(-age / stale_s)``, a
 An outage is not a slow link. While offloads get no reply in time, every offload costs what
 waiting for it costs (the reply timeout and its re-offloads) and still leaves the node without
 the final answer, which the whole network on the node would give: so the policy answers on the
-node;
-the first answer to come back ends that, and the estimates from before the outage hold until
-the node has timed every split again (a sweep of probes, device/probing.py: the link that came
-back may be another one). A round trip that took longer than the reply timeout (a probe or a reply held up by the outage and
-delivered when it ended) says the link is back, not what it costs: it is not blended in, or it
-would price offloading out for many probes after the link recovered.
+node; the first answer to come back ends that, and the estimates from before the outage hold
+until the node has timed every split again (a sweep of probes, device/probing.py: the link
+that came back may be another one). A round trip that took longer than the reply timeout (a
+probe or a reply held up by the outage and delivered when it ended) says the link is back, not
+what it costs: it is not blended in (it would price offloading out for many probes after the
+link recovered), only counted (``held_round_trips``), which starts that sweep.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class LiveCosts:
         self.frame_arm = self.blocks.index(FRAME_BLOCK) if FRAME_BLOCK in self.blocks else None
         self.frames_refused = False
         self._waiting: float | None = None  # an outage: what an offload costs until a reply
+        self.held_round_trips = 0  # round trips held up by an outage: each says it ended
 
     def _blend(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.smoothing * (new - old)
@@ -117,6 +118,7 @@ class LiveCosts:
         self._waiting = None
         seconds = max(seconds, 0.0)
         if self.late_s is not None and seconds >= self.late_s:
+            self.held_round_trips += 1
             return
         old, then = self._offload[arm], self._measured[arm]
         weight = self.smoothing

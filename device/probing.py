@@ -48,6 +48,7 @@ class ProbePlan:
         self._sweep: list[int] = []
         self._waiting_since: float | None = None  # a sweep's probe out since
         self._outage = False
+        self._held = 0
         self._lock = threading.Lock()
 
     def sweep(self) -> None:
@@ -62,13 +63,16 @@ class ProbePlan:
         with self._lock:
             return bool(self._sweep) or self._waiting_since is not None
 
-    def next(self, now: float, *, pending: int, outage: bool) -> int | None:
+    def next(self, now: float, *, pending: int, outage: bool, held: int = 0) -> int | None:
         """The arm to probe now, if any. ``pending``: probes sent and not back; ``outage``:
-        whether offloads are priced as in an outage (its end starts a sweep)."""
+        whether offloads are priced as in an outage; ``held``: how many round trips came
+        back held up by an outage so far. The end of an outage starts a sweep: offloads
+        priced as in one no longer are, or a round trip came back held up (a node answering
+        on its own through the outage sent no offload to miss, only probes)."""
         with self._lock:
-            if self._outage and not outage:
+            if (self._outage and not outage) or held > self._held:
                 self._sweep, self._waiting_since = list(self._order()), None
-            self._outage = outage
+            self._outage, self._held = outage, held
             if self._waiting_since is not None:
                 if pending and now - self._waiting_since < self.patience_s:
                     return None  # one at a time

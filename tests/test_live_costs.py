@@ -86,7 +86,9 @@ def test_a_round_trip_held_up_by_an_outage_ends_it_but_is_not_a_measurement() ->
     c.observe_timeout(4.0)
     c.observe_offload(0, 30.0)
     assert not c.outage and c.offload_seconds(0) == pytest.approx(0.004)
+    assert c.held_round_trips == 1  # the node measures every arm again (device/probing.py)
     c.observe_offload(0, 0.006)  # on time: a measurement as before
+    assert c.held_round_trips == 1
     assert c.offload_seconds(0) == pytest.approx(0.005)
     slow = costs(smoothing=0.5)  # without late_s every round trip counts, as before
     slow.observe_offload(0, 0.004)

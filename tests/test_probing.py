@@ -48,3 +48,14 @@ def test_the_end_of_an_outage_measures_every_arm_again() -> None:
 def test_nonsense_intervals_are_refused() -> None:
     with pytest.raises(ValueError):
         ProbePlan(lambda: ORDER, interval_s=0.0, patience_s=1.0, now=0.0)
+
+
+def test_a_round_trip_held_up_by_an_outage_measures_every_arm_again() -> None:
+    """A node that answered on its own sent no offload to time out, so it never priced an
+    outage; its probes, held and delivered when the link came back, say it ended."""
+    plan = _plan()
+    assert plan.next(101.0, pending=2, outage=False, held=0) is None
+    assert plan.next(101.5, pending=0, outage=False, held=2) == 2  # two came back late
+    assert plan.next(101.6, pending=0, outage=False, held=2) == 0  # the sweep goes on
+    assert plan.next(101.7, pending=0, outage=False, held=2) == 1
+    assert plan.next(101.8, pending=0, outage=False, held=2) is None  # and ends
