@@ -284,8 +284,10 @@ class DeviceApp:
         """An offload's size from ``arm`` as the node sends now (the frame arm's as the frames
         sent lately; a runtime change of encoding changes the others)."""
         block, profile = self.arms[arm], self._profile
-        if block == FRAME_BLOCK or profile is None:
+        if block == FRAME_BLOCK:
             payload = round(self.node.frame_bytes or self._frame_prior)
+        elif profile is None:
+            raise RuntimeError("probe sizes come with measured costs (cost = 'measured')")
         else:
             payload = profile.block(block).payload_bytes(self.node.wire[block])
         return payload + HEADER_BYTES
