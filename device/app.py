@@ -132,6 +132,7 @@ class DeviceApp:
             config.probe_interval_s,
             config.reply_timeout_s,
             now=time.monotonic(),
+            favoured=self._frame_probe_due,
         )
         self.costs = self._live_costs() if config.cost == "measured" else None
         cost = self.costs.cost_model() if self.costs else paper_cost(blocks)
@@ -296,6 +297,14 @@ class DeviceApp:
         """The offloading arms, smallest probe first: the order of a sweep."""
         return sorted(range(len(self.arms) - 1), key=self.probe_bytes)
 
+    def _frame_probe_due(self) -> int | None:
+        """The frame arm, favoured by the probes (device/probing.py), unless the node sends
+        frames now and so times their round trip on every frame."""
+        costs = self.costs
+        if costs is None or costs.frame_arm is None or costs.frames_refused:
+            return None
+        return None if self.node.current_block == FRAME_BLOCK else costs.frame_arm
+
     def _probe(self) -> None:
         """Send the probe the plan says is due, if any (reply thread)."""
         if self.costs is None or self._profile is None:
@@ -311,13 +320,13 @@ class DeviceApp:
             self.node.probe(arm, self.probe_bytes(arm))
 
     def _measure_link(self, within_s: float = START_PROBES_S) -> None:
-        """Time each offloading arm's round trip before the first decision: a sweep
-        (device/probing.py), which the reply thread sends one probe at a time. Sent at once
+        """Time each offloading arm's round trip before the first decision: the probe plan's
+        start-up sweep (device/probing.py), which the reply thread sends one probe at a time,
+        before any probe of the cycle could queue ahead of it. Sent at once
         they would queue behind each other on a slow uplink: on a 3 Mbit/s link a frame's
         probe behind six activations' took 477 ms where alone it takes 120. What ``within_s``
         leaves unmeasured the sweep measures while the first frames go."""
         deadline = time.monotonic() + within_s
-        self._probes.sweep()
         while self._probes.sweeping and time.monotonic() < deadline:
             time.sleep(0.002)
 

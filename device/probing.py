@@ -1,12 +1,17 @@
 """Which link probe a node sends next, and when. Pure logic, no I/O: the reply loop asks.
 
 Probes keep every offloading arm's round trip measured (device/costs.py). Normally one goes
-every ``interval_s``, cycling over the arms, so each arm's estimate is at most a cycle old. Two
-moments need every arm measured at once: start-up, and the end of an outage (the link that
-came back may be another one: LTE before, Wi-Fi after, and a cycle over seven arms takes half
-a minute). Then the plan *sweeps*: every arm once, smallest offload first, one probe at a time,
-since probes sent together queue behind each other on a slow uplink and each would be timed
-at the queue's length.
+every ``interval_s``, cycling over the arms, so each arm's estimate is at most a cycle old; an
+arm named *favoured* gets every other turn of the cycle: the frame's, whose round trip prices
+an unsure exit's offload at every split (the node sends the frame where that is cheaper), so a
+node answering on its own notices within two intervals, not a cycle over seven arms, when
+sending frames has become the faster way. Two moments need every arm measured at once:
+start-up, and the end of an outage (the link that came back may be another one: LTE before,
+Wi-Fi after). Then the plan *sweeps*: every arm once, smallest offload first, one probe at a
+time, since probes sent together queue behind each other on a slow uplink and each would be
+timed at the queue's length. The start-up sweep is the plan's first move, so no probe of the
+cycle comes due before it and queues ahead of it (timing the model on a slow node takes
+longer than an interval).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ class ProbePlan:
         patience_s: how long a sweep waits for a probe before it sends the next (a lost
             probe must not stop it).
         now: the caller's monotonic clock now.
+        favoured: the arm that gets every other turn of the cycle, asked at each turn (None:
+            none now, e.g. while the node offloads there and so times it on every frame).
+        sweep_first: start with a sweep (a node's start-up); False: with the cycle.
     """
 
     def __init__(
@@ -37,14 +45,19 @@ class ProbePlan:
         patience_s: float,
         *,
         now: float,
+        favoured: Callable[[], int | None] | None = None,
+        sweep_first: bool = True,
     ) -> None:
         if not interval_s > 0 or not patience_s > 0:
             raise ValueError("interval_s and patience_s should be positive")
         self._order = order
+        self._favoured = favoured
         self.interval_s = interval_s
         self.patience_s = patience_s
         self._next = now + interval_s
-        self._turn = 0
+        self._turn = 0  # of the cycle, the favoured arm's included
+        self._cycled = 0  # turns of the cycle that went round the arms
+        self._sweep_due = sweep_first  # the order is asked when the sweep begins
         self._sweep: list[int] = []
         self._waiting_since: float | None = None  # a sweep's probe out since
         self._outage = False
@@ -54,14 +67,14 @@ class ProbePlan:
     def sweep(self) -> None:
         """Measure every arm once, from the next call of :meth:`next` on."""
         with self._lock:
-            self._sweep = list(self._order())
+            self._sweep_due = True
             self._waiting_since = None
 
     @property
     def sweeping(self) -> bool:
-        """Whether a sweep has arms left or its last probe is still out."""
+        """Whether a sweep is due, has arms left or its last probe is still out."""
         with self._lock:
-            return bool(self._sweep) or self._waiting_since is not None
+            return self._sweep_due or bool(self._sweep) or self._waiting_since is not None
 
     def next(self, now: float, *, pending: int, outage: bool, held: int = 0) -> int | None:
         """The arm to probe now, if any. ``pending``: probes sent and not back; ``outage``:
@@ -71,8 +84,10 @@ class ProbePlan:
         on its own through the outage sent no offload to miss, only probes)."""
         with self._lock:
             if (self._outage and not outage) or held > self._held:
-                self._sweep, self._waiting_since = list(self._order()), None
+                self._sweep_due, self._waiting_since = True, None
             self._outage, self._held = outage, held
+            if self._sweep_due:
+                self._sweep, self._sweep_due = list(self._order()), False
             if self._waiting_since is not None:
                 if pending and now - self._waiting_since < self.patience_s:
                     return None  # one at a time
@@ -84,7 +99,10 @@ class ProbePlan:
             if now < self._next:
                 return None
             self._next = now + self.interval_s
-            arms = len(self._order())
-            arm = self._turn % arms
             self._turn += 1
+            favoured = self._favoured() if self._favoured is not None else None
+            if favoured is not None and self._turn % 2:
+                return favoured
+            arm = self._cycled % len(self._order())
+            self._cycled += 1
             return arm

@@ -9,8 +9,9 @@ from device.probing import ProbePlan
 ORDER = [2, 0, 1]  # arms, smallest probe first
 
 
-def _plan() -> ProbePlan:
-    return ProbePlan(lambda: ORDER, interval_s=5.0, patience_s=2.0, now=100.0)
+def _plan(**options) -> ProbePlan:
+    options.setdefault("sweep_first", False)
+    return ProbePlan(lambda: ORDER, interval_s=5.0, patience_s=2.0, now=100.0, **options)
 
 
 def test_one_probe_per_interval_cycling_over_the_arms() -> None:
@@ -59,3 +60,28 @@ def test_a_round_trip_held_up_by_an_outage_measures_every_arm_again() -> None:
     assert plan.next(101.6, pending=0, outage=False, held=2) == 0  # the sweep goes on
     assert plan.next(101.7, pending=0, outage=False, held=2) == 1
     assert plan.next(101.8, pending=0, outage=False, held=2) is None  # and ends
+
+
+def test_start_up_sweeps_before_any_probe_of_the_cycle() -> None:
+    """Timing the model on a slow node takes longer than an interval: the cycle's first probe
+    is due by the time the plan is first asked, and sent then it would queue ahead of the
+    sweep's first (a 75 kB activation ahead of the frame on LTE: 310 ms instead of 96)."""
+    plan = _plan(sweep_first=True)
+    assert plan.sweeping  # before it was asked: the node waits for it
+    assert plan.next(130.0, pending=0, outage=False) == 2  # the sweep's smallest, not arm 0
+    assert plan.next(130.1, pending=0, outage=False) == 0
+    assert plan.next(130.2, pending=0, outage=False) == 1
+    assert plan.next(130.3, pending=0, outage=False) is None
+    assert not plan.sweeping
+
+
+def test_the_favoured_arm_gets_every_other_turn_of_the_cycle() -> None:
+    """The frame's round trip prices an unsure exit's offload at every split: a node answering
+    on its own re-times it every two intervals, not once per cycle over all the arms."""
+    favoured: list[int | None] = [1]
+    plan = _plan(favoured=lambda: favoured[0])
+    sent = [plan.next(100.0 + 5 * k, pending=0, outage=False) for k in range(1, 7)]
+    assert sent == [1, 0, 1, 1, 1, 2]  # favoured, then the cycle's arms in turn
+    favoured[0] = None  # the node sends frames now: each one times the frame's round trip
+    sent = [plan.next(130.0 + 5 * k, pending=0, outage=False) for k in range(1, 4)]
+    assert sent == [0, 1, 2]
