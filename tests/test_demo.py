@@ -84,7 +84,8 @@ def test_demo_runs_every_frame_to_a_result_and_cleans_up(tiny_checkpoint, tmp_pa
 
 def test_ctrl_c_stops_every_process_the_demo_started(tiny_checkpoint, tmp_path) -> None:
     workdir = tmp_path / "demo"
-    proc = _demo(tiny_checkpoint, workdir, "--frames", "2000", "--fps", "10")
+    # a minute of frames, far more than the start-up takes, but few to write and predict
+    proc = _demo(tiny_checkpoint, workdir, "--frames", "120", "--fps", "2")
     log = workdir / "logs" / "porch.log"
     deadline = time.monotonic() + 120
     while not (log.exists() and "connected to" in log.read_text()):
@@ -97,3 +98,7 @@ def test_ctrl_c_stops_every_process_the_demo_started(tiny_checkpoint, tmp_path) 
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert _left_running(workdir) == ""
+    # the nodes stop first: the worker still answers what they had in flight
+    for cam in DEFAULT_CAMERAS:
+        stopped = (workdir / "logs" / f"{cam}.log").read_text().splitlines()[-1]
+        assert stopped.startswith("isplitee-device:") and " 0 fallback)" in stopped, stopped

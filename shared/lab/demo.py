@@ -224,16 +224,20 @@ def _spawn(cmd: list[str], log: Path) -> subprocess.Popen:
 
 
 def _stop_all(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    """Stop the nodes, then the worker (``procs[0]``): the nodes' offloads in flight are
+    answered by the worker still running (stopped together, a node waits out its reply
+    timeout and answers those frames on its own). Each stage is given 15 s."""
+    for stage in (procs[1:], procs[:1]):
+        for p in stage:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in stage:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def _run(args, model: Path, url: str, cameras: list[Camera], procs: list, workdir: Path) -> dict:
