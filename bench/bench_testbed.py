@@ -145,7 +145,8 @@ _TIME_WHOLE = (
     "o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.inter_op_num_threads = 1\n"
     "s = ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])\n"
     "name = s.get_inputs()[0].name; x = np.random.rand(1, 3, 224, 224).astype(np.float32)\n"
-    "sys.stdin.read(1)\n"
+    "print('loaded', flush=True)\n"
+    "sys.stdin.readline()\n"
     "for _ in range(3): s.run(None, {name: x})\n"
     "t = []\n"
     "for _ in range(int(sys.argv[2])):\n"
@@ -169,16 +170,21 @@ def reference_graph(where: Path) -> Path:
 
 def whole_network_ms(graph: Path, budget: CpuBudget | None, runs: int = 15) -> float:
     """Median ms of one image through ``graph`` on one ONNX Runtime thread, in a process of its
-    own (inside ``budget`` when given)."""
+    own (inside ``budget`` when given, once it has loaded: a budget stretches its imports too,
+    which are no part of the figure)."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _TIME_WHOLE, str(graph), str(runs)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "loaded":
+        proc.kill()
+        raise RuntimeError(f"the timing process for {graph} exited before it loaded the graph")
     if budget is not None:
         budget.add(proc.pid)
-    out, _ = proc.communicate("go", timeout=600)
+    out, _ = proc.communicate("go\n", timeout=600)
     return float(out)
 
 
