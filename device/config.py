@@ -104,7 +104,10 @@ class DeviceConfig(ProgramSettings):
         gt=0,
         description="How often the node times an offload-sized round trip through the broker "
         "(measured cost only), so it notices a link that slowed down or recovered even while "
-        "it is not offloading.",
+        "it is not offloading. Every other probe times the frame's JPEG (whose round trip "
+        "prices an unsure exit's offload at every split), the others take the splits in turn; "
+        "at start-up and after an outage every split is timed once, one probe at a time "
+        "(`device/probing.py`).",
     )
     reply_timeout_s: float = Field(
         2.0,
