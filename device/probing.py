@@ -24,7 +24,7 @@ __all__ = ["ProbePlan"]
 
 class ProbePlan:
     """The next probe's arm, or None for none now. Thread-safe: one thread sends what
-    :meth:`next` says; another may :meth:`sweep` and wait for :attr:`sweeping` to end.
+    :meth:`next` says; another may wait for :attr:`sweeping` to end.
 
     Args:
         order: the offloading arms, smallest offload first (asked at each sweep: the frame's
@@ -63,12 +63,6 @@ class ProbePlan:
         self._outage = False
         self._held = 0
         self._lock = threading.Lock()
-
-    def sweep(self) -> None:
-        """Measure every arm once, from the next call of :meth:`next` on."""
-        with self._lock:
-            self._sweep_due = True
-            self._waiting_since = None
 
     @property
     def sweeping(self) -> bool:

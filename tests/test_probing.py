@@ -23,8 +23,7 @@ def test_one_probe_per_interval_cycling_over_the_arms() -> None:
 
 
 def test_a_sweep_sends_every_arm_smallest_first_one_at_a_time() -> None:
-    plan = _plan()
-    plan.sweep()
+    plan = _plan(sweep_first=True)
     assert plan.sweeping
     assert plan.next(100.0, pending=0, outage=False) == 2
     assert plan.next(100.1, pending=1, outage=False) is None  # its probe is still out
