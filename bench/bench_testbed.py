@@ -4,6 +4,8 @@ pick instead. Writes docs/testbed.md.
     make bench-testbed                                  # every regime (~40 min) and the day (~12)
     python bench/bench_testbed.py --out docs/testbed.md --boards pi4 --links lan,lte
     python bench/bench_testbed.py --quick               # one short regime (the suite runs it)
+    python bench/bench_testbed.py --boards zero2w --links lte --scenes clean \\
+        --strategies default,frame,final --node-log     # one regime, and what its nodes timed
     python bench/bench_testbed.py --out docs/testbed.md --day   # and the ten-minute day
     python bench/bench_testbed.py --out docs/testbed.md --day-only --boards pi4   # the day alone
     python bench/bench_testbed.py --summarise docs/testbed.md --readme README.md  # README's block
@@ -227,6 +229,9 @@ class Strategy:
 
 
 SPLITS_ONLY = (("ISPLITEE_FRAME_OFFLOAD", "false"),)
+NODE_LOG = ("--log-level", "DEBUG")
+"""``--node-log``: each node logs what it timed, printed after its run (:data:`TIMED`)."""
+TIMED = ("edge ms per split", "probe at block", "offload at block")
 
 
 def strategies(exits: Sequence[int]) -> list[Strategy]:
@@ -436,6 +441,9 @@ def run_one(
                 _out, err = node.communicate(timeout=600)
                 if node.returncode != 0:
                     raise SystemExit(f"{strategy.name} node failed:\n{err[-2000:]}")
+                if strategy.flags[-2:] == NODE_LOG:
+                    timed = [line for line in err.splitlines() if any(t in line for t in TIMED)]
+                    print(f"--- what the {strategy.name} node timed", *timed, sep="\n", flush=True)
         finally:
             reader.stop()
             worker.terminate()
@@ -730,7 +738,8 @@ def run_regimes(
             for scene in scenes:
                 rows = side_by_side(strats, board, share, legs, scene, model, prepared[scene])
                 for row in rows:
-                    print({k: v for k, v in vars(row).items() if k != "trace"}, flush=True)
+                    said = {k: v for k, v in vars(row).items() if k != "trace"}
+                    print({**said, "timeline": row.timeline()}, flush=True)
                 title, text = f"### {board.key}, {link}, {scene}", verdict(rows)
                 verdicts.append(f"| {board.key} | {link} | {scene} | {text} |")
                 sections += [title, "", regime_table(rows, fps), "", text, ""]
@@ -830,6 +839,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--day-only", action="store_true", help="the day alone, no regimes")
     p.add_argument("--model", type=Path, help="an artefact instead of the testbed's own")
     p.add_argument("--quick", action="store_true", help="one board, LAN, clean, 3 strategies")
+    p.add_argument("--strategies", help="only these, e.g. default,frame,final (default: all)")
+    p.add_argument(
+        "--node-log", action="store_true", help="print what each node timed (its DEBUG log)"
+    )
     p.add_argument("--readme", type=Path, help="and its summary in this README (README.md)")
     p.add_argument("--summarise", type=Path, metavar="PAGE", help="only the README summary of PAGE")
     args = p.parse_args(argv)
@@ -855,6 +868,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         boards, links, scenes, frames = boards[:1], ["lan"], ["clean"], min(frames, 6)
         strats, rate_frames = [s for s in strats if s.name in ("final", "frame", "default")], 6
+    if args.strategies:
+        names = args.strategies.split(",")
+        unknown = sorted(set(names) - {s.name for s in strats})
+        if unknown or "default" not in names:
+            known = ", ".join(s.name for s in strats)
+            p.error(f"--strategies: the default node and any of {known}")
+        strats = [s for s in strats if s.name in names]
+    if args.node_log:
+        strats = [dataclasses.replace(s, flags=(*s.flags, *NODE_LOG)) for s in strats]
     with tempfile.TemporaryDirectory() as tmp:
         graph = reference_graph(CACHE if CACHE.exists() else Path(tmp))
         full_ms = whole_network_ms(graph, None)

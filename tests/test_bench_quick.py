@@ -63,17 +63,21 @@ def test_quick_worker_bench_states_the_batching_verdict_and_its_ceiling(tiny_che
 def test_quick_testbed_runs_a_budgeted_node_behind_a_shaped_link(tiny_artefact, tmp_path) -> None:
     """bench/bench_testbed.py --quick: the board calibrated against its published figure, and
     three strategies with every frame answered (the tiny model: the testbed's own trains for
-    minutes). Without a CPU budget here it says so and skips."""
+    minutes), and what each node timed. Without a CPU budget here it says so and skips."""
     from shared.lab.cpu_budget import unavailable
 
     out, readme = tmp_path / "testbed.md", tmp_path / "README.md"
     cmd = [sys.executable, str(ROOT / "bench" / "bench_testbed.py"), "--quick",
-           "--model", str(tiny_artefact), "--out", str(out), "--readme", str(readme)]  # fmt: skip
+           "--model", str(tiny_artefact), "--out", str(out), "--readme", str(readme),
+           "--node-log"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     if unavailable() is not None:
         assert "skipped" in proc.stderr
         return
+    # --node-log: what each node timed, its start-up sweep's probes among it
+    timed = proc.stdout.split("--- what the default node timed")[1].split("---")[0]
+    assert "edge ms per split" in timed and "probe at block" in timed, timed[-2000:]
     page = out.read_text()
     board = next(line for line in page.splitlines() if line.startswith("| Raspberry Pi 4"))
     published, share, emulated = (float(c) for c in board.split("|")[2:5])
@@ -89,3 +93,17 @@ def test_quick_testbed_runs_a_budgeted_node_behind_a_shaped_link(tiny_artefact, 
     cells = [c.strip() for c in summary.split("|")[1:-1]]
     assert cells[:4] == ["pi4", "lan", means["final"], means["frame"]], (summary, means)
     assert cells[5].startswith(means["default"] + " (x"), summary
+
+
+def test_testbed_strategies_name_the_default_and_known_ones(tiny_artefact) -> None:
+    """--strategies picks some of the strategies, the default node always among them: the
+    verdicts judge it. A name it does not know is refused with the ones it does."""
+    from shared.lab.cpu_budget import unavailable
+
+    if unavailable() is not None:
+        pytest.skip("no CPU budget here: the testbed stops before it reads --strategies")
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_testbed.py"), "--model", str(tiny_artefact)]
+    for picked in ("frame,final", "default,fixed:99"):
+        proc = subprocess.run([*cmd, "--strategies", picked], capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "--strategies: the default node and any of final, frame, fixed:" in proc.stderr
