@@ -231,7 +231,7 @@ class Strategy:
 SPLITS_ONLY = (("ISPLITEE_FRAME_OFFLOAD", "false"),)
 NODE_LOG = ("--log-level", "DEBUG")
 """``--node-log``: each node logs what it timed, printed after its run (:data:`TIMED`)."""
-TIMED = ("edge ms per split", "probe at block", "offload at block")
+TIMED = ("edge ms per split", "probe at block", "offload at block", "edge to block", "result")
 
 
 def strategies(exits: Sequence[int]) -> list[Strategy]:

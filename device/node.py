@@ -235,6 +235,7 @@ class Node:
             return
         x = self.preprocess.normalise(resized)
         (activation, exit_logits), seconds = self._run_edge(x, block)
+        log.debug("edge to block %d: %.1f ms", block, seconds * 1e3)
         # the frame arm's place, if any: an exit that is never confident
         confs, classes = [0.0] * self._first, [0] * self._first
         for i, logits in enumerate(exit_logits):
@@ -609,6 +610,8 @@ class Node:
             model_hash=self.ckpt.hash,
         )
         self.out.publish(self._topic_result, encode_result(result))
+        log.debug("frame %d: %s result %.1f ms after its read", turn.frame_id, source,
+                  result.latency_ms)  # fmt: skip
         if self.on_result is not None:
             self.on_result(result, turn.captured_at)
         with self._lock:

@@ -78,6 +78,7 @@ def test_quick_testbed_runs_a_budgeted_node_behind_a_shaped_link(tiny_artefact, 
     # --node-log: what each node timed, its start-up sweep's probes among it
     timed = proc.stdout.split("--- what the default node timed")[1].split("---")[0]
     assert "edge ms per split" in timed and "probe at block" in timed, timed[-2000:]
+    assert "ms after its read" in timed, timed[-2000:]  # each result, from its frame's read
     page = out.read_text()
     board = next(line for line in page.splitlines() if line.startswith("| Raspberry Pi 4"))
     published, share, emulated = (float(c) for c in board.split("|")[2:5])
