@@ -317,7 +317,11 @@ class DeviceApp:
             held=costs.held_round_trips,
         )
         if arm is not None:
-            self.node.probe(arm, self.probe_bytes(arm))
+            # the frame's probe from a node that runs the network: timed while the node is
+            # quiet, as it would be if the node sent frames (not through an outage: a lost
+            # probe would hold the frames for the reply timeout)
+            quiet = arm == self._frame_probe_due() and not costs.outage
+            self.node.probe(arm, self.probe_bytes(arm), quiet=quiet)
 
     def _measure_link(self, within_s: float = START_PROBES_S) -> None:
         """Time each offloading arm's round trip before the first decision: the probe plan's

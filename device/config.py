@@ -107,7 +107,9 @@ class DeviceConfig(ProgramSettings):
         "it is not offloading. Every other probe times the frame's JPEG (whose round trip "
         "prices an unsure exit's offload at every split), the others take the splits in turn; "
         "at start-up and after an outage every split is timed once, one probe at a time "
-        "(`device/probing.py`).",
+        "(`device/probing.py`). While the node runs its network rather than send frames, it "
+        "holds its next frame while the frame's probe is out, so the probe is not timed behind "
+        "the node's own busy CPU.",
     )
     reply_timeout_s: float = Field(
         2.0,

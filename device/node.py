@@ -45,6 +45,7 @@ import numpy as np
 from device.costs import LiveCosts
 from device.onnx_edge import EdgeBackend
 from device.pending import Offload, PendingOffloads, PendingProbes
+from device.probing import QuietProbe
 from device.settings import Setting, SettingError
 from shared.cost import Observation, RewardModel
 from shared.inference import confidence
@@ -214,6 +215,7 @@ class Node:
         self._topic_probe = topics.probe(device_id)
         self._lock = threading.Lock()  # policy, rewards, costs, encoding, counters
         self._edge_lock = threading.Lock()  # one edge run at a time: its timing is the device's
+        self._quiet = QuietProbe(time.monotonic)  # edge runs wait while a quiet probe is out
         self._log_throttle = LogThrottle()  # every offload refused: one line per kind per 10 s
 
     @property
@@ -279,6 +281,7 @@ class Node:
         """The edge half up to ``block`` and the seconds it took. The node's lock is not held:
         replies are matched and settled meanwhile."""
         with self._edge_lock:
+            self._quiet.wait()
             started = time.perf_counter()
             out = self.edge(x, block)
             return out, time.perf_counter() - started
@@ -381,14 +384,21 @@ class Node:
         )
 
     # -- link probes ---------------------------------------------------------------------------
-    def probe(self, arm: int, payload_bytes: int) -> None:
+    def probe(self, arm: int, payload_bytes: int, *, quiet: bool = False) -> None:
         """Time a round trip of an offload-sized message through the broker for ``arm``.
 
         A node that stopped offloading (the link was slow) would otherwise never learn that
         the link recovered, and a node that starts with a pessimistic prior would never
-        offload at all: probes keep the offload cost of every split measured.
+        offload at all: probes keep the offload cost of every split measured. ``quiet``: the
+        edge run under way ends first, and the next waits until the probe is back
+        (:class:`~device.probing.QuietProbe`).
         """
-        seq = self._probes.add(arm)
+        if quiet:
+            with self._edge_lock:
+                seq = self._probes.add(arm)
+                self._quiet.begin(seq, time.monotonic() + self.reply_timeout_s)
+        else:
+            seq = self._probes.add(arm)
         self.out.publish(
             self._topic_probe,
             bytes(payload_bytes),
@@ -400,6 +410,7 @@ class Node:
         seq = probe_seq(msg.correlation, self._run_id)
         if seq is None:
             return
+        self._quiet.end(seq)
         found = self._probes.match(seq, received)
         if found is None or self.costs is None:
             return

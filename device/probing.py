@@ -100,3 +100,40 @@ class ProbePlan:
             arm = self._cycled % len(self._order())
             self._cycled += 1
             return arm
+
+
+class QuietProbe:
+    """The node's edge runs held while one probe is out, so a busy node times the link as a
+    node that offloads would: on a board the network keeps busy, its own threads wait for the
+    CPU and a probe's reply is timed late (Zero 2 W class, LTE: the frame's probe at 173-198 ms
+    while the node ran its whole network, 99-118 ms from a node sending frames). The node waits
+    for the edge run under way, then :meth:`begin`; each later edge run first :meth:`wait`\\ s
+    until the probe is back (:meth:`end`) or ``until`` passed (a lost probe). Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._back = threading.Event()
+        self._back.set()
+        self._seq: int | None = None
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def begin(self, seq: int, until: float) -> None:
+        """Probe ``seq`` goes out now; edge runs wait for it until ``until`` at most."""
+        with self._lock:
+            self._seq, self._until = seq, until
+            self._back.clear()
+
+    def end(self, seq: int) -> None:
+        """Probe ``seq`` came back: edge runs go on (another probe's return changes nothing)."""
+        with self._lock:
+            if seq == self._seq:
+                self._seq = None
+                self._back.set()
+
+    def wait(self) -> None:
+        """Until the quiet probe is back, or its deadline."""
+        with self._lock:
+            left = self._until - self._clock() if self._seq is not None else 0.0
+        if left > 0:
+            self._back.wait(left)

@@ -84,3 +84,29 @@ def test_the_favoured_arm_gets_every_other_turn_of_the_cycle() -> None:
     favoured[0] = None  # the node sends frames now: each one times the frame's round trip
     sent = [plan.next(130.0 + 5 * k, pending=0, outage=False) for k in range(1, 4)]
     assert sent == [0, 1, 2]
+
+
+def test_a_quiet_probe_holds_edge_runs_until_it_is_back_or_lost() -> None:
+    """A busy node times its frame probe late (its own threads wait for the CPU): while the
+    probe is out the next edge run waits, until the probe is back, or its deadline if lost."""
+    import threading
+    import time
+
+    from device.probing import QuietProbe
+
+    quiet = QuietProbe(time.monotonic)
+    started = time.monotonic()
+    quiet.wait()  # nothing out: no wait
+    assert time.monotonic() - started < 0.05
+    quiet.begin(7, time.monotonic() + 5.0)
+    threading.Timer(0.2, quiet.end, args=(6,)).start()  # another probe's return: still held
+    threading.Timer(0.4, quiet.end, args=(7,)).start()
+    started = time.monotonic()
+    quiet.wait()
+    assert 0.35 < time.monotonic() - started < 2.0
+    quiet.begin(8, time.monotonic() + 0.3)  # lost: edge runs go on at its deadline
+    started = time.monotonic()
+    quiet.wait()
+    assert 0.25 < time.monotonic() - started < 2.0
+    quiet.wait()  # past the deadline: no more waiting
+    assert time.monotonic() - started < 2.0
