@@ -231,7 +231,8 @@ class Strategy:
 SPLITS_ONLY = (("ISPLITEE_FRAME_OFFLOAD", "false"),)
 NODE_LOG = ("--log-level", "DEBUG")
 """``--node-log``: each node logs what it timed, printed after its run (:data:`TIMED`)."""
-TIMED = ("edge ms per split", "probe at block", "offload at block", "edge to block", "result")
+TIMED = ("edge ms per split", "probe at block", "offload at block", "edge to block", "result",
+         ": split ")  # fmt: skip
 
 
 def strategies(exits: Sequence[int]) -> list[Strategy]:
@@ -592,8 +593,7 @@ def why_slower(default: Row, best: Row) -> str:
     busy = (
         f"; its node was {default.cpu_ms * FPS / 1e3:.0%} busy (the board's CPU per frame, "
         f"{default.cpu_ms:.0f} ms, against a frame every {1e3 / FPS:.0f} ms), {best.strategy}'s "
-        f"{best.cpu_ms * FPS / 1e3:.0%}: a busy node's frames wait their turn, which its prices "
-        "(each arm's own time) do not count"
+        f"{best.cpu_ms * FPS / 1e3:.0%}"
     )
     if mine == theirs:
         return f"; both answered from split {mine} ({default.splits()}): the same arm" + busy
@@ -603,7 +603,7 @@ def why_slower(default: Row, best: Row) -> str:
         return played + busy
     return (
         f"; it played split {mine} ({default.splits()}: {default.timeline()}), priced at "
-        f"{own:.2f} when it stopped (its whole network: 1.90) against {other:.2f} for split "
+        f"{own:.2f} when it stopped against {other:.2f} for split "
         f"{theirs}, where {best.strategy} answered" + busy
     )
 

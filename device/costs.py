@@ -6,7 +6,7 @@ node at start-up and a prior for the link, then follows what each frame actually
 (smoothed), so when the network slows down the bandit sees offloading get dearer at its next
 decision and moves the split without a restart.
 
-Units: the whole network on this node costs ``gamma * 19`` (1.9, as in the paper), so alpha,
+Units: the whole network's run on this node costs ``gamma * 19`` (1.9, as in the paper), so alpha,
 mu and the exploration constant keep the meaning they have in the paper and in
 ``isplitee simulate``. The start-up timing fixes how the splits compare with each other; every
 frame's edge run then updates one speed factor (how much slower or faster this node is now than
@@ -22,6 +22,18 @@ A split's estimate ages: the one the node offloads at is measured every frame an
 one measured last by a probe half a minute ago says little of the link now, so a round trip
 replaces an estimate more the older it is (weight ``1 - exp(-age / stale_s)``, at least
 ``smoothing``). After the link changed, each split's next probe brings it up to date.
+
+A frame's result comes later than its priced parts (the edge run, the encode, the round
+trip): the frame is resized and normalised, its reply waits for the node's other threads, and a
+node whose frames need more CPU than the camera's pace leaves each frame waiting behind its own
+threads. That wait is part of the latency a subscriber sees and it depends on the arm (the whole
+network on a Zero 2 W keeps its one core busy, sending the frame leaves it half idle), so each
+arm is also priced at its frames' wait (:meth:`LiveCosts.observe_result`: read-to-result time
+less the parts timed), smoothed per arm; an arm not played yet is priced at the smallest wait
+measured on any arm (what every frame waits at least), and what an arm not played for a while
+waited more than the arm in play fades (``wait_fade_s``): one busy spell does not keep an arm
+out for good, the node tries it again and measures it. docs/testbed.md shows the case: two arms
+whose own times tie within 3 % while their results differ by 60 ms.
 
 An outage is not a slow link. While offloads get no reply in time, every offload costs what
 waiting for it costs (the reply timeout and its re-offloads) and still leaves the node without
@@ -57,6 +69,7 @@ class LiveCosts:
         late_s: a round trip at least this long came through an outage (the node's reply
             timeout); None: every round trip is a measurement.
         stale_s: how fast a split's estimate ages (see the module docstring).
+        wait_fade_s: how fast an arm's wait beyond the played arm's fades (the same).
     """
 
     def __init__(
@@ -71,6 +84,7 @@ class LiveCosts:
         gamma: float = PAPER_GAMMA,
         late_s: float | None = None,
         stale_s: float = 10.0,
+        wait_fade_s: float = 60.0,
     ) -> None:
         if not 0 < smoothing <= 1:
             raise ValueError(f"smoothing should be in (0, 1], got {smoothing!r}")
@@ -78,6 +92,9 @@ class LiveCosts:
             raise ValueError(f"late_s should be positive, got {late_s!r}")
         if not stale_s > 0:
             raise ValueError(f"stale_s should be positive, got {stale_s!r}")
+        if not wait_fade_s > 0:
+            raise ValueError(f"wait_fade_s should be positive, got {wait_fade_s!r}")
+        self.wait_fade_s = wait_fade_s
         self.late_s = late_s
         self.stale_s = stale_s
         self.blocks = tuple(blocks)
@@ -97,6 +114,8 @@ class LiveCosts:
         self.frames_refused = False
         self._waiting: float | None = None  # an outage: what an offload costs until a reply
         self.held_round_trips = 0  # round trips held up by an outage: each says it ended
+        self._wait: list[float | None] = [None] * len(self.blocks)  # beyond the timed parts
+        self._waited_at: float | None = None  # when the last wait was observed
 
     def _blend(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.smoothing * (new - old)
@@ -127,6 +146,28 @@ class LiveCosts:
         self._offload[arm] = seconds if old is None else old + weight * (seconds - old)
         self._measured[arm] = now
         self._link = self._blend(self._link, seconds)
+
+    def observe_result(
+        self, arm: int, latency_s: float, timed_s: float, now: float | None = None
+    ) -> None:
+        """One frame decided at ``arm`` got its result ``latency_s`` after it was read, of which
+        ``timed_s`` were the parts priced on their own (edge run, encode, round trip with the
+        cloud's compute): the rest is the arm's wait. ``now``: any monotonic clock (None: the
+        other arms' waits do not fade)."""
+        played = self._wait[arm] = self._blend(self._wait[arm], max(latency_s - timed_s, 0.0))
+        if now is not None and self._waited_at is not None:
+            fade = math.exp(-max(now - self._waited_at, 0.0) / self.wait_fade_s)
+            for k, other in enumerate(self._wait):
+                if other is not None and other > played:
+                    self._wait[k] = played + (other - played) * fade
+        self._waited_at = now
+
+    def wait_seconds(self, arm: int) -> float:
+        """A frame's wait at ``arm`` beyond its timed parts (the module docstring)."""
+        own = self._wait[arm]
+        if own is not None:
+            return own
+        return min((w for w in self._wait if w is not None), default=0.0)
 
     def observe_timeout(self, wait_s: float) -> None:
         """An offload got no reply in time: until one does (:meth:`observe_offload`,
@@ -186,6 +227,9 @@ class LiveCosts:
         return CostModel(
             name="live",
             blocks=self.blocks,
-            edge=tuple(self._edge[i] / self._edge[-1] * self._full for i in range(n)),
+            edge=tuple(
+                self._edge[i] / self._edge[-1] * self._full + self.wait_seconds(i) * unit
+                for i in range(n)
+            ),
             offload=tuple(s * unit for s in offload),
         )

@@ -123,6 +123,7 @@ class _Sent:
     audit: bool = False
     sent_arm: int = 0  # the arm whose message went: the decision's, or the frame arm
     resized: np.ndarray | None = None  # the frame arm's frame, for a fallback answer
+    work_s: float = 0.0  # the node's timed work before the send: edge run, encode
 
 
 @dataclass(frozen=True)
@@ -233,10 +234,10 @@ class Node:
         turn = self._decide(frame_id, captured_at)
         arm, block = turn.decision.arm, self.blocks[turn.decision.arm]
         if arm == self.frame_arm:  # no block on the device: the frame goes as it is
-            self._offload_frame(turn, resized, [0.0], [0], keep=True)
+            self._offload_frame(turn, resized, [0.0], [0], 0.0, keep=True)
             return
         x = self.preprocess.normalise(resized)
-        (activation, exit_logits), seconds = self._run_edge(x, block)
+        (activation, exit_logits), seconds, held = self._run_edge(x, block)
         log.debug("edge to block %d: %.1f ms", block, seconds * 1e3)
         # the frame arm's place, if any: an exit that is never confident
         confs, classes = [0.0] * self._first, [0] * self._first
@@ -264,27 +265,36 @@ class Node:
                 )
             frame_cheaper = self.costs is not None and self.costs.frame_cheaper(arm)
         if answers:
-            self._publish_result(turn, classes[arm], confs[arm], block, block, "edge")
+            timed = held + seconds  # a quiet probe's hold is what probing costs: not a wait
+            self._publish_result(turn, classes[arm], confs[arm], block, block, "edge", timed)
         elif frame_cheaper:
-            self._offload_frame(turn, resized, confs, classes)
+            self._offload_frame(turn, resized, confs, classes, held + seconds)
         else:
-            self._offload_activation(turn, activation, confs, classes, audit)
+            self._offload_activation(turn, activation, confs, classes, audit, held + seconds)
 
     def _decide(self, frame_id: int, captured_at: float) -> _Turn:
         with self._lock:
             decision = self.policy.decide()
-            self.current_block = self.blocks[decision.arm]
+            block = self.blocks[decision.arm]
+            if block != self.current_block and log.isEnabledFor(logging.DEBUG):
+                cost = self.rewards.cost
+                priced = ", ".join(
+                    f"{b}: {cost.edge[i] + (cost.offload[i] if b != self.blocks[-1] else 0):.2f}"
+                    for i, b in enumerate(self.blocks)
+                )
+                log.debug("frame %d: split %d, priced %s", frame_id, block, priced)
+            self.current_block = block
             self.counters.frames += 1
             return _Turn(frame_id, captured_at, self.policy, decision, self.rewards, self.wire)
 
-    def _run_edge(self, x: np.ndarray, block: int) -> tuple[tuple[np.ndarray, list], float]:
-        """The edge half up to ``block`` and the seconds it took. The node's lock is not held:
-        replies are matched and settled meanwhile."""
+    def _run_edge(self, x: np.ndarray, block: int) -> tuple[tuple[np.ndarray, list], float, float]:
+        """The edge half up to ``block``, the seconds it took, and the seconds it was held for
+        a quiet probe before. The node's lock is not held: replies are settled meanwhile."""
         with self._edge_lock:
-            self._quiet.wait()
+            held = self._quiet.wait()
             started = time.perf_counter()
             out = self.edge(x, block)
-            return out, time.perf_counter() - started
+            return out, time.perf_counter() - started, held
 
     def _offload_activation(
         self,
@@ -293,6 +303,7 @@ class Node:
         confs: list[float],
         classes: list[int],
         audit: bool,
+        edge_s: float,
     ) -> None:
         arm = turn.decision.arm
         block = self.blocks[arm]
@@ -318,7 +329,8 @@ class Node:
                 log.warning("frame %d: not offloaded (%s)%s", turn.frame_id, exc, more)
             self._publish_result(turn, classes[arm], confs[arm], block, block, "fallback")
             return
-        self._offload(turn, payload, _Sent(turn, tuple(confs), tuple(classes), audit, arm), audit)
+        sent = _Sent(turn, tuple(confs), tuple(classes), audit, arm, work_s=edge_s)
+        self._offload(turn, payload, sent, audit)
 
     def _offload_frame(
         self,
@@ -326,10 +338,12 @@ class Node:
         resized: np.ndarray,
         confs: list[float],
         classes: list[int],
+        edge_s: float,
         keep: bool = False,
     ) -> None:
         """Send the frame's JPEG: the decision's arm is the frame arm (``keep`` the frame for a
-        fallback answer), or an unsure exit for which the frame is cheaper."""
+        fallback answer), or an unsure exit for which the frame is cheaper (``edge_s``: the
+        edge run that found it unsure)."""
         decision = turn.decision
         arm = decision.arm
         started = time.perf_counter()
@@ -363,6 +377,7 @@ class Node:
             audit=decision.audit or arm == self.frame_arm,
             sent_arm=self.frame_arm,
             resized=resized if keep else None,
+            work_s=edge_s + seconds,
         )
         self._offload(turn, payload, sent, decision.audit)
 
@@ -469,10 +484,12 @@ class Node:
     def _on_answer(self, offload: Offload[_Sent], reply: Reply, received: float) -> None:
         """The cloud's answer: published, and taught to the policy that decided."""
         sent = offload.context
+        timed_s = None  # the frame's timed parts, when its round trip prices its arm
         with self._lock:
             if sent.sent_arm == self.frame_arm:
                 self._frames_refused = 0  # in a row
             if self.costs is not None and self._timed(offload, received):
+                timed_s = sent.work_s + received - offload.sent
                 rtt = received - offload.sent - reply.cloud_ms / 1e3
                 log.debug("offload at block %d: %.1f ms", self.blocks[sent.sent_arm], rtt * 1e3)
                 self.costs.observe_offload(sent.sent_arm, rtt, received)
@@ -482,7 +499,7 @@ class Node:
             sent.turn.policy.observe(sent.turn.decision, self._revealed(sent, reply))
         split = self.blocks[sent.sent_arm]
         label, conf = int(reply.label), float(reply.confidence)
-        self._publish_result(sent.turn, label, conf, self.blocks[-1], split, "cloud")
+        self._publish_result(sent.turn, label, conf, self.blocks[-1], split, "cloud", timed_s)
 
     def _timed(self, offload: Offload[_Sent], received: float) -> bool:
         """Whether an offload's round trip prices its arm. Not when it was sent again (whose
@@ -577,7 +594,7 @@ class Node:
         label, conf = sent.classes[-1], sent.confidences[-1]
         if sent.resized is not None:
             block = self.blocks[self._first]
-            (_, logits), _ = self._run_edge(self.preprocess.normalise(sent.resized), block)
+            (_, logits), _, _ = self._run_edge(self.preprocess.normalise(sent.resized), block)
             c, k = confidence(logits[0], self.temperatures[0])
             label, conf = int(k[0]), float(c[0])
         split = self.blocks[sent.sent_arm]
@@ -603,9 +620,11 @@ class Node:
         exit_block: int,
         split_block: int,
         source: Source,
+        timed_s: float | None = None,
     ) -> None:
         """Publish a frame's one result, hand it to ``on_result``, then count it: once the
-        count shows, the result has gone out."""
+        count shows, the result has gone out. ``timed_s``: the parts of its latency priced on
+        their own, when they price its arm (the rest is its arm's wait, :mod:`device.costs`)."""
         names = self.ckpt.meta.class_names
         result = Result(
             device_id=self.device_id,
@@ -627,6 +646,9 @@ class Node:
             self.on_result(result, turn.captured_at)
         with self._lock:
             self.counters.count(source)
+            if timed_s is not None and self.costs is not None:
+                latency_s = result.latency_ms / 1e3
+                self.costs.observe_result(turn.decision.arm, latency_s, timed_s, time.monotonic())
 
     # -- runtime settings ------------------------------------------------------------------------
     def apply(self, setting: Setting) -> dict[str, Any]:

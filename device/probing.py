@@ -131,9 +131,12 @@ class QuietProbe:
                 self._seq = None
                 self._back.set()
 
-    def wait(self) -> None:
-        """Until the quiet probe is back, or its deadline."""
+    def wait(self) -> float:
+        """Until the quiet probe is back, or its deadline; returns the seconds waited."""
         with self._lock:
-            left = self._until - self._clock() if self._seq is not None else 0.0
-        if left > 0:
-            self._back.wait(left)
+            started = self._clock()
+            left = self._until - started if self._seq is not None else 0.0
+        if left <= 0:
+            return 0.0
+        self._back.wait(left)
+        return self._clock() - started

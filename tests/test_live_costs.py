@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from device.costs import LiveCosts
@@ -115,3 +117,38 @@ def test_an_estimate_a_probe_made_long_ago_gives_way_to_the_next_one() -> None:
     assert timeless.offload_seconds(0) == pytest.approx(0.150 - 0.2 * 0.135)
     with pytest.raises(ValueError, match="stale_s"):
         costs(stale_s=0)
+
+
+def test_an_arm_whose_frames_wait_longer_is_priced_at_their_wait() -> None:
+    """Zero 2 W over LTE (docs/testbed.md): the whole network and the frame's round trip tie
+    in their own times, but the whole network keeps the node's one core busy and its results
+    come 60 ms later. The wait (read-to-result less the parts timed) is the arm's own."""
+    c = costs(smoothing=1.0)
+    c.observe_offload(0, 0.009)  # split 3 with its offload: 1 + 9 ms, the whole network 10
+    even = c.cost_model()
+    assert even.edge[0] + even.offload[0] == pytest.approx(even.edge[-1])
+    c.observe_result(2, latency_s=0.016, timed_s=0.010)  # 6 ms behind its own threads
+    c.observe_result(0, latency_s=0.012, timed_s=0.010)  # 2 ms
+    priced = c.cost_model()
+    assert priced.edge[-1] - priced.edge[0] - priced.offload[0] == pytest.approx(4 * 0.19)
+    assert c.wait_seconds(1) == pytest.approx(0.002)  # not played: the least any arm waits
+    c.observe_result(0, latency_s=0.005, timed_s=0.010)  # less than timed: no wait, not less
+    assert c.wait_seconds(0) == 0.0 and c.wait_seconds(1) == 0.0
+    assert costs().wait_seconds(0) == 0.0  # nothing measured: the timed parts alone
+
+
+def test_an_arm_not_played_for_a_while_is_tried_again() -> None:
+    """One busy spell (another process on the board) must not price an arm out for good:
+    what it waited more than the arm in play fades, a minute at a time."""
+    c = costs(smoothing=1.0, wait_fade_s=60.0)
+    c.observe_result(2, latency_s=0.110, timed_s=0.010, now=0.0)  # 100 ms behind the spell
+    c.observe_result(0, latency_s=0.015, timed_s=0.010, now=1.0)
+    assert c.wait_seconds(2) == pytest.approx(0.005 + 0.095 * math.exp(-1 / 60))
+    for t in range(2, 121):
+        c.observe_result(0, latency_s=0.015, timed_s=0.010, now=float(t))
+    assert c.wait_seconds(2) == pytest.approx(0.005 + 0.095 * math.exp(-2), rel=1e-6)
+    c.observe_result(2, latency_s=0.030, timed_s=0.010, now=121.0)  # measured again: its own
+    assert c.wait_seconds(2) == pytest.approx(0.020)
+    assert c.wait_seconds(0) == pytest.approx(0.005)  # less than the arm in play: kept
+    with pytest.raises(ValueError, match="wait_fade_s"):
+        costs(wait_fade_s=0)

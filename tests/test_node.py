@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from device.costs import LiveCosts
 from device.node import SETTERS, Node
 from device.settings import SETTABLE, Setting, SettingError
 from shared.cost import RewardModel, paper_cost
@@ -42,13 +43,15 @@ class GatedEdge:
         return np.zeros((1, 4, 2, 2), np.float32), exits
 
 
-def _node(spec: str = "fixed:3", alpha: float = 1.0) -> tuple[Node, Recorder, GatedEdge]:
+def _node(
+    spec: str = "fixed:3", alpha: float = 1.0, costs: LiveCosts | None = None
+) -> tuple[Node, Recorder, GatedEdge]:
     rewards = RewardModel(paper_cost(META.arm_blocks), alpha=alpha)
     out, edge = Recorder(), GatedEdge()
     node = Node(
         checkpoint=SimpleNamespace(meta=META, hash="0" * 64),  # type: ignore[arg-type]
         policy=build_policy(spec, rewards),
-        costs=None,
+        costs=costs,
         rewards=rewards,
         publisher=out,
         topics=Topics(),
@@ -108,6 +111,25 @@ def test_an_unanswered_offload_goes_again_once_then_falls_back_on_its_exit() -> 
     assert node.expire(start + 5.0) == 1
     assert [(r.frame_id, r.source, r.split_block) for r in out.results()] == [(0, "fallback", 3)]
     assert node.pending == 0 and node.counters.errors["timeout"] == 1
+
+
+def test_what_a_frame_waits_beyond_its_timed_parts_prices_the_arm_that_decided_it() -> None:
+    """Read 50 ms before the node took it (a frame behind the node's own work): the edge run
+    and the round trip are timed, the 50 ms are the arm's wait (device/costs.py)."""
+    costs = LiveCosts(
+        META.arm_blocks, {3: 0.001, 19: 0.002}, {3: 100, 19: 10}, link_mbit_per_s=10, rtt_ms=1
+    )
+    node, out, _ = _node(alpha=0.0, costs=costs)
+    node.process(0, _frame(), time.time() - 0.050)  # answers at its exit
+    assert 0.050 <= costs.wait_seconds(0) < 0.090
+    node.apply(Setting("alpha", 1.0))  # unsure from now on: offloaded
+    node.process(1, _frame(), time.time() - 0.020)
+    (corr,) = out.offloads()
+    time.sleep(0.030)  # the round trip: timed, not a wait
+    node.on_reply(_reply(1, corr))
+    assert 0.020 * 0.2 + 0.050 * 0.8 <= costs.wait_seconds(0) < 0.060
+    assert costs.cost_model().edge[0] > 0.19 + 0.040 / 0.002 * 1.9  # block 3 and its wait
+    assert costs.wait_seconds(1) == costs.wait_seconds(0)  # not played: the least measured
 
 
 def test_every_settable_key_has_one_handler() -> None:
