@@ -2,7 +2,10 @@
 
 It runs on a free loopback port with the project's own config (only the ``listener`` line is
 rewritten), so nothing else on the machine is touched and several can run at once. It is
-stopped by its pid, never by name.
+stopped by its pid, never by name. A free port can be taken between the moment it is found and
+Mosquitto's bind (another client's outgoing connection gets it: a benchmark starting nine
+brokers and their clients at once saw it): a broker that exits before it listens is started
+again on another free port, unless its port was given.
 """
 
 from __future__ import annotations
@@ -34,9 +37,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
+def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+    """Until something listens on ``port``; ``proc``: the process meant to, which must not exit
+    meanwhile (:class:`BrokerExited`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BrokerExited(f"exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -45,27 +52,50 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+class BrokerExited(RuntimeError):
+    """The broker's process ended before it listened."""
+
+
 @dataclass
 class Broker:
-    """A Mosquitto process on a loopback port; stopped (or killed) by its pid."""
+    """A Mosquitto process on a loopback port; stopped (or killed) by its pid. ``movable``:
+    the port was only found free, and another one will do if it is taken."""
 
     port: int
     config: Path
     log: Path
     proc: subprocess.Popen | None = None
+    movable: bool = False
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> Broker:
+    def start(self, attempts: int = 3) -> Broker:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed: run `make install`")
-        log = open(self.log, "ab")  # noqa: SIM115 - the process owns it
-        self.proc = subprocess.Popen([binary, "-c", str(self.config)], stdout=log, stderr=log)
-        wait_for_port(self.port)
-        return self
+        for attempt in range(1, attempts + 1):
+            with open(self.log, "ab") as log:  # the process has its own copy
+                self.proc = subprocess.Popen(
+                    [binary, "-c", str(self.config)], stdout=log, stderr=log
+                )
+            try:
+                wait_for_port(self.port, proc=self.proc)
+                return self
+            except BrokerExited as exc:
+                said = " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-3:])
+                if not self.movable or attempt == attempts:
+                    raise BrokerExited(f"mosquitto {exc} ({self.log}: {said})") from None
+                self._move(free_port())
+        raise AssertionError("unreachable")
+
+    def _move(self, port: int) -> None:
+        """Listen on ``port`` instead (the config's listener line rewritten)."""
+        lines = self.config.read_text().splitlines()
+        lines = [f"listener {port} 127.0.0.1" if ln.startswith("listener ") else ln for ln in lines]
+        self.config.write_text("\n".join(lines) + "\n")
+        self.port = port
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -83,6 +113,7 @@ def broker_from(
     """A broker whose config is ``template`` with its listener moved to a free loopback port
     (or ``port``: a broker restarted where its clients expect it) and each key of
     ``overrides`` set to its value (e.g. ``{"persistence": "true"}``)."""
+    movable = port is None
     port = port or free_port()
     todo = dict(overrides or {})
     lines = []
@@ -97,4 +128,4 @@ def broker_from(
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / f"mosquitto-{port}.conf"
     config.write_text("\n".join(lines) + "\n")
-    return Broker(port=port, config=config, log=workdir / f"mosquitto-{port}.log")
+    return Broker(port, config, workdir / f"mosquitto-{port}.log", movable=movable)
