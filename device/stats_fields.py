@@ -32,7 +32,11 @@ STATS_FIELDS: dict[str, str] = {
     "arms": "per arm: block, count and estimated reward of the bandit, exit rate and "
     "confidence; with an audited policy also `agreement` with the final classifier, `trusted`, "
     "and `threshold`, the confidence at which that exit answers",
-    "costs": "current `edge` and `offload` cost per arm (paper units)",
+    "costs": (
+        "what the policy prices each arm at now, in paper units (the whole network's run on the "
+        "node costs 1.9): `edge`, the node's time to reach the arm plus what its frames waited "
+        "beyond their timed parts (`device/costs.py`), and `offload`, the round trip from it"
+    ),
     "publish_dropped": "messages dropped because more than 10,000 were queued while the broker "
     "was unreachable",
     "publish_refused": "publishes the broker refused (its ACL), by topic kind, e.g. "
